@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is set up by them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint services services-stop clean bench
+
+setup: $(STAMP) .cache/jars/MANIFEST
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# The pinned JVM packages (sales_core/packages.py), resolved from Maven Central once and cached.
+.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py
+	$(BIN)/python -m sales_core.packages fetch
+
+demo: setup
+	$(BIN)/lambda-sales demo
+
+services: setup
+	$(BIN)/python -m sales_core.services start
+
+services-stop:
+	-$(BIN)/python -m sales_core.services stop
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+	$(BIN)/mypy
+
+test: setup
+	bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/batch.py
+
+clean:
+	rm -rf lakehouse landing .cache/run spark-warehouse metastore_db

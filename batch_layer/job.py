@@ -1,0 +1,174 @@
+"""The nightly batch job: ingest what is new, recompute every view, publish atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from batch_layer.database import JdbcSource
+from batch_layer.ingest import IngestCounts, ingest_epoch, read_epoch_sources
+from batch_layer.landing import list_landing_files
+from batch_layer.ledger import IngestPlan, JdbcRange, new_files, read_ledger, record_ingested, record_plan
+from batch_layer.publish import recompute_and_publish
+from sales_core.config import Config
+from sales_core.errors import PipelineError, QualityGateError
+from sales_core.lakehouse import Lakehouse, table_version
+from sales_core.quality import EMPTY, QualityReport
+from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    accept_low_quality: bool = False
+
+
+def jdbc_source(config: Config) -> JdbcSource | None:
+    jdbc = config.sources.jdbc
+    if not jdbc.enabled:
+        return None
+    return JdbcSource(jdbc.url, jdbc.table, jdbc.user, jdbc.password, jdbc.watermark_column, jdbc.fetch_size)
+
+
+def _plans(spark: SparkSession, config: Config, lakehouse: Lakehouse, progress: Progress) -> list[IngestPlan]:
+    """The interrupted epoch (if any) then a new epoch for whatever is new."""
+    state = read_ledger(spark, lakehouse.ingest_ledger)
+    plans = [state.pending] if state.pending else []
+    listing = list_landing_files(spark, config.sources.files.landing)
+    files = new_files(state, listing)
+    jdbc = jdbc_source(config)
+    jdbc_range = None
+    if jdbc is not None:
+        high = jdbc.high_watermark(spark)
+        low = state.jdbc_high.get(jdbc.table)
+        if high is not None and high != low:
+            jdbc_range = JdbcRange(jdbc.table, low, high)
+    if files or jdbc_range:
+        epoch = max(state.last_epoch, state.pending.epoch if state.pending else 0) + 1
+        plans.append(IngestPlan(epoch, utcnow(), tuple(files), jdbc_range))
+    if state.pending:
+        progress(f"resuming interrupted ingest epoch {state.pending.epoch} ({len(state.pending.files)} files)")
+    progress(f"{len(listing)} files in landing, {len(files)} new" + (
+        f"; database rows with {jdbc.watermark_column} in ({jdbc_range.low}, {jdbc_range.high}]" if jdbc_range and jdbc else ""))
+    return plans
+
+
+def _quality_since_last_publish(spark: SparkSession, runs_path: str, run_id: str) -> QualityReport:
+    """Quality of batch runs refused since the last publish: their data is still unpublished."""
+    if not DeltaTable.isDeltaTable(spark, runs_path):
+        return EMPTY
+    runs = spark.read.format("delta").load(runs_path).where((F.col("job") == "batch") & (F.col("run_id") != run_id))
+    last_ok = runs.where(F.col("status") == "succeeded").agg(F.max("started_at")).first()[0]
+    refused = runs.where(F.col("status") == "quality_failed")
+    if last_ok is not None:
+        refused = refused.where(F.col("started_at") > F.lit(last_ok))
+    total = EMPTY
+    for row in refused.select("quality").collect():
+        data = json.loads(row["quality"] or "{}")
+        total = total + QualityReport(
+            data.get("records", 0), data.get("completeness_issues", 0),
+            data.get("validity_issues", 0), data.get("consistency_issues", 0),
+        )
+    return total
+
+
+def run_batch(
+    spark: SparkSession, config: Config, *, options: BatchOptions = BatchOptions(), progress: Progress = log.info
+) -> RunRecord:
+    """Run the batch job once; returns its run record (also saved in ``pipeline_runs``).
+
+    Raises:
+        QualityGateError: the data-quality score is below ``quality.min_score``.
+        PipelineError: a source or write failed (the run is recorded as failed).
+    """
+    lakehouse = Lakehouse(config.lakehouse.root)
+    record = RunRecord(new_run_id("batch"), "batch", utcnow())
+    save_run(spark, lakehouse.pipeline_runs, record)
+    interrupted = mark_interrupted(spark, lakehouse.pipeline_runs, "batch", except_run=record.run_id)
+    if interrupted:
+        progress(f"{interrupted} earlier batch run(s) had been interrupted; recovering")
+    try:
+        counts = IngestCounts()
+        jdbc = jdbc_source(config)
+        epochs = []
+        for plan in _plans(spark, config, lakehouse, progress):
+            if plan is not None and not plan.empty:
+                if plan.epoch > (read_ledger(spark, lakehouse.ingest_ledger).last_epoch):
+                    record_plan(spark, lakehouse.ingest_ledger, plan, record.run_id)
+                progress(f"ingest epoch {plan.epoch}: {len(plan.files)} files" + (" + database rows" if plan.jdbc else ""))
+                envelopes = read_epoch_sources(spark, plan, jdbc)
+                epoch_counts = ingest_epoch(
+                    spark, lakehouse, plan, envelopes, conflict_retries=config.batch.max_conflict_retries
+                )
+                record_ingested(spark, lakehouse.ingest_ledger, plan, record.run_id, utcnow())
+                counts = counts + epoch_counts
+                epochs.append(plan.epoch)
+        record.records_read, record.valid = counts.records_read, counts.valid
+        record.duplicates, record.quarantined = counts.duplicates, counts.quarantined
+        record.details = {
+            "epochs": epochs,
+            "records_by_source": counts.records_by_source,
+            "rejected_by_reason": counts.rejected_by_reason,
+            "defaulted": counts.defaulted,
+        }
+        if not counts.balanced:
+            raise PipelineError(f"record counts do not balance: {counts}")
+
+        report = counts.quality()
+        gate = report + _quality_since_last_publish(spark, lakehouse.pipeline_runs, record.run_id)
+        record.quality, record.quality_score = report.as_dict(), report.score
+        if gate.score < config.quality.min_score and not options.accept_low_quality:
+            record.status, record.ended_at = "quality_failed", utcnow()
+            record.error = (
+                f"data-quality score {gate.score:.2f} is below the threshold {config.quality.min_score:.2f}; "
+                "the previous generation stays published"
+            )
+            record.delta_versions = _versions(spark, lakehouse)
+            save_run(spark, lakehouse.pipeline_runs, record)
+            raise QualityGateError(record.error)
+
+        progress("recompute views from a pinned snapshot of the master dataset")
+        generation = recompute_and_publish(
+            spark, lakehouse, run_id=record.run_id, published_at=utcnow(),
+            keep_generations=config.batch.keep_generations, progress=progress,
+        )
+        record.generation = generation.generation
+        record.details["master_version"] = generation.master_version
+        record.details["handoff"] = generation.handoff
+        record.details["events_in_views"] = generation.events
+        record.delta_versions = _versions(spark, lakehouse)
+        record.status, record.ended_at = "succeeded", utcnow()
+        save_run(spark, lakehouse.pipeline_runs, record)
+        return record
+    except QualityGateError:
+        raise
+    except Exception as exc:
+        record.status, record.ended_at = "failed", utcnow()
+        record.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        try:
+            save_run(spark, lakehouse.pipeline_runs, record)
+        except Exception:  # the original failure matters more than recording it
+            log.exception("could not record the failed run")
+        raise
+
+
+def _versions(spark: SparkSession, lakehouse: Lakehouse) -> dict[str, int]:
+    from sales_core.views import VIEWS
+
+    paths = {
+        "master_dataset": lakehouse.master_dataset,
+        "quarantine": lakehouse.quarantine,
+        "ingest_ledger": lakehouse.ingest_ledger,
+        "generations": lakehouse.generations,
+        **{name: lakehouse.batch_view(name) for name in VIEWS},
+    }
+    return {name: table_version(spark, path) for name, path in paths.items() if DeltaTable.isDeltaTable(spark, path)}

@@ -1,0 +1,381 @@
+"""Layered, typed configuration (CONTRACT §6).
+
+Layers, later wins: ``conf/base.toml`` (every key, with its default), ``conf/<env>.toml``
+(``local``, ``cluster`` or ``databricks``), the file given with ``--conf``, then environment
+variables ``LAMBDA_SALES__SECTION__KEY=value``. The dataclasses below are the schema: a key
+they do not name, a value of the wrong type or a secret in a file stops the command with a
+one-line :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "LAMBDA_SALES__"
+ENV_NAME_VAR = "LAMBDA_SALES_ENV"
+ENVIRONMENTS = ("local", "cluster", "databricks")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, explained in one line."""
+
+
+class Secret:
+    """A secret value: usable by code, never shown by ``str``/``repr``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class LakehouseConf:
+    root: str
+
+
+@dataclass(frozen=True)
+class FilesSourceConf:
+    landing: str
+
+
+@dataclass(frozen=True)
+class KafkaSourceConf:
+    bootstrap_servers: str
+    topic: str
+    dlq_topic: str
+    starting_offsets: str
+    max_offsets_per_trigger: int
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: Secret
+
+
+@dataclass(frozen=True)
+class JdbcSourceConf:
+    enabled: bool
+    url: str
+    table: str
+    user: str
+    password: Secret
+    watermark_column: str
+    fetch_size: int
+
+
+@dataclass(frozen=True)
+class SourcesConf:
+    files: FilesSourceConf
+    kafka: KafkaSourceConf
+    jdbc: JdbcSourceConf
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    master: str
+    app_name: str
+    shuffle_partitions: int
+    driver_memory: str
+    conf: dict[str, str]
+
+
+@dataclass(frozen=True)
+class QualityConf:
+    min_score: float
+
+
+@dataclass(frozen=True)
+class BatchConf:
+    keep_generations: int
+    max_conflict_retries: int
+
+
+@dataclass(frozen=True)
+class SpeedConf:
+    trigger_interval: str
+
+
+@dataclass(frozen=True)
+class ServingConf:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class AlertsConf:
+    webhook_url: Secret
+    timeout_seconds: float
+    retries: int
+
+
+@dataclass(frozen=True)
+class LoggingConf:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration of one command."""
+
+    lakehouse: LakehouseConf
+    sources: SourcesConf
+    spark: SparkConf
+    quality: QualityConf
+    batch: BatchConf
+    speed: SpeedConf
+    serving: ServingConf
+    alerts: AlertsConf
+    logging: LoggingConf
+
+
+# Keys that may only come from the environment (or a secret scope mapped into it).
+SECRET_KEYS = frozenset(
+    {"sources.jdbc.password", "sources.kafka.sasl_password", "alerts.webhook_url"}
+)
+# Keys holding local paths or URIs, resolved against the working directory when relative.
+PATH_KEYS = frozenset({"lakehouse.root", "sources.files.landing"})
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"configuration file not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+
+
+def _check_no_secrets(data: Mapping[str, Any], origin: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _check_no_secrets(value, origin, dotted + ".")
+        elif dotted in SECRET_KEYS and value not in ("", None):
+            raise ConfigError(
+                f"secret '{dotted}' must not be set in {origin}; set it in the environment "
+                f"as {ENV_PREFIX}{dotted.upper().replace('.', '__')}"
+            )
+
+
+def _parse_scalar(text: str, target: Any, key: str, origin: str) -> Any:
+    if target is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"configuration key '{key}' must be true or false, got {text!r} ({origin})")
+    if target is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(
+                f"configuration key '{key}' must be an integer, got {text!r} ({origin})"
+            ) from None
+    if target is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(
+                f"configuration key '{key}' must be a number, got {text!r} ({origin})"
+            ) from None
+    return text
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Environment variables as a nested dict (strings), and each dotted key's variable name."""
+    overrides: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            raise ConfigError(f"environment variable {name} is not of the form {ENV_PREFIX}SECTION__KEY")
+        node = overrides
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another override")
+        node[parts[-1]] = value
+        origins[".".join(parts)] = name
+    return overrides, origins
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str, str]) -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            dotted = f"{prefix}{key}"
+            where = origins.get(dotted, "configuration")
+            raise ConfigError(f"unknown configuration key '{dotted}' ({where})")
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        dotted = f"{prefix}{field.name}"
+        target = hints[field.name]
+        if field.name not in data:
+            if target is Secret:
+                values[field.name] = Secret("")
+                continue
+            raise ConfigError(f"missing configuration key '{dotted}'")
+        raw = data[field.name]
+        origin = origins.get(dotted, "configuration file")
+        if dataclasses.is_dataclass(target):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"configuration key '{dotted}' must be a table ({origin})")
+            values[field.name] = _build(target, raw, dotted + ".", origins)
+        elif target is Secret:
+            values[field.name] = Secret(str(raw))
+        elif typing.get_origin(target) is dict:
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"configuration key '{dotted}' must be a table ({origin})")
+            values[field.name] = {str(k): str(v) for k, v in raw.items()}
+        else:
+            if isinstance(raw, str) and target is not str:
+                raw = _parse_scalar(raw, target, dotted, origin)
+            elif target is float and isinstance(raw, int) and not isinstance(raw, bool):
+                raw = float(raw)
+            if not isinstance(raw, target) or (target is int and isinstance(raw, bool)):
+                raise ConfigError(
+                    f"configuration key '{dotted}' must be of type {target.__name__}, "
+                    f"got {type(raw).__name__} {raw!r} ({origin})"
+                )
+            if dotted in PATH_KEYS:
+                raw = resolve_location(raw)
+            values[field.name] = raw
+    return cls(**values)
+
+
+def resolve_location(location: str) -> str:
+    """An absolute local path for a relative one; URIs (``s3a://``, ``dbfs:/``…) unchanged."""
+    if "://" in location or location.startswith(("dbfs:", "/Volumes/")):
+        return location
+    if not location.strip():
+        raise ConfigError("a path in the configuration is empty")
+    return str(Path(location).expanduser().resolve())
+
+
+def load_config(
+    conf_path: str | os.PathLike[str] | None = None,
+    *,
+    env_name: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load, merge and validate the configuration.
+
+    Args:
+        conf_path: the ``--conf`` file, if any.
+        env_name: ``local`` (default), ``cluster`` or ``databricks``; else ``$LAMBDA_SALES_ENV``.
+        environ: the environment to read overrides from (``os.environ`` by default).
+    """
+    environ = os.environ if environ is None else environ
+    env_name = env_name or environ.get(ENV_NAME_VAR) or "local"
+    if env_name not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment '{env_name}': choose one of {', '.join(ENVIRONMENTS)}")
+    data = _read_toml(CONF_DIR / "base.toml")
+    env_file = CONF_DIR / f"{env_name}.toml"
+    if env_file.is_file():
+        layer = _read_toml(env_file)
+        _check_no_secrets(layer, str(env_file))
+        data = _merge(data, layer)
+    if conf_path is not None:
+        layer = _read_toml(Path(conf_path))
+        _check_no_secrets(layer, str(conf_path))
+        data = _merge(data, layer)
+    overrides, origins = _env_overrides(environ)
+    data = _merge(data, overrides)
+    return typing.cast(Config, _build(Config, data, "", origins))
+
+
+def to_printable(config: Config) -> dict[str, Any]:
+    """The configuration as plain data with every secret masked (safe to print or log)."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Secret):
+            return "***" if value else ""
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return typing.cast(dict[str, Any], convert(config))
+
+
+def dumps_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """Render nested plain data as TOML (enough for ``config show``)."""
+    scalars: list[str] = []
+    tables: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            name = f"{prefix}{key}"
+            body = dumps_toml(value, name + ".")
+            tables.append(f"[{name}]\n{body}" if body and not body.startswith("[") else body or f"[{name}]\n")
+        else:
+            scalars.append(f"{_quote_key(key)} = {_toml_value(value)}")
+    out = "\n".join(scalars)
+    if scalars:
+        out += "\n"
+    if tables:
+        out += ("\n" if scalars else "") + "\n".join(t.rstrip("\n") + "\n" for t in tables)
+    return out
+
+
+def _quote_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -1,0 +1,163 @@
+"""Local development services: a single-node Apache Kafka broker and a PostgreSQL server.
+
+Both run as real processes on this machine, so the demo and the integration tests need
+neither Docker nor a pre-installed cluster. The service modules are imported on demand::
+
+    from sales_core.devservices import kafka, postgres
+
+    kafka.start(port=19092)
+    postgres.start(port=15432)
+
+This package module only holds the small process helpers both services share (standard
+library only, so importing it is cheap); ``python -m sales_core.devservices`` is the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CACHE_ROOT = PROJECT_ROOT / ".cache"
+
+__all__ = ["CACHE_ROOT", "PROJECT_ROOT", "ServiceError"]
+
+
+class ServiceError(RuntimeError):
+    """A development service could not be installed, started or stopped.
+
+    The message is a single line meant for a human (the CLI prints it as is).
+    """
+
+
+def require_tool(name: str, apt_package: str) -> str:
+    """Return the path of executable ``name``, installing ``apt_package`` if it is missing.
+
+    The package is only installed when running as root on a Debian-like system.
+
+    Args:
+        name: Executable to look up on ``PATH``.
+        apt_package: Debian package providing it.
+
+    Raises:
+        ServiceError: If the tool is missing and cannot be installed.
+    """
+    found = shutil.which(name)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        apt_install([apt_package])
+        found = shutil.which(name)
+    if found is None:
+        raise ServiceError(f"'{name}' not found on PATH; install the '{apt_package}' package")
+    return found
+
+
+def apt_install(packages: list[str]) -> None:
+    """Install Debian packages non-interactively (needs root).
+
+    Raises:
+        ServiceError: If apt-get fails.
+    """
+    logger.info("installing %s with apt-get", " ".join(packages))
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"'{' '.join(command)}' failed: {last_line(result.stderr)}")
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (for one-line error messages)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file, joined with `` | `` to fit on one line."""
+    try:
+        content = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    tail = [line.strip() for line in content[-lines:] if line.strip()]
+    return " | ".join(tail) if tail else "(empty log)"
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The process id on the first line of ``pid_file``, or None."""
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_matches(pid: int, marker: str) -> bool:
+    """Whether process ``pid`` is alive (not a zombie) and its command line contains ``marker``.
+
+    The marker guards against a stale pid file whose pid was reused by another program.
+    """
+    with contextlib.suppress(ChildProcessError):
+        # Reap our own exited child so it does not linger as a zombie and look alive.
+        os.waitpid(pid, os.WNOHANG)
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and marker in cmdline
+
+
+def terminate(pid: int, marker: str, timeout: float = 30.0) -> None:
+    """Stop process ``pid`` with SIGTERM, then SIGKILL after ``timeout`` seconds.
+
+    Args:
+        pid: The process to stop.
+        marker: Substring of its command line (see :func:`process_matches`).
+        timeout: Seconds to wait for a clean exit before killing it.
+    """
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        if not process_matches(pid, marker):
+            return
+        logger.info("sending %s to pid %d", sig.name, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not process_matches(pid, marker):
+                return
+            time.sleep(0.2)
+    raise ServiceError(f"pid {pid} did not exit after SIGKILL")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,530 @@
+"""A real single-node Apache Kafka broker (KRaft mode) for development and the tests.
+
+The broker jars are resolved from Maven Central with Maven once and cached under
+``.cache/kafka/<version>/libs``; after that, starting the broker never touches the network.
+The broker runs detached (it survives the Python process that started it) and keeps its
+configuration, logs, pid file and cluster id in ``data_dir``::
+
+    from sales_core.devservices import kafka
+
+    kafka.start(port=19092)            # idempotent; returns once topics can be listed
+    kafka.create_topic("127.0.0.1:19092", "sales-events", partitions=3)
+    kafka.stop()
+
+Only ``kafka-python`` is imported, and only by the functions that talk to the broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sales_core.devservices import (
+    CACHE_ROOT,
+    ServiceError,
+    file_lock,
+    last_line,
+    log_tail,
+    port_open,
+    process_matches,
+    read_pid,
+    require_tool,
+    terminate,
+)
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+SCALA_BINARY = "2.13"
+#: Kafka 4.x logs through SLF4J 1.7; without this bridge to its log4j2 the broker is silent.
+LOG4J_VERSION = "2.24.3"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+KAFKA_HOME = CACHE_ROOT / "kafka"
+DEFAULT_DATA_DIR = KAFKA_HOME / "data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9092
+#: The KRaft controller listens on ``port + CONTROLLER_PORT_OFFSET`` (10092 for 9092).
+CONTROLLER_PORT_OFFSET = 1000
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError")
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
+
+#: Brokers started by this process. Holding on to the Popen objects keeps Python from
+#: warning that they are "still running" when they are garbage collected.
+_launched: dict[int, subprocess.Popen[bytes]] = {}
+
+_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>lambda-sales.devservices</groupId>
+  <artifactId>kafka-broker-libs</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2_PROPERTIES = """\
+# Written by sales_core.devservices.kafka: broker logs go to stdout (kafka.log in the data dir).
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+"""
+
+
+@dataclass(frozen=True)
+class KafkaStatus:
+    """Whether the broker of a data directory is running, and where.
+
+    Attributes:
+        running: True if the broker process is alive.
+        pid: Its process id (None when stopped).
+        bootstrap: ``host:port`` clients connect to (None when stopped).
+        data_dir: The broker's data directory.
+    """
+
+    running: bool
+    pid: int | None
+    bootstrap: str | None
+    data_dir: Path
+
+    def __str__(self) -> str:
+        if self.running:
+            return f"kafka: running (pid {self.pid}) on {self.bootstrap}, data in {self.data_dir}"
+        return f"kafka: stopped, data in {self.data_dir}"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The files the broker keeps in its data directory."""
+
+    data_dir: Path
+
+    @property
+    def props(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log4j(self) -> Path:
+        return self.data_dir / "log4j2.properties"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def cluster_id(self) -> Path:
+        return self.data_dir / "cluster.id"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "kafka.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.data_dir / ".lock"
+
+
+def _resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(data_dir).expanduser().resolve() if data_dir else DEFAULT_DATA_DIR
+
+
+# --------------------------------------------------------------------------------------
+# Broker jars
+# --------------------------------------------------------------------------------------
+
+
+def ensure_libs(version: str = KAFKA_VERSION) -> Path:
+    """Resolve the broker jars from Maven Central once and return the cached ``libs`` dir.
+
+    The ``MANIFEST`` file is written last, so an interrupted download is simply redone.
+
+    Args:
+        version: The Apache Kafka version.
+
+    Raises:
+        ServiceError: If Maven is missing or the resolution fails.
+    """
+    home = KAFKA_HOME / version
+    libs = home / "libs"
+    manifest = libs / "MANIFEST"
+    if manifest.is_file():
+        return libs
+    with file_lock(home / ".lock"):
+        if manifest.is_file():  # another process finished the download meanwhile
+            return libs
+        mvn = require_tool("mvn", "maven")
+        logger.info("downloading Apache Kafka %s from Maven Central (first run only)", version)
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="libs-", dir=home) as tmp:
+            work = Path(tmp)
+            (work / "pom.xml").write_text(
+                _POM.format(scala=SCALA_BINARY, kafka=version, log4j=LOG4J_VERSION)
+            )
+            jars = work / "libs"
+            command = [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(work / "pom.xml"),
+                f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+                f"-DoutputDirectory={jars}",
+                "-DincludeScope=runtime",
+            ]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0 or not any(jars.glob("kafka_*.jar")):
+                reason = last_line(result.stdout + result.stderr)
+                raise ServiceError(f"Maven could not resolve Apache Kafka {version}: {reason}")
+            shutil.rmtree(libs, ignore_errors=True)
+            jars.rename(libs)
+        names = sorted(p.name for p in libs.glob("*.jar"))
+        (libs / "MANIFEST").write_text("\n".join(names) + "\n")
+        logger.info(
+            "cached %d Kafka jars in %s (%.0f s)", len(names), libs, time.monotonic() - started
+        )
+    return libs
+
+
+# --------------------------------------------------------------------------------------
+# Broker lifecycle
+# --------------------------------------------------------------------------------------
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    return require_tool("java", "openjdk-17-jre-headless")
+
+
+def _server_properties(layout: _Layout, host: str, port: int) -> str:
+    controller = f"{host}:{port + CONTROLLER_PORT_OFFSET}"
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        # A static quorum: the voter is taken from this file on every start, so the broker
+        # can be restarted on another port with the same data.
+        "controller.quorum.voters": f"1@{controller}",
+        "controller.listener.names": "CONTROLLER",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(layout.log_dirs),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        # The default of 50 partitions makes the first consumer group noticeably slow to join.
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "message.max.bytes": str(MAX_MESSAGE_BYTES),
+        "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+        "socket.request.max.bytes": str(4 * MAX_MESSAGE_BYTES),
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+    }
+    lines = ["# Written by sales_core.devservices.kafka on every start; edits are overwritten."]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _running_pid(layout: _Layout) -> int | None:
+    """The pid of this data directory's broker if it is alive, else None."""
+    pid = read_pid(layout.pid_file)
+    if pid is not None and process_matches(pid, str(layout.props)):
+        return pid
+    return None
+
+
+def _configured_bootstrap(layout: _Layout) -> str | None:
+    """The advertised ``host:port`` in the broker's current server.properties."""
+    with contextlib.suppress(OSError):
+        for line in layout.props.read_text().splitlines():
+            if line.startswith("advertised.listeners="):
+                return line.split("//", 1)[1].split(",", 1)[0]
+    return None
+
+
+def _cluster_id(layout: _Layout) -> str:
+    """The data directory's stable cluster id (created once, in Kafka's Uuid format)."""
+    if layout.cluster_id.is_file():
+        return layout.cluster_id.read_text().strip()
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    layout.cluster_id.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _format_storage(java: str, libs: Path, layout: _Layout) -> None:
+    """Format the KRaft log directory once (``kafka-storage.sh format``)."""
+    if (layout.log_dirs / "meta.properties").is_file():
+        return
+    command = [
+        java,
+        "-Xmx256m",
+        f"-Dlog4j2.configurationFile={layout.log4j}",
+        "-cp",
+        f"{libs}/*",
+        STORAGE_TOOL_CLASS,
+        "format",
+        "--config",
+        str(layout.props),
+        "--cluster-id",
+        _cluster_id(layout),
+        "--ignore-formatted",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServiceError(
+            f"formatting Kafka storage failed: {last_line(result.stdout + result.stderr)}"
+        )
+
+
+def _broker_responds(bootstrap: str) -> bool:
+    """Whether a kafka-python client can connect and list topics."""
+    from kafka.admin import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="lambda-sales-devservices",
+            request_timeout_ms=5000,
+        )
+    except Exception:  # NoBrokersAvailable and friends: not ready yet
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except Exception:  # request timeouts while the broker is still starting
+        return False
+    finally:
+        admin.close()
+
+
+def _wait_until_ready(pid: int, layout: _Layout, bootstrap: str, timeout: float) -> None:
+    host, port = bootstrap.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_matches(pid, str(layout.props)):
+            raise ServiceError(
+                f"Kafka broker exited during start-up; log tail: {log_tail(layout.log_file)}"
+            )
+        if port_open(host, int(port)) and _broker_responds(bootstrap):
+            return
+        time.sleep(0.5)
+    raise ServiceError(
+        f"Kafka broker not ready on {bootstrap} after {timeout:.0f} s; "
+        f"log tail: {log_tail(layout.log_file)}"
+    )
+
+
+def start(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    data_dir: str | os.PathLike[str] | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> KafkaStatus:
+    """Start the broker (idempotent) and return once it answers a topic listing.
+
+    Args:
+        host: Address to listen on and advertise.
+        port: Client (PLAINTEXT) port; the controller uses ``port + 1000``.
+        data_dir: Configuration, logs and topic data (default ``.cache/kafka/data``).
+        timeout: Seconds to wait for the broker to become ready.
+
+    Returns:
+        The broker's status.
+
+    Raises:
+        ServiceError: If Java or Maven is missing, the jars cannot be resolved, a port is
+            taken by another program, or the broker does not become ready in time.
+    """
+    layout = _Layout(_resolve_data_dir(data_dir))
+    bootstrap = f"{host}:{port}"
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(layout.lock):
+        pid = _running_pid(layout)
+        if pid is not None:
+            running_on = _configured_bootstrap(layout)
+            if running_on != bootstrap:
+                raise ServiceError(
+                    f"the Kafka broker of {layout.data_dir} already runs on {running_on}; "
+                    "stop it first or use another data dir"
+                )
+            _wait_until_ready(pid, layout, bootstrap, timeout)
+            logger.info("Kafka broker already running on %s (pid %d)", bootstrap, pid)
+            return status(data_dir=layout.data_dir)
+
+        for busy in (port, port + CONTROLLER_PORT_OFFSET):
+            if port_open(host, busy):
+                raise ServiceError(
+                    f"port {host}:{busy} is in use by another program, not the Kafka broker "
+                    f"of {layout.data_dir}"
+                )
+        java = _java()
+        libs = ensure_libs()
+        layout.props.write_text(_server_properties(layout, host, port))
+        layout.log4j.write_text(_LOG4J2_PROPERTIES)
+        _format_storage(java, libs, layout)
+
+        command = [
+            java,
+            *JVM_OPTIONS,
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={layout.log4j}",
+            "-cp",
+            f"{libs}/*",
+            MAIN_CLASS,
+            str(layout.props),
+        ]
+        logger.info(
+            "starting Kafka %s on %s (data in %s)", KAFKA_VERSION, bootstrap, layout.data_dir
+        )
+        started = time.monotonic()
+        with layout.log_file.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=layout.data_dir,
+                start_new_session=True,
+            )
+        _launched[process.pid] = process
+        layout.pid_file.write_text(f"{process.pid}\n")
+        try:
+            _wait_until_ready(process.pid, layout, bootstrap, timeout)
+        except ServiceError:
+            terminate(process.pid, str(layout.props), timeout=10.0)
+            _launched.pop(process.pid, None)
+            layout.pid_file.unlink(missing_ok=True)
+            raise
+        logger.info("Kafka broker ready on %s in %.1f s", bootstrap, time.monotonic() - started)
+        return status(data_dir=layout.data_dir)
+
+
+def stop(
+    data_dir: str | os.PathLike[str] | None = None, timeout: float = STOP_TIMEOUT_S
+) -> KafkaStatus:
+    """Stop the broker of ``data_dir`` (idempotent): SIGTERM, then SIGKILL after ``timeout``.
+
+    Args:
+        data_dir: The broker's data directory (default ``.cache/kafka/data``).
+        timeout: Seconds to wait for a clean shutdown.
+
+    Returns:
+        The (stopped) status.
+    """
+    layout = _Layout(_resolve_data_dir(data_dir))
+    if not layout.data_dir.is_dir():
+        return status(data_dir=layout.data_dir)
+    with file_lock(layout.lock):
+        pid = _running_pid(layout)
+        if pid is not None:
+            logger.info("stopping Kafka broker (pid %d)", pid)
+            terminate(pid, str(layout.props), timeout=timeout)
+            _launched.pop(pid, None)
+        layout.pid_file.unlink(missing_ok=True)
+    return status(data_dir=layout.data_dir)
+
+
+def status(data_dir: str | os.PathLike[str] | None = None) -> KafkaStatus:
+    """The status of the broker of ``data_dir`` (default ``.cache/kafka/data``)."""
+    layout = _Layout(_resolve_data_dir(data_dir))
+    pid = _running_pid(layout)
+    if pid is None:
+        return KafkaStatus(running=False, pid=None, bootstrap=None, data_dir=layout.data_dir)
+    return KafkaStatus(
+        running=True, pid=pid, bootstrap=_configured_bootstrap(layout), data_dir=layout.data_dir
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> bool:
+    """Create topic ``name`` if it does not exist yet (replication factor 1).
+
+    Args:
+        bootstrap: The broker's ``host:port``.
+        name: Topic name.
+        partitions: Number of partitions for a new topic (an existing one is left as is).
+
+    Returns:
+        True if the topic was created, False if it already existed.
+    """
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lambda-sales-devservices")
+    try:
+        admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1}},
+            wait_for_metadata=True,
+        )
+        logger.info("created topic %s with %d partition(s)", name, partitions)
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+
+
+def delete_topic(bootstrap: str, name: str) -> bool:
+    """Delete topic ``name`` if it exists.
+
+    Returns:
+        True if the topic was deleted, False if there was no such topic.
+    """
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import UnknownTopicOrPartitionError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lambda-sales-devservices")
+    try:
+        admin.delete_topics([name])
+        logger.info("deleted topic %s", name)
+        return True
+    except UnknownTopicOrPartitionError:
+        return False
+    finally:
+        admin.close()

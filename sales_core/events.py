@@ -1,0 +1,175 @@
+"""The sales event (CONTRACT §1): its fields, the raw envelope every source is read into,
+and the parsers that turn JSON, CSV and typed rows (Parquet, JDBC) into that envelope.
+
+Every source becomes the same *envelope*: where the record came from, the record as
+received, and each contract field as the raw text it carried (null when absent). Validation
+(:mod:`sales_core.rules`) then runs on envelopes only, so batch and speed layers cannot
+disagree about what a record means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+EVENT_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "order_id",
+    "product_id",
+    "customer_id",
+    "category",
+    "region",
+    "channel",
+    "quantity",
+    "amount",
+    "event_time",
+)
+
+# Where a record came from. ``source_offset`` is the Kafka offset, the file line (1-based) or
+# the Parquet row index; ``source_key`` is the Kafka key or the database row's key.
+POSITION_FIELDS: tuple[str, ...] = (
+    "source",
+    "source_name",
+    "source_partition",
+    "source_offset",
+    "source_key",
+)
+
+ENVELOPE_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("source_name", T.StringType(), True),
+        T.StructField("source_partition", T.IntegerType(), True),
+        T.StructField("source_offset", T.LongType(), True),
+        T.StructField("source_key", T.StringType(), True),
+        T.StructField("raw_record", T.StringType(), True),
+        T.StructField("malformed", T.BooleanType(), False),
+        *[T.StructField(name, T.StringType(), True) for name in EVENT_FIELDS],
+    ]
+)
+ENVELOPE_COLUMNS: tuple[str, ...] = tuple(ENVELOPE_SCHEMA.fieldNames())
+
+_CORRUPT = "_corrupt_record"
+_JSON_FIELDS_SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType(), True) for name in EVENT_FIELDS]
+    + [T.StructField(_CORRUPT, T.StringType(), True)]
+)
+# A JSON object, possibly padded with whitespace; anything else (array, scalar, garbage) is
+# `malformed`. Spark's parser flags broken text; this catches valid JSON that is not an object.
+_OBJECT_PATTERN = r"^\s*\{[\s\S]*\}\s*$"
+
+
+def _envelope(
+    df: DataFrame, fields: Column, malformed: Column, raw_record: Column
+) -> DataFrame:
+    """Project ``df`` (already carrying the position columns) onto the envelope schema."""
+    return df.select(
+        *[F.col(name) for name in POSITION_FIELDS],
+        raw_record.alias("raw_record"),
+        malformed.alias("malformed"),
+        *[
+            F.when(~malformed, fields.getField(name)).cast("string").alias(name)
+            for name in EVENT_FIELDS
+        ],
+    )
+
+
+def parse_json_records(value_col: str = "value") -> Callable[[DataFrame], DataFrame]:
+    """Parse one JSON object per row (a JSONL line or a Kafka value) into the envelope.
+
+    JSON numbers are kept as their text (Spark copies the token to the string field), so an
+    amount such as ``1000.005`` reaches the decimal rounding without passing through a double.
+    Unknown fields are ignored; a row that is not a JSON object is flagged ``malformed``.
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        value = F.col(value_col)
+        parsed = F.from_json(
+            value,
+            _JSON_FIELDS_SCHEMA,
+            {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT},
+        )
+        with_parsed = df.withColumn("_parsed", parsed)
+        malformed = (
+            value.isNull()
+            | ~value.rlike(_OBJECT_PATTERN)
+            | F.col("_parsed").isNull()
+            | F.col(f"_parsed.{_CORRUPT}").isNotNull()
+        )
+        return _envelope(with_parsed, F.col("_parsed"), F.coalesce(malformed, F.lit(True)), value)
+
+    return transform
+
+
+def csv_header_fields(header_line: str) -> list[str]:
+    """The column names of a CSV header line, trimmed and lower-cased (quotes removed)."""
+    import csv
+
+    row = next(csv.reader([header_line]), [])
+    return [name.strip().strip("\ufeff").lower() for name in row]
+
+
+def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callable[[DataFrame], DataFrame]:
+    """Parse CSV data lines that share ``header`` into the envelope.
+
+    A line whose token count differs from the header, or that Spark cannot read, is flagged
+    ``malformed``. Columns that are not event fields are ignored (schema drift).
+    """
+    names = [name if name else f"_unnamed_{i}" for i, name in enumerate(header)]
+    seen: set[str] = set()
+    unique = []
+    for i, name in enumerate(names):
+        unique.append(name if name not in seen and name != _CORRUPT else f"_dup_{i}_{name}")
+        seen.add(name)
+    schema = T.StructType(
+        [T.StructField(name, T.StringType(), True) for name in unique]
+        + [T.StructField(_CORRUPT, T.StringType(), True)]
+    )
+
+    def transform(df: DataFrame) -> DataFrame:
+        value = F.col(value_col)
+        parsed = F.from_csv(
+            value, schema.simpleString(), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+        )
+        with_parsed = df.withColumn("_parsed", parsed)
+        fields = F.struct(
+            *[
+                (F.col(f"_parsed.`{name}`") if name in unique else F.lit(None).cast("string")).alias(name)
+                for name in EVENT_FIELDS
+            ]
+        )
+        malformed = value.isNull() | F.col(f"_parsed.{_CORRUPT}").isNotNull()
+        return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value)
+
+    return transform
+
+
+def _field_as_text(df: DataFrame, name: str) -> Column:
+    """A typed column rendered as the text a JSON producer would have sent."""
+    if name not in df.columns:
+        return F.lit(None).cast("string")
+    dtype = df.schema[name].dataType
+    column = F.col(f"`{name}`")
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+        # An explicit offset makes the text mean the same instant whatever the session zone.
+        pattern = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX" if isinstance(dtype, T.TimestampType) else "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+        return F.date_format(column, pattern)
+    if isinstance(dtype, (T.StructType, T.ArrayType, T.MapType)):
+        return F.to_json(column)
+    return column.cast("string")
+
+
+def parse_typed_records(df: DataFrame) -> DataFrame:
+    """Turn typed rows (Parquet, JDBC) that carry the position columns into the envelope.
+
+    Column names are matched case-insensitively; extra columns are ignored. The raw record
+    is the whole row as JSON.
+    """
+    lowered = df.toDF(*[c.lower() for c in df.columns]) if len(set(c.lower() for c in df.columns)) == len(df.columns) else df
+    payload = [c for c in lowered.columns if c not in POSITION_FIELDS]
+    fields = F.struct(*[_field_as_text(lowered, name).alias(name) for name in EVENT_FIELDS])
+    raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in payload]))
+    return _envelope(lowered, fields, F.lit(False), raw)

@@ -1,0 +1,189 @@
+"""Where every Delta table lives under ``lakehouse.root``, and their schemas.
+
+One place for table locations and schemas, so the batch, speed and serving layers agree on
+them. Table creation is idempotent and safe to race (``createIfNotExists``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from sales_core.events import POSITION_FIELDS
+from sales_core.rules import EVENT_SCHEMA, QUARANTINE_SCHEMA
+from sales_core.views import VIEWS
+
+log = logging.getLogger(__name__)
+
+INGEST_FIELDS = T.StructType(
+    [
+        T.StructField("ingest_layer", T.StringType(), False),  # batch | speed
+        T.StructField("ingest_run", T.StringType(), False),  # batch epoch tag / speed stream
+        T.StructField("ingest_batch", T.LongType(), True),  # speed micro-batch id
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]
+)
+_POSITION_SCHEMA = T.StructType([f for f in QUARANTINE_SCHEMA.fields if f.name in POSITION_FIELDS])
+
+MASTER_SCHEMA = T.StructType(EVENT_SCHEMA.fields + _POSITION_SCHEMA.fields + INGEST_FIELDS.fields)
+
+QUARANTINE_TABLE_SCHEMA = T.StructType(
+    QUARANTINE_SCHEMA.fields
+    + [
+        T.StructField("ingest_layer", T.StringType(), False),
+        T.StructField("ingest_run", T.StringType(), False),
+    ]
+)
+
+LEDGER_SCHEMA = T.StructType(
+    [
+        T.StructField("epoch", T.LongType(), False),
+        T.StructField("state", T.StringType(), False),  # planned | ingested
+        T.StructField("source", T.StringType(), False),  # file | jdbc
+        T.StructField("name", T.StringType(), False),  # file path or table
+        T.StructField("size", T.LongType(), True),
+        T.StructField("modified_at", T.TimestampType(), True),
+        T.StructField("watermark_low", T.StringType(), True),
+        T.StructField("watermark_high", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("recorded_at", T.TimestampType(), False),
+    ]
+)
+
+GENERATIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("generation", T.LongType(), False),
+        T.StructField("published_at", T.TimestampType(), False),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("master_version", T.LongType(), False),
+        # The hand-off mark: per speed stream, the last micro-batch whose events this
+        # generation's batch views include.
+        T.StructField("handoff", T.MapType(T.StringType(), T.LongType()), False),
+        T.StructField("events", T.LongType(), False),
+    ]
+)
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("job", T.StringType(), False),
+        T.StructField("started_at", T.TimestampType(), False),
+        T.StructField("ended_at", T.TimestampType(), True),
+        T.StructField("status", T.StringType(), False),
+        T.StructField("records_read", T.LongType(), True),
+        T.StructField("valid", T.LongType(), True),
+        T.StructField("duplicates", T.LongType(), True),
+        T.StructField("quarantined", T.LongType(), True),
+        T.StructField("quality_score", T.DoubleType(), True),
+        T.StructField("quality", T.StringType(), True),  # JSON: the checks behind the score
+        T.StructField("generation", T.LongType(), True),
+        T.StructField("delta_versions", T.MapType(T.StringType(), T.LongType()), True),
+        T.StructField("error", T.StringType(), True),
+        T.StructField("details", T.StringType(), True),  # JSON: per-source counts, files...
+    ]
+)
+
+
+def view_table_schema(view_name: str) -> T.StructType:
+    """A published batch view: the view's columns plus its generation (partition column)."""
+    return T.StructType(
+        [T.StructField("generation", T.LongType(), False)] + VIEWS[view_name].schema.fields
+    )
+
+
+@dataclass(frozen=True)
+class Lakehouse:
+    """Locations of the pipeline's tables under one root (local path or URI)."""
+
+    root: str
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    @property
+    def master_dataset(self) -> str:
+        return self._path("bronze", "master_dataset")
+
+    @property
+    def quarantine(self) -> str:
+        return self._path("bronze", "quarantine")
+
+    @property
+    def ingest_ledger(self) -> str:
+        return self._path("meta", "ingest_ledger")
+
+    @property
+    def pipeline_runs(self) -> str:
+        return self._path("meta", "pipeline_runs")
+
+    @property
+    def generations(self) -> str:
+        return self._path("serving", "generations")
+
+    def batch_view(self, view_name: str) -> str:
+        return self._path("gold", view_name)
+
+    def speed_increments(self, view_name: str) -> str:
+        return self._path("speed", "increments", view_name)
+
+    @property
+    def stream_metrics(self) -> str:
+        return self._path("meta", "stream_metrics")
+
+    @property
+    def speed_checkpoint(self) -> str:
+        return self._path("speed", "_checkpoint")
+
+
+def ensure_table(
+    spark: SparkSession,
+    path: str,
+    schema: T.StructType,
+    *,
+    partitioned_by: tuple[str, ...] = (),
+    properties: dict[str, str] | None = None,
+) -> None:
+    """Create the Delta table at ``path`` with ``schema`` unless it exists."""
+    if DeltaTable.isDeltaTable(spark, path):
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    if partitioned_by:
+        builder = builder.partitionedBy(*partitioned_by)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    builder.execute()
+    log.info("created Delta table %s", path)
+
+
+# Inserts race between the layers: Serializable makes any concurrent commit to the master
+# dataset conflict with a MERGE that read it, so one side retries instead of double-inserting.
+MASTER_PROPERTIES = {"delta.isolationLevel": "Serializable", "delta.appendOnly": "true"}
+
+
+def ensure_master_dataset(spark: SparkSession, lakehouse: Lakehouse) -> None:
+    ensure_table(spark, lakehouse.master_dataset, MASTER_SCHEMA, properties=MASTER_PROPERTIES)
+
+
+def ensure_quarantine(spark: SparkSession, lakehouse: Lakehouse) -> None:
+    ensure_table(
+        spark, lakehouse.quarantine, QUARANTINE_TABLE_SCHEMA, properties={"delta.appendOnly": "true"}
+    )
+
+
+def ensure_serving_tables(spark: SparkSession, lakehouse: Lakehouse) -> None:
+    ensure_table(spark, lakehouse.generations, GENERATIONS_SCHEMA)
+    for name in VIEWS:
+        ensure_table(
+            spark, lakehouse.batch_view(name), view_table_schema(name), partitioned_by=("generation",)
+        )
+
+
+def table_version(spark: SparkSession, path: str) -> int:
+    """The latest committed version of the Delta table at ``path``."""
+    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    assert row is not None
+    return int(row["version"])

@@ -1,0 +1,276 @@
+"""Validation and normalisation of sales events (CONTRACT §1), as pure transformations.
+
+:func:`validate` takes envelopes (see :mod:`sales_core.events`) and adds the typed,
+normalised event plus ``reject_reason``: null for a valid event, else the first reason code
+that applies, in the order of the contract's table. :func:`valid_events` and
+:func:`quarantine_records` split the result. All of it works on batch and streaming
+DataFrames alike and never runs an action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sales_core.events import EVENT_FIELDS, POSITION_FIELDS
+
+MONEY = T.DecimalType(18, 2)
+MAX_AMOUNT = "1000000.00"
+MIN_EVENT_TIME = "2000-01-01 00:00:00"
+FUTURE_TOLERANCE_MINUTES = 5
+HIGH_REVENUE_ABOVE = 1000
+MEDIUM_REVENUE_ABOVE = 100
+INT_MAX = 2**31 - 1
+
+REQUIRED_FIELDS = ("event_id", "order_id", "product_id")
+MALFORMED = "malformed"
+REASON_CODES: tuple[str, ...] = (
+    MALFORMED,
+    "missing_required:event_id",
+    "missing_required:order_id",
+    "missing_required:product_id",
+    "missing_required:quantity",
+    "invalid_type:quantity",
+    "invalid_quantity",
+    "missing_required:amount",
+    "invalid_type:amount",
+    "negative_amount",
+    "amount_out_of_range",
+    "missing_required:event_time",
+    "invalid_type:event_time",
+    "event_time_out_of_range",
+    "future_event_time",
+)
+
+# A JSON number or a numeric string: optional sign, digits with an optional fraction, optional
+# exponent. Anything else in `quantity`/`amount` is `invalid_type`.
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+EVENT_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("order_id", T.StringType(), False),
+        T.StructField("product_id", T.StringType(), False),
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("category", T.StringType(), False),
+        T.StructField("region", T.StringType(), False),
+        T.StructField("channel", T.StringType(), False),
+        T.StructField("quantity", T.IntegerType(), False),
+        T.StructField("amount", MONEY, False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("event_hour", T.TimestampType(), False),
+        T.StructField("month", T.StringType(), False),
+        T.StructField("revenue_category", T.StringType(), False),
+    ]
+)
+EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.fieldNames())
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("source_name", T.StringType(), True),
+        T.StructField("source_partition", T.IntegerType(), True),
+        T.StructField("source_offset", T.LongType(), True),
+        T.StructField("source_key", T.StringType(), True),
+        T.StructField("raw_record", T.StringType(), True),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("rejected_at", T.TimestampType(), False),
+    ]
+)
+
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c) == "")
+
+
+def _text_or_default(c: Column, default: str, *, lower: bool) -> Column:
+    trimmed = F.trim(c)
+    value = F.lower(trimmed) if lower else trimmed
+    return F.when(_blank(c), F.lit(default)).otherwise(value)
+
+
+def _quantity_number(c: Column) -> Column:
+    return F.trim(c).try_cast("double")
+
+
+def _quantity_is_integer(c: Column) -> Column:
+    number = _quantity_number(c)
+    return (
+        F.trim(c).rlike(_NUMBER)
+        & number.isNotNull()
+        & (number == F.floor(number))
+        & (F.abs(number) <= F.lit(INT_MAX))
+    )
+
+
+def _amount_decimal(c: Column) -> Column:
+    # A string to DECIMAL(38,2) cast rounds HALF_UP in one step: exact, no double involved.
+    return F.trim(c).try_cast(T.DecimalType(38, 2))
+
+
+def _parse_event_time(c: Column) -> Column:
+    # ISO-8601 with `Z` or an offset; without a zone the session zone applies, which the
+    # session factory pins to UTC (CONTRACT: no zone means UTC).
+    return F.trim(c).try_cast("timestamp")
+
+
+def _processing_time(now: datetime | Column) -> Column:
+    if isinstance(now, Column):
+        return now
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    return F.lit(now).cast("timestamp")
+
+
+def reject_reason(now: datetime | Column) -> Column:
+    """The first reason code that applies to an envelope row, or null when it is valid."""
+    quantity = F.col("quantity")
+    amount = F.col("amount")
+    event_time = F.col("event_time")
+    quantity_int = _quantity_number(quantity)
+    amount_dec = _amount_decimal(amount)
+    ts = _parse_event_time(event_time)
+    limit = _processing_time(now) + F.expr(f"INTERVAL {FUTURE_TOLERANCE_MINUTES} MINUTES")
+    checks: list[tuple[Column, str]] = [
+        (F.col("malformed"), MALFORMED),
+        *[(_blank(F.col(name)), f"missing_required:{name}") for name in REQUIRED_FIELDS],
+        (_blank(quantity), "missing_required:quantity"),
+        (~_quantity_is_integer(quantity), "invalid_type:quantity"),
+        (quantity_int < 1, "invalid_quantity"),
+        (_blank(amount), "missing_required:amount"),
+        (~F.trim(amount).rlike(_NUMBER), "invalid_type:amount"),
+        # Too large for DECIMAL(38,2): out of range (or negative, when it has a minus sign).
+        (amount_dec.isNull() & F.trim(amount).startswith("-"), "negative_amount"),
+        (amount_dec.isNull(), "amount_out_of_range"),
+        (amount_dec < 0, "negative_amount"),
+        (amount_dec > F.lit(MAX_AMOUNT).cast(MONEY), "amount_out_of_range"),
+        (_blank(event_time), "missing_required:event_time"),
+        (ts.isNull(), "invalid_type:event_time"),
+        (ts < F.lit(MIN_EVENT_TIME).cast("timestamp"), "event_time_out_of_range"),
+        (ts > limit, "future_event_time"),
+    ]
+    reason: Column = F.lit(None).cast("string")
+    for condition, code in reversed(checks):
+        reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(code)).otherwise(reason)
+    return reason
+
+
+def revenue_category(amount: Column) -> Column:
+    """``high`` above 1000, ``medium`` above 100, else ``low``."""
+    return (
+        F.when(amount > HIGH_REVENUE_ABOVE, F.lit("high"))
+        .when(amount > MEDIUM_REVENUE_ABOVE, F.lit("medium"))
+        .otherwise(F.lit("low"))
+    )
+
+
+def validate(*, now: datetime | Column) -> Callable[[DataFrame], DataFrame]:
+    """Validate and normalise envelopes.
+
+    Args:
+        now: the processing time that ``future_event_time`` is judged against.
+
+    Returns:
+        A transformation adding ``reject_reason``, ``defaulted`` (how many optional fields
+        took their default) and the typed event columns (:data:`EVENT_COLUMNS`; meaningful
+        only where ``reject_reason`` is null). Position columns and ``raw_record`` are kept.
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        ts = _parse_event_time(F.col("event_time"))
+        amount = _amount_decimal(F.col("amount")).cast(MONEY)
+        event_date = F.to_date(ts)
+        optional = {
+            "customer_id": _text_or_default(F.col("customer_id"), "anonymous", lower=False),
+            "category": _text_or_default(F.col("category"), "unknown", lower=True),
+            "region": _text_or_default(F.col("region"), "unknown", lower=True),
+            "channel": _text_or_default(F.col("channel"), "unknown", lower=True),
+        }
+        defaulted = sum(
+            (F.when(_blank(F.col(name)), 1).otherwise(0) for name in optional), F.lit(0)
+        )
+        reason = reject_reason(now)
+        return df.select(
+            *[F.col(name) for name in POSITION_FIELDS],
+            F.col("raw_record"),
+            reason.alias("reject_reason"),
+            defaulted.alias("defaulted"),
+            F.col("event_id"),
+            F.col("order_id"),
+            F.col("product_id"),
+            *[column.alias(name) for name, column in optional.items()],
+            F.when(_quantity_is_integer(F.col("quantity")), _quantity_number(F.col("quantity")))
+            .cast("int")
+            .alias("quantity"),
+            amount.alias("amount"),
+            ts.alias("event_time"),
+            event_date.alias("event_date"),
+            F.date_trunc("hour", ts).alias("event_hour"),
+            F.date_format(event_date, "yyyy-MM").alias("month"),
+            revenue_category(amount).alias("revenue_category"),
+        )
+
+    return transform
+
+
+def valid_events(df: DataFrame) -> DataFrame:
+    """The valid rows of :func:`validate`'s output: typed events with their positions."""
+    return df.where(F.col("reject_reason").isNull()).select(
+        *EVENT_COLUMNS, *POSITION_FIELDS
+    )
+
+
+def quarantine_records(rejected_at: datetime | Column) -> Callable[[DataFrame], DataFrame]:
+    """The rejected rows of :func:`validate`'s output, shaped for the quarantine table."""
+
+    def transform(df: DataFrame) -> DataFrame:
+        return df.where(F.col("reject_reason").isNotNull()).select(
+            *POSITION_FIELDS,
+            F.col("raw_record"),
+            F.col("reject_reason").alias("reason"),
+            _processing_time(rejected_at).alias("rejected_at"),
+        )
+
+    return transform
+
+
+def dedupe_events(order_by: tuple[str, ...] = ("source", "source_name", "source_partition", "source_offset")) -> Callable[[DataFrame], DataFrame]:
+    """Keep one event per ``event_id``: the first by position (the first one ingested wins).
+
+    An aggregation (``min_by``), so it also runs on streaming DataFrames. Adds ``copies``:
+    how many rows carried that ``event_id`` (``copies - 1`` are duplicates).
+    """
+
+    def transform(df: DataFrame) -> DataFrame:
+        payload = [c for c in df.columns if c != "event_id"]
+        first = F.min_by(
+            F.struct(*[F.col(c) for c in payload]),
+            F.struct(*[F.col(c) for c in order_by]),
+        )
+        return (
+            df.groupBy("event_id")
+            .agg(first.alias("_first"), F.count(F.lit(1)).alias("copies"))
+            .select("event_id", *[F.col(f"_first.{c}").alias(c) for c in payload], "copies")
+        )
+
+    return transform
+
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_FIELDS",
+    "EVENT_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "REASON_CODES",
+    "dedupe_events",
+    "quarantine_records",
+    "reject_reason",
+    "revenue_category",
+    "valid_events",
+    "validate",
+]

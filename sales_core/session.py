@@ -1,0 +1,78 @@
+"""The one Spark session factory: Delta, UTC, the pinned JVM packages."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyspark.sql import SparkSession
+
+from sales_core.config import SparkConf
+from sales_core.packages import JVM_PACKAGES, cached_jars, jar_cache_dir
+
+log = logging.getLogger(__name__)
+
+DELTA_SETTINGS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+# Settings that are safe to apply to a session that already exists (spark-submit, Databricks).
+RUNTIME_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    # Writes of a micro-batch or a run stay one Delta commit each; schema stays as declared.
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+}
+
+
+def _active_session() -> SparkSession | None:
+    return SparkSession.getActiveSession()
+
+
+def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
+    """Return the job's SparkSession, creating it only when none exists.
+
+    Under ``spark-submit`` or on Databricks a session (or at least its context) exists
+    already; it is reused and only runtime settings are applied. Locally, a session is built
+    with the Delta extension and the cached pinned jars (resolved from Maven Central on first
+    use, then never again).
+    """
+    existing = _active_session()
+    if existing is not None:
+        _apply_runtime(existing, conf)
+        return existing
+    builder = SparkSession.builder.appName(app_name or conf.app_name)
+    if conf.master and not _under_launcher():
+        builder = builder.master(conf.master)
+    for key, value in DELTA_SETTINGS.items():
+        builder = builder.config(key, value)
+    for key, value in RUNTIME_SETTINGS.items():
+        builder = builder.config(key, value)
+    builder = builder.config("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    if conf.driver_memory:
+        builder = builder.config("spark.driver.memory", conf.driver_memory)
+    if not _under_launcher():
+        jars = cached_jars()
+        if jars is not None:
+            builder = builder.config("spark.jars", ",".join(jars))
+        else:
+            log.info("resolving JVM packages from Maven Central into %s", jar_cache_dir())
+            builder = builder.config("spark.jars.packages", ",".join(JVM_PACKAGES))
+            builder = builder.config("spark.jars.ivy", str(jar_cache_dir() / "ivy"))
+    for key, value in conf.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    _apply_runtime(spark, conf)
+    return spark
+
+
+def _under_launcher() -> bool:
+    """True under spark-submit or on Databricks: master and jars are the launcher's to set."""
+    # spark-submit's PythonRunner hands the driver its JVM through these variables.
+    return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def _apply_runtime(spark: SparkSession, conf: SparkConf) -> None:
+    for key, value in RUNTIME_SETTINGS.items():
+        spark.conf.set(key, value)
+    spark.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))

@@ -1,0 +1,131 @@
+"""The four sales views (CONTRACT §3), each defined once as keys plus monoid measures.
+
+The batch layer applies :func:`compute_view` to the whole master dataset; the speed layer
+applies the very same function to each micro-batch's new events; the serving layer adds
+partial results with :func:`merge_partials`. Because every measure is a monoid (count, sum,
+min, max), ``compute(A ∪ B) == merge(compute(A), compute(B))`` for disjoint A and B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sales_core.rules import MONEY
+
+MeasureKind = Literal["count", "sum", "min", "max"]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One monoid measure: ``kind`` over ``column`` (``count`` takes no column)."""
+
+    name: str
+    kind: MeasureKind
+    column: str | None
+    data_type: T.DataType
+
+    def over_events(self) -> Column:
+        """The measure computed from raw events."""
+        if self.kind == "count":
+            value = F.count(F.lit(1))
+        else:
+            assert self.column is not None
+            value = getattr(F, self.kind)(F.col(self.column))
+        return value.cast(self.data_type).alias(self.name)
+
+    def over_partials(self) -> Column:
+        """The measure combining partial results (a count of partials is their sum)."""
+        combine = {"count": F.sum, "sum": F.sum, "min": F.min, "max": F.max}[self.kind]
+        return combine(F.col(self.name)).cast(self.data_type).alias(self.name)
+
+
+@dataclass(frozen=True)
+class ViewDef:
+    """A view: grouping keys (with their types) and monoid measures."""
+
+    name: str
+    keys: tuple[tuple[str, T.DataType], ...]
+    measures: tuple[Measure, ...]
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.keys)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.key_names + tuple(m.name for m in self.measures)
+
+    @property
+    def schema(self) -> T.StructType:
+        return T.StructType(
+            [T.StructField(n, t, False) for n, t in self.keys]
+            + [T.StructField(m.name, m.data_type, True) for m in self.measures]
+        )
+
+
+EVENTS = Measure("events", "count", None, T.LongType())
+REVENUE = Measure("revenue", "sum", "amount", MONEY)
+
+VIEWS: dict[str, ViewDef] = {
+    view.name: view
+    for view in (
+        ViewDef(
+            "sales_daily",
+            (("event_date", T.DateType()), ("category", T.StringType()), ("region", T.StringType())),
+            (EVENTS, Measure("units", "sum", "quantity", T.LongType()), REVENUE),
+        ),
+        ViewDef(
+            "sales_hourly",
+            (("event_hour", T.TimestampType()), ("channel", T.StringType())),
+            (EVENTS, REVENUE),
+        ),
+        ViewDef(
+            "customer_totals",
+            (("customer_id", T.StringType()),),
+            (
+                EVENTS,
+                REVENUE,
+                Measure("first_event_time", "min", "event_time", T.TimestampType()),
+                Measure("last_event_time", "max", "event_time", T.TimestampType()),
+            ),
+        ),
+        ViewDef(
+            "revenue_category_monthly",
+            (("month", T.StringType()), ("revenue_category", T.StringType())),
+            (EVENTS, REVENUE),
+        ),
+    )
+}
+VIEW_NAMES: tuple[str, ...] = tuple(VIEWS)
+
+
+def get_view(name: str) -> ViewDef:
+    """The view called ``name``, or a ValueError naming the ones that exist."""
+    try:
+        return VIEWS[name]
+    except KeyError:
+        raise ValueError(f"unknown view '{name}': choose one of {', '.join(VIEW_NAMES)}") from None
+
+
+def compute_view(view: ViewDef) -> Callable[[DataFrame], DataFrame]:
+    """Aggregate valid events into ``view`` (keys + measures)."""
+
+    def transform(events: DataFrame) -> DataFrame:
+        return events.groupBy(*view.key_names).agg(*[m.over_events() for m in view.measures])
+
+    return transform
+
+
+def merge_partials(view: ViewDef) -> Callable[[DataFrame], DataFrame]:
+    """Combine rows of partial results of ``view`` (batch view ⊕ speed increments)."""
+
+    def transform(partials: DataFrame) -> DataFrame:
+        return partials.groupBy(*view.key_names).agg(*[m.over_partials() for m in view.measures])
+
+    return transform
