@@ -76,7 +76,7 @@ def first_line(exc: BaseException) -> str:
 
 def _text_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     """(source_name, line number (1-based), line) for every non-blank line of the files."""
-    whole = spark.read.option("wholetext", "true").text(paths).select(
+    whole = spark.read.text(paths, wholetext=True).select(
         F.col("_metadata.file_path").alias("source_name"), F.col("value")
     )
     lines = whole.select(

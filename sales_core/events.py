@@ -131,9 +131,8 @@ def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callab
 
     def transform(df: DataFrame) -> DataFrame:
         value = F.col(value_col)
-        parsed = F.from_csv(
-            value, schema.simpleString(), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
-        )
+        ddl = ", ".join(f"`{field.name}` STRING" for field in schema.fields)
+        parsed = F.from_csv(value, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
         with_parsed = df.withColumn("_parsed", parsed)
         fields = F.struct(
             *[

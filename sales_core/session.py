@@ -7,7 +7,7 @@ import os
 
 from pyspark.sql import SparkSession
 
-from sales_core.config import SparkConf
+from sales_core.config import CONF_DIR, SparkConf
 from sales_core.packages import JVM_PACKAGES, cached_jars, jar_cache_dir
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,13 @@ def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
     if existing is not None:
         _apply_runtime(existing, conf)
         return existing
+    if conf.master.startswith("local"):
+        # A laptop: bind to loopback rather than guessing an external interface.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name or conf.app_name)
+    log4j = CONF_DIR / "log4j2.properties"
+    if log4j.is_file():
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
     if conf.master and not _under_launcher():
         builder = builder.master(conf.master)
     for key, value in DELTA_SETTINGS.items():

@@ -1,0 +1,264 @@
+"""``lambda-sales``: the one command-line entry point (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sales_core.config import Config, ConfigError, dumps_toml, load_config, to_printable
+
+log = logging.getLogger("lambda_sales")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Progress:
+    """Step lines with elapsed time on stderr, for long steps."""
+
+    def __init__(self, job: str, *, quiet: bool = False) -> None:
+        self.job, self.quiet, self.started = job, quiet, time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{self.job} {time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", metavar="PATH", help="TOML file layered over conf/ defaults")
+    parser.add_argument("--env", choices=("local", "cluster", "databricks"), help="conf/ environment (default: $LAMBDA_SALES_ENV or local)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lambda-sales",
+        description="Lambda-architecture sales analytics on Spark, Delta Lake and Kafka.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("batch", help="the nightly job: ingest, recompute every batch view, publish")
+    _common(p)
+    p.add_argument("--accept-low-quality", action="store_true", help="publish even below quality.min_score")
+    p.set_defaults(handler=cmd_batch)
+
+    p = sub.add_parser("query", help="rows of a view")
+    _common(p)
+    p.add_argument("view", help="sales_daily | sales_hourly | customer_totals | revenue_category_monthly")
+    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE", help="filter (repeatable)")
+    p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"))
+    p.add_argument("--limit", type=int, default=None, help="at most N rows")
+    p.set_defaults(handler=cmd_query)
+
+    p = sub.add_parser("generate", help="realistic synthetic sales to landing files or the database")
+    _common(p)
+    p.add_argument("--to", choices=("files", "database"), default="files")
+    p.add_argument("--events", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--bad-share", type=float, default=0.02, help="share of records to reject (0-1)")
+    p.add_argument("--duplicate-share", type=float, default=0.02, help="share of duplicated events (0-1)")
+    p.add_argument("--late-share", type=float, default=0.05, help="share of late events (0-1)")
+    p.add_argument("--days", type=int, default=7, help="events spread over the last N days")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="landing file format")
+    p.add_argument("--rows-per-file", type=int, default=50_000)
+    p.set_defaults(handler=cmd_generate)
+
+    p = sub.add_parser("demo", help="the whole pipeline end to end on the embedded defaults")
+    _common(p)
+    p.add_argument("--events", type=int, default=20_000)
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("runs", help="recent pipeline runs")
+    _common(p)
+    p.add_argument("--limit", type=int, default=10)
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    _common(p)
+    p.set_defaults(handler=cmd_config)
+
+    p = sub.add_parser("kafka", help="a local single-node Apache Kafka broker (KRaft) for development")
+    _common(p)
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--port", type=int, default=None, help="default: the port of sources.kafka.bootstrap_servers")
+    p.set_defaults(handler=cmd_kafka)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.conf, env_name=args.env)
+
+
+def _spark(config: Config, app: str):  # type: ignore[no-untyped-def]
+    from sales_core.session import get_spark
+
+    return get_spark(config.spark, app_name=f"lambda-sales-{app}")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(dumps_toml(to_printable(_config(args))), end="")
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from batch_layer.job import BatchOptions, run_batch
+
+    config = _config(args)
+    progress = Progress("batch", quiet=args.quiet)
+    progress("starting Spark")
+    spark = _spark(config, "batch")
+    record = run_batch(spark, config, options=BatchOptions(args.accept_low_quality), progress=progress)
+    print(format_run_summary(record))
+    return EXIT_OK
+
+
+def format_run_summary(record: Any) -> str:
+    from serving_layer.rows import render
+
+    details = record.details or {}
+    rows = [
+        {"item": "run", "value": record.run_id},
+        {"item": "status", "value": record.status},
+        {"item": "records read", "value": record.records_read},
+        {"item": "  valid (new events)", "value": record.valid},
+        {"item": "  duplicates", "value": record.duplicates},
+        {"item": "  quarantined", "value": record.quarantined},
+        {"item": "quality score", "value": f"{record.quality_score:.2f}" if record.quality_score is not None else ""},
+        {"item": "generation published", "value": record.generation},
+        {"item": "events in views", "value": details.get("events_in_views")},
+        {"item": "duration", "value": f"{(record.ended_at - record.started_at).total_seconds():.1f}s" if record.ended_at else ""},
+    ]
+    for reason, n in sorted((details.get("rejected_by_reason") or {}).items()):
+        rows.append({"item": f"  rejected {reason}", "value": n})
+    return render([{k: ("" if v is None else str(v)) for k, v in r.items()} for r in rows], ["item", "value"], "table").rsplit("(", 1)[0].rstrip()
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from sales_core.lakehouse import Lakehouse
+    from sales_core.views import get_view
+    from serving_layer.rows import parse_filters, render
+    from serving_layer.spark_views import batch_view
+
+    config = _config(args)
+    view = get_view(args.view)
+    filters = parse_filters(view, args.where)
+    spark = _spark(config, "query")
+    rows, _ = batch_view(spark, Lakehouse(config.lakehouse.root), view.name, filters)
+    if args.limit is not None:
+        rows = rows.limit(args.limit)
+    sys.stdout.write(render([r.asDict() for r in rows.collect()], view.columns, args.format))
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sales_core.generator import GeneratorSpec, generate_records, write_database, write_landing_files
+
+    config = _config(args)
+    spec = GeneratorSpec(
+        events=args.events, seed=args.seed, bad_share=args.bad_share,
+        duplicate_share=args.duplicate_share, late_share=args.late_share, days=args.days,
+    )
+    records = generate_records(spec)
+    if args.to == "files":
+        paths = write_landing_files(records, config.sources.files.landing, fmt=args.format, rows_per_file=args.rows_per_file)
+        print(f"wrote {spec.events} records to {len(paths)} {args.format} file(s) in {config.sources.files.landing}")
+    else:
+        from batch_layer.database import JdbcSource
+
+        jdbc = config.sources.jdbc
+        JdbcSource(jdbc.url, jdbc.table, jdbc.user, jdbc.password, jdbc.watermark_column, jdbc.fetch_size)
+        if not jdbc.password:
+            raise ConfigError("the database password is not set: export LAMBDA_SALES__SOURCES__JDBC__PASSWORD")
+        inserted, skipped = write_database(records, url=jdbc.url, user=jdbc.user, password=jdbc.password.get(), table=jdbc.table)
+        print(f"inserted {inserted} rows into {jdbc.table}" + (f" ({skipped} records not representable in a typed table skipped)" if skipped else ""))
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pyspark.sql import functions as F
+
+    from sales_core.lakehouse import Lakehouse
+    from serving_layer.rows import render
+
+    config = _config(args)
+    spark = _spark(config, "runs")
+    path = Lakehouse(config.lakehouse.root).pipeline_runs
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        print("no runs recorded yet")
+        return EXIT_OK
+    columns = ["run_id", "job", "status", "started_at", "records_read", "valid", "duplicates", "quarantined", "quality_score", "generation"]
+    rows = spark.read.format("delta").load(path).orderBy(F.col("started_at").desc()).limit(args.limit).select(*columns).collect()
+    sys.stdout.write(render([r.asDict() for r in rows], columns, "table"))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jobs.demo import run_demo
+
+    return run_demo(_config(args), events=args.events, progress=Progress("demo", quiet=args.quiet))
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from sales_core.devservices import kafka
+    from sales_core.errors import PipelineError
+
+    config = _config(args)
+    host, _, port = config.sources.kafka.bootstrap_servers.split(",")[0].rpartition(":")
+    port_number = args.port or int(port or 9092)
+    try:
+        if args.action == "start":
+            status = kafka.start(host=host or "127.0.0.1", port=port_number)
+        elif args.action == "stop":
+            status = kafka.stop()
+        else:
+            status = kafka.status()
+    except kafka.ServiceError as exc:
+        raise PipelineError(str(exc)) from None
+    print(status)
+    return EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from sales_core.logs import configure_logging
+
+    configure_logging(os.environ.get("LAMBDA_SALES_LOG_LEVEL", "WARNING"), "text")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    from sales_core.errors import PipelineError
+    from serving_layer.rows import FilterError
+
+    try:
+        return handler(args)
+    except (ConfigError, FilterError) as exc:
+        print(f"lambda-sales {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except PipelineError as exc:
+        print(f"lambda-sales {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:
+        print(f"lambda-sales {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"lambda-sales {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unexpected: still one line, the traceback on request
+        if os.environ.get("LAMBDA_SALES_DEBUG"):
+            raise
+        print(f"lambda-sales {args.command}: failed: {_one_line(exc)} (set LAMBDA_SALES_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

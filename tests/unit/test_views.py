@@ -1,0 +1,142 @@
+"""CONTRACT §3: the four views over hand-written events, and their monoid property.
+
+`compute_view(A ∪ B)` must equal `merge_partials(compute_view(A) ∪ compute_view(B))`: that is
+what lets the serving layer add a batch view and speed increments exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sales_core.views import VIEWS, compute_view, get_view, merge_partials
+
+pytestmark = pytest.mark.unit
+
+UTC = timezone.utc
+
+
+def ts(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+EVENTS_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("order_id", T.StringType(), False),
+        T.StructField("product_id", T.StringType(), False),
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("category", T.StringType(), False),
+        T.StructField("region", T.StringType(), False),
+        T.StructField("channel", T.StringType(), False),
+        T.StructField("quantity", T.IntegerType(), False),
+        T.StructField("amount", T.DecimalType(18, 2), False),
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("event_hour", T.TimestampType(), False),
+        T.StructField("month", T.StringType(), False),
+        T.StructField("revenue_category", T.StringType(), False),
+    ]
+)
+
+# Five valid events, derived fields filled in by hand. A = e1, e2, e5; B = e3, e4.
+EVENTS = [
+    ("e1", "o1", "p1", "c1", "books", "eu", "web", 2, Decimal("10.00"),
+     ts(2024, 5, 1, 10, 15), date(2024, 5, 1), ts(2024, 5, 1, 10), "2024-05", "low"),
+    ("e2", "o2", "p2", "c2", "books", "eu", "app", 1, Decimal("150.00"),
+     ts(2024, 5, 1, 10, 45), date(2024, 5, 1), ts(2024, 5, 1, 10), "2024-05", "medium"),
+    ("e3", "o3", "p3", "c1", "toys", "eu", "web", 3, Decimal("1200.50"),
+     ts(2024, 5, 1, 10, 55), date(2024, 5, 1), ts(2024, 5, 1, 10), "2024-05", "high"),
+    ("e4", "o4", "p4", "c1", "books", "eu", "web", 1, Decimal("0.99"),
+     ts(2024, 5, 2, 0, 10), date(2024, 5, 2), ts(2024, 5, 2, 0), "2024-05", "low"),
+    ("e5", "o5", "p5", "anonymous", "books", "us", "web", 4, Decimal("100.00"),
+     ts(2024, 6, 1, 9, 0), date(2024, 6, 1), ts(2024, 6, 1, 9), "2024-06", "low"),
+]
+PART_A = ("e1", "e2", "e5")
+PART_B = ("e3", "e4")
+
+EXPECTED: dict[str, tuple[str, list[tuple]]] = {
+    "sales_daily": (
+        "event_date date, category string, region string, events long, units long, revenue decimal(18,2)",
+        [
+            (date(2024, 5, 1), "books", "eu", 2, 3, Decimal("160.00")),  # e1 + e2
+            (date(2024, 5, 1), "toys", "eu", 1, 3, Decimal("1200.50")),  # e3
+            (date(2024, 5, 2), "books", "eu", 1, 1, Decimal("0.99")),  # e4
+            (date(2024, 6, 1), "books", "us", 1, 4, Decimal("100.00")),  # e5
+        ],
+    ),
+    "sales_hourly": (
+        "event_hour timestamp, channel string, events long, revenue decimal(18,2)",
+        [
+            (ts(2024, 5, 1, 10), "web", 2, Decimal("1210.50")),  # e1 + e3
+            (ts(2024, 5, 1, 10), "app", 1, Decimal("150.00")),  # e2
+            (ts(2024, 5, 2, 0), "web", 1, Decimal("0.99")),  # e4
+            (ts(2024, 6, 1, 9), "web", 1, Decimal("100.00")),  # e5
+        ],
+    ),
+    "customer_totals": (
+        "customer_id string, events long, revenue decimal(18,2), first_event_time timestamp, "
+        "last_event_time timestamp",
+        [
+            ("c1", 3, Decimal("1211.49"), ts(2024, 5, 1, 10, 15), ts(2024, 5, 2, 0, 10)),  # e1, e3, e4
+            ("c2", 1, Decimal("150.00"), ts(2024, 5, 1, 10, 45), ts(2024, 5, 1, 10, 45)),  # e2
+            ("anonymous", 1, Decimal("100.00"), ts(2024, 6, 1, 9, 0), ts(2024, 6, 1, 9, 0)),  # e5
+        ],
+    ),
+    "revenue_category_monthly": (
+        "month string, revenue_category string, events long, revenue decimal(18,2)",
+        [
+            ("2024-05", "low", 2, Decimal("10.99")),  # e1 + e4
+            ("2024-05", "medium", 1, Decimal("150.00")),  # e2
+            ("2024-05", "high", 1, Decimal("1200.50")),  # e3
+            ("2024-06", "low", 1, Decimal("100.00")),  # e5
+        ],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def events(spark: SparkSession) -> Iterator[DataFrame]:
+    frame = spark.createDataFrame(EVENTS, EVENTS_SCHEMA).cache()
+    yield frame
+    frame.unpersist()
+
+
+def test_the_four_views_exist() -> None:
+    assert set(VIEWS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_view_over_events(spark: SparkSession, events: DataFrame, name: str) -> None:
+    schema, rows = EXPECTED[name]
+    actual = events.transform(compute_view(VIEWS[name]))
+    assert_df_equality(actual, spark.createDataFrame(rows, schema), ignore_nullable=True, ignore_row_order=True)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_monoid_merge_of_partials_equals_view_of_union(events: DataFrame, name: str) -> None:
+    view = VIEWS[name]
+    part_a = events.where(F.col("event_id").isin(*PART_A)).transform(compute_view(view))
+    part_b = events.where(F.col("event_id").isin(*PART_B)).transform(compute_view(view))
+    merged = part_a.unionByName(part_b).transform(merge_partials(view))
+    whole = events.transform(compute_view(view))
+    assert_df_equality(merged, whole, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_merge_of_a_view_with_an_empty_partial_is_the_view(events: DataFrame) -> None:
+    view = VIEWS["customer_totals"]
+    whole = events.transform(compute_view(view))
+    merged = whole.unionByName(whole.limit(0)).transform(merge_partials(view))
+    assert_df_equality(merged, whole, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_unknown_view_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown view 'sales_weekly'.*sales_daily"):
+        get_view("sales_weekly")
