@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from batch_layer.database import JdbcSource
 from batch_layer.landing import read_landing_files
 from batch_layer.ledger import IngestPlan
+from sales_core.faults import fault_point
 from sales_core.lakehouse import Lakehouse, ensure_master_dataset, ensure_quarantine
 from sales_core.master import insert_new_events, with_ingest_metadata
 from sales_core.quality import QualityReport, quality_report
@@ -105,6 +106,7 @@ def ingest_epoch(
             .option("txnVersion", plan.epoch)
             .save(lakehouse.quarantine)
         )
+        fault_point("batch.after_quarantine")
 
         new_rows = (
             valid_events(validated)
@@ -113,6 +115,7 @@ def ingest_epoch(
             .transform(with_ingest_metadata(layer="batch", run=plan.tag, batch=None, ingested_at=plan.planned_at))
         )
         insert_new_events(spark, lakehouse.master_dataset, new_rows, retries=conflict_retries)
+        fault_point("batch.after_master_insert")
     finally:
         validated.unpersist()
 

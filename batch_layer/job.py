@@ -14,10 +14,18 @@ from pyspark.sql import functions as F
 from batch_layer.database import JdbcSource
 from batch_layer.ingest import IngestCounts, ingest_epoch, read_epoch_sources
 from batch_layer.landing import list_landing_files
-from batch_layer.ledger import IngestPlan, JdbcRange, new_files, read_ledger, record_ingested, record_plan
+from batch_layer.ledger import (
+    IngestPlan,
+    JdbcRange,
+    new_files,
+    read_ledger,
+    record_ingested,
+    record_plan,
+)
 from batch_layer.publish import recompute_and_publish
 from sales_core.config import Config
 from sales_core.errors import PipelineError, QualityGateError
+from sales_core.faults import fault_point
 from sales_core.lakehouse import Lakehouse, table_version
 from sales_core.quality import EMPTY, QualityReport
 from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
@@ -39,10 +47,12 @@ def jdbc_source(config: Config) -> JdbcSource | None:
     return JdbcSource(jdbc.url, jdbc.table, jdbc.user, jdbc.password, jdbc.watermark_column, jdbc.fetch_size)
 
 
-def _plans(spark: SparkSession, config: Config, lakehouse: Lakehouse, progress: Progress) -> list[IngestPlan]:
-    """The interrupted epoch (if any) then a new epoch for whatever is new."""
+def _plans(
+    spark: SparkSession, config: Config, lakehouse: Lakehouse, progress: Progress
+) -> list[tuple[IngestPlan, bool]]:
+    """The interrupted epoch (if any) then a new epoch for whatever is new; (plan, is new)."""
     state = read_ledger(spark, lakehouse.ingest_ledger)
-    plans = [state.pending] if state.pending else []
+    plans = [(state.pending, False)] if state.pending else []
     listing = list_landing_files(spark, config.sources.files.landing)
     files = new_files(state, listing)
     jdbc = jdbc_source(config)
@@ -54,7 +64,7 @@ def _plans(spark: SparkSession, config: Config, lakehouse: Lakehouse, progress: 
             jdbc_range = JdbcRange(jdbc.table, low, high)
     if files or jdbc_range:
         epoch = max(state.last_epoch, state.pending.epoch if state.pending else 0) + 1
-        plans.append(IngestPlan(epoch, utcnow(), tuple(files), jdbc_range))
+        plans.append((IngestPlan(epoch, utcnow(), tuple(files), jdbc_range), True))
     if state.pending:
         progress(f"resuming interrupted ingest epoch {state.pending.epoch} ({len(state.pending.files)} files)")
     progress(f"{len(listing)} files in landing, {len(files)} new" + (
@@ -67,7 +77,7 @@ def _quality_since_last_publish(spark: SparkSession, runs_path: str, run_id: str
     if not DeltaTable.isDeltaTable(spark, runs_path):
         return EMPTY
     runs = spark.read.format("delta").load(runs_path).where((F.col("job") == "batch") & (F.col("run_id") != run_id))
-    last_ok = runs.where(F.col("status") == "succeeded").agg(F.max("started_at")).first()[0]
+    last_ok = runs.where(F.col("status") == "succeeded").agg(F.max("started_at").alias("at")).collect()[0]["at"]
     refused = runs.where(F.col("status") == "quality_failed")
     if last_ok is not None:
         refused = refused.where(F.col("started_at") > F.lit(last_ok))
@@ -100,18 +110,19 @@ def run_batch(
         counts = IngestCounts()
         jdbc = jdbc_source(config)
         epochs = []
-        for plan in _plans(spark, config, lakehouse, progress):
-            if plan is not None and not plan.empty:
-                if plan.epoch > (read_ledger(spark, lakehouse.ingest_ledger).last_epoch):
-                    record_plan(spark, lakehouse.ingest_ledger, plan, record.run_id)
-                progress(f"ingest epoch {plan.epoch}: {len(plan.files)} files" + (" + database rows" if plan.jdbc else ""))
-                envelopes = read_epoch_sources(spark, plan, jdbc)
-                epoch_counts = ingest_epoch(
-                    spark, lakehouse, plan, envelopes, conflict_retries=config.batch.max_conflict_retries
-                )
-                record_ingested(spark, lakehouse.ingest_ledger, plan, record.run_id, utcnow())
-                counts = counts + epoch_counts
-                epochs.append(plan.epoch)
+        for plan, is_new in _plans(spark, config, lakehouse, progress):
+            if is_new:
+                record_plan(spark, lakehouse.ingest_ledger, plan, record.run_id)
+                fault_point("batch.after_plan")
+            progress(f"ingest epoch {plan.epoch}: {len(plan.files)} files" + (" + database rows" if plan.jdbc else ""))
+            envelopes = read_epoch_sources(spark, plan, jdbc)
+            epoch_counts = ingest_epoch(
+                spark, lakehouse, plan, envelopes, conflict_retries=config.batch.max_conflict_retries
+            )
+            record_ingested(spark, lakehouse.ingest_ledger, plan, record.run_id, utcnow())
+            fault_point("batch.after_ledger_commit")
+            counts = counts + epoch_counts
+            epochs.append(plan.epoch)
         record.records_read, record.valid = counts.records_read, counts.valid
         record.duplicates, record.quarantined = counts.duplicates, counts.quarantined
         record.details = {

@@ -19,6 +19,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sales_core.faults import fault_point
 from sales_core.lakehouse import (
     GENERATIONS_SCHEMA,
     Lakehouse,
@@ -103,6 +104,7 @@ def recompute_and_publish(
                 .option("replaceWhere", f"generation = {generation}")
                 .save(lakehouse.batch_view(name))
             )
+            fault_point(f"batch.after_view_{index}")
     finally:
         events.unpersist()
     mark = handoff_mark(snapshot)
@@ -118,6 +120,7 @@ def recompute_and_publish(
         .option("txnAppId", "lambda-sales-publish").option("txnVersion", generation)
         .save(lakehouse.generations)
     )
+    fault_point("batch.after_publish")
     log.info("published generation %d (master version %d, %d events, hand-off %s)", generation, master_version, total, mark)
     _drop_old_generations(spark, lakehouse, generation - keep_generations)
     return published

@@ -155,7 +155,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sales_core.generator import GeneratorSpec, generate_records, write_database, write_landing_files
+    from sales_core.generator import (
+        GeneratorSpec,
+        generate_records,
+        write_database,
+        write_landing_files,
+    )
 
     config = _config(args)
     spec = GeneratorSpec(

@@ -191,6 +191,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
 
 
+def _record_origins(data: Mapping[str, Any], origin: str, origins: dict[str, str], prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            _record_origins(value, origin, origins, dotted + ".")
+        else:
+            origins[dotted] = origin
+
+
 def _check_no_secrets(data: Mapping[str, Any], origin: str, prefix: str = "") -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -235,7 +244,10 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        parts = name[len(ENV_PREFIX):].split("__")
+        # Section and key names are case-insensitive; Spark setting names are not.
+        parts = [p if i >= 2 and [q.lower() for q in parts[:2]] == ["spark", "conf"] else p.lower()
+                 for i, p in enumerate(parts)]
         if not all(parts):
             raise ConfigError(f"environment variable {name} is not of the form {ENV_PREFIX}SECTION__KEY")
         node = overrides
@@ -266,8 +278,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, origins: Mapping[str
                 continue
             raise ConfigError(f"missing configuration key '{dotted}'")
         raw = data[field.name]
-        origin = origins.get(dotted, "configuration file")
-        if dataclasses.is_dataclass(target):
+        origin = origins.get(dotted, "configuration")
+        if isinstance(target, type) and dataclasses.is_dataclass(target):
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"configuration key '{dotted}' must be a table ({origin})")
             values[field.name] = _build(target, raw, dotted + ".", origins)
@@ -319,17 +331,20 @@ def load_config(
     env_name = env_name or environ.get(ENV_NAME_VAR) or "local"
     if env_name not in ENVIRONMENTS:
         raise ConfigError(f"unknown environment '{env_name}': choose one of {', '.join(ENVIRONMENTS)}")
-    data = _read_toml(CONF_DIR / "base.toml")
-    env_file = CONF_DIR / f"{env_name}.toml"
-    if env_file.is_file():
-        layer = _read_toml(env_file)
-        _check_no_secrets(layer, str(env_file))
+    origins: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    files = [CONF_DIR / "base.toml", CONF_DIR / f"{env_name}.toml"]
+    files += [Path(conf_path)] if conf_path is not None else []
+    for index, path in enumerate(files):
+        if index == 1 and not path.is_file():
+            continue
+        layer = _read_toml(path)
+        if index > 0:
+            _check_no_secrets(layer, str(path))
+        _record_origins(layer, str(path), origins)
         data = _merge(data, layer)
-    if conf_path is not None:
-        layer = _read_toml(Path(conf_path))
-        _check_no_secrets(layer, str(conf_path))
-        data = _merge(data, layer)
-    overrides, origins = _env_overrides(environ)
+    overrides, env_origins = _env_overrides(environ)
+    origins.update(env_origins)
     data = _merge(data, overrides)
     return typing.cast(Config, _build(Config, data, "", origins))
 

@@ -60,6 +60,21 @@ _JSON_FIELDS_SCHEMA = T.StructType(
 # A JSON object, possibly padded with whitespace; anything else (array, scalar, garbage) is
 # `malformed`. Spark's parser flags broken text; this catches valid JSON that is not an object.
 _OBJECT_PATTERN = r"^\s*\{[\s\S]*\}\s*$"
+# With string literals blanked out, a `}` followed by anything but `,`, `}` or `]` means text
+# after the object (two objects on a line): Spark's parser would read only the first.
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_TEXT_AFTER_OBJECT = r"\}\s*[^\s,}\]]"
+# A numeric text, as in sales_core.rules; JSON numbers that look like this are re-read exactly.
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# JSON number tokens read as exact decimals (Spark's string conversion of a number token goes
+# through a double): money rounded half-up straight to cents, quantities kept whole.
+_EXACT_NUMBERS_SCHEMA = T.StructType(
+    [
+        T.StructField("amount", T.DecimalType(38, 2), True),
+        T.StructField("quantity", T.DecimalType(38, 18), True),
+    ]
+)
+_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, "allowSingleQuotes": "false"}
 
 
 def _envelope(
@@ -87,29 +102,49 @@ def parse_json_records(value_col: str = "value") -> Callable[[DataFrame], DataFr
 
     def transform(df: DataFrame) -> DataFrame:
         value = F.col(value_col)
-        parsed = F.from_json(
-            value,
-            _JSON_FIELDS_SCHEMA,
-            {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT},
+        with_parsed = df.withColumns(
+            {
+                "_parsed": F.from_json(value, _JSON_FIELDS_SCHEMA, _JSON_OPTIONS),
+                "_exact": F.from_json(value, _EXACT_NUMBERS_SCHEMA, {"allowSingleQuotes": "false"}),
+            }
         )
-        with_parsed = df.withColumn("_parsed", parsed)
+        # Strict JSON (no trailing text, no single quotes), and an object, not an array/scalar.
         malformed = (
             value.isNull()
             | ~value.rlike(_OBJECT_PATTERN)
+            | F.try_parse_json(value).isNull()
+            | F.regexp_replace(value, _JSON_STRING, '""').rlike(_TEXT_AFTER_OBJECT)
             | F.col("_parsed").isNull()
             | F.col(f"_parsed.{_CORRUPT}").isNotNull()
         )
-        return _envelope(with_parsed, F.col("_parsed"), F.coalesce(malformed, F.lit(True)), value)
+        fields = F.struct(
+            *[
+                _exact_number(F.col(f"_parsed.{name}"), F.col(f"_exact.{name}")).alias(name)
+                if name in _EXACT_NUMBERS_SCHEMA.fieldNames()
+                else F.col(f"_parsed.{name}")
+                for name in EVENT_FIELDS
+            ]
+        )
+        return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value)
 
     return transform
+
+
+def _exact_number(text: Column, exact: Column) -> Column:
+    """The exact decimal's text where the field is numeric, else the text as received.
+
+    A number beyond a double's range arrives from Spark as the quoted text "Infinity".
+    """
+    unquoted = F.regexp_replace(text, r'^"([+-]?Infinity)"$', "$1")
+    return F.when(text.rlike(_NUMBER) & exact.isNotNull(), exact.cast("string")).otherwise(unquoted)
 
 
 def csv_header_fields(header_line: str) -> list[str]:
     """The column names of a CSV header line, trimmed and lower-cased (quotes removed)."""
     import csv
 
-    row = next(csv.reader([header_line]), [])
-    return [name.strip().strip("\ufeff").lower() for name in row]
+    row = next(csv.reader([header_line.lstrip("\ufeff")]), [])
+    return [name.strip().lower() for name in row]
 
 
 def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callable[[DataFrame], DataFrame]:
@@ -132,7 +167,10 @@ def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callab
     def transform(df: DataFrame) -> DataFrame:
         value = F.col(value_col)
         ddl = ", ".join(f"`{field.name}` STRING" for field in schema.fields)
-        parsed = F.from_csv(value, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+        # RFC 4180 quoting: a quote inside a quoted field is written twice.
+        parsed = F.from_csv(
+            value, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, "escape": '"'}
+        )
         with_parsed = df.withColumn("_parsed", parsed)
         fields = F.struct(
             *[
@@ -140,7 +178,7 @@ def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callab
                 for name in EVENT_FIELDS
             ]
         )
-        malformed = value.isNull() | F.col(f"_parsed.{_CORRUPT}").isNotNull()
+        malformed = value.isNull() | (F.trim(value) == "") | F.col(f"_parsed.{_CORRUPT}").isNotNull()
         return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value)
 
     return transform

@@ -95,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         print(",".join(JVM_PACKAGES))
         return 0
     if args[:1] == ["jars"]:
-        jars = cached_jars()
-        if jars is None:
+        cached = cached_jars()
+        if cached is None:
             print("jars not fetched: run `python -m sales_core.packages fetch`", file=sys.stderr)
             return 1
-        print(",".join(jars))
+        print(",".join(cached))
         return 0
     print("usage: python -m sales_core.packages fetch|list|jars", file=sys.stderr)
     return 2

@@ -49,6 +49,10 @@ REASON_CODES: tuple[str, ...] = (
 # A JSON number or a numeric string: optional sign, digits with an optional fraction, optional
 # exponent. Anything else in `quantity`/`amount` is `invalid_type`.
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# A number too large for a double reaches us as Infinity: a number, out of any range.
+_NUMBER_OR_INFINITE = r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|Infinity)$"
+_WHOLE_NUMBER = r"^[+-]?\d+(\.0*)?$"
+_EXPONENT_FORM = r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$"
 
 EVENT_SCHEMA = T.StructType(
     [
@@ -84,39 +88,46 @@ QUARANTINE_SCHEMA = T.StructType(
 )
 
 
+def _strip(c: Column) -> Column:
+    """Trimmed of all whitespace (tabs and newlines too, not only spaces)."""
+    return F.regexp_replace(c, r"^\s+|\s+$", "")
+
+
 def _blank(c: Column) -> Column:
-    return c.isNull() | (F.trim(c) == "")
+    return c.isNull() | (_strip(c) == "")
 
 
 def _text_or_default(c: Column, default: str, *, lower: bool) -> Column:
-    trimmed = F.trim(c)
+    trimmed = _strip(c)
     value = F.lower(trimmed) if lower else trimmed
     return F.when(_blank(c), F.lit(default)).otherwise(value)
 
 
 def _quantity_number(c: Column) -> Column:
-    return F.trim(c).try_cast("double")
+    return _strip(c).try_cast("double")
 
 
 def _quantity_is_integer(c: Column) -> Column:
+    text = _strip(c)
     number = _quantity_number(c)
-    return (
-        F.trim(c).rlike(_NUMBER)
-        & number.isNotNull()
-        & (number == F.floor(number))
-        & (F.abs(number) <= F.lit(INT_MAX))
-    )
+    # Whole by its text (exact); the exponent form (2E3) is rare enough for a double check.
+    whole = text.rlike(_WHOLE_NUMBER) | (text.rlike(_EXPONENT_FORM) & (number == F.floor(number)))
+    return whole & number.isNotNull() & (F.abs(number) <= F.lit(INT_MAX))
 
 
 def _amount_decimal(c: Column) -> Column:
     # A string to DECIMAL(38,2) cast rounds HALF_UP in one step: exact, no double involved.
-    return F.trim(c).try_cast(T.DecimalType(38, 2))
+    return _strip(c).try_cast(T.DecimalType(38, 2))
 
 
 def _parse_event_time(c: Column) -> Column:
     # ISO-8601 with `Z` or an offset; without a zone the session zone applies, which the
-    # session factory pins to UTC (CONTRACT: no zone means UTC).
-    return F.trim(c).try_cast("timestamp")
+    # session factory pins to UTC (CONTRACT: no zone means UTC). Minutes without seconds
+    # (10:00Z) are ISO-8601 too: Spark's cast needs the seconds, so they are added.
+    text = F.regexp_replace(
+        _strip(c), r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)?$", "$1:00$2"
+    )
+    return text.try_cast("timestamp")
 
 
 def _processing_time(now: datetime | Column) -> Column:
@@ -143,9 +154,9 @@ def reject_reason(now: datetime | Column) -> Column:
         (~_quantity_is_integer(quantity), "invalid_type:quantity"),
         (quantity_int < 1, "invalid_quantity"),
         (_blank(amount), "missing_required:amount"),
-        (~F.trim(amount).rlike(_NUMBER), "invalid_type:amount"),
+        (~_strip(amount).rlike(_NUMBER_OR_INFINITE), "invalid_type:amount"),
         # Too large for DECIMAL(38,2): out of range (or negative, when it has a minus sign).
-        (amount_dec.isNull() & F.trim(amount).startswith("-"), "negative_amount"),
+        (amount_dec.isNull() & _strip(amount).startswith("-"), "negative_amount"),
         (amount_dec.isNull(), "amount_out_of_range"),
         (amount_dec < 0, "negative_amount"),
         (amount_dec > F.lit(MAX_AMOUNT).cast(MONEY), "amount_out_of_range"),
@@ -183,7 +194,8 @@ def validate(*, now: datetime | Column) -> Callable[[DataFrame], DataFrame]:
 
     def transform(df: DataFrame) -> DataFrame:
         ts = _parse_event_time(F.col("event_time"))
-        amount = _amount_decimal(F.col("amount")).cast(MONEY)
+        # try_cast: an amount too large for DECIMAL(18,2) is rejected, never an overflow error.
+        amount = _amount_decimal(F.col("amount")).try_cast(MONEY)
         event_date = F.to_date(ts)
         optional = {
             "customer_id": _text_or_default(F.col("customer_id"), "anonymous", lower=False),
@@ -248,9 +260,10 @@ def dedupe_events(order_by: tuple[str, ...] = ("source", "source_name", "source_
 
     def transform(df: DataFrame) -> DataFrame:
         payload = [c for c in df.columns if c != "event_id"]
+        # Ties on position (rows without one, e.g. database rows) fall back to the content.
         first = F.min_by(
             F.struct(*[F.col(c) for c in payload]),
-            F.struct(*[F.col(c) for c in order_by]),
+            F.struct(*[F.col(c) for c in order_by], *[F.col(c) for c in payload if c not in order_by]),
         )
         return (
             df.groupBy("event_id")

@@ -104,7 +104,7 @@ def render(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: str) 
     numeric = [bool(rows) and isinstance(rows[0][c], (int, float, Decimal)) for c in columns]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=False)).rstrip()
 
     out = [line(list(columns)), line(["-" * w for w in widths])]
     out += [line(row) for row in cells]

@@ -28,3 +28,34 @@ def spark() -> Iterator:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Build a Config whose lakehouse and landing zone live in this test's tmp_path."""
+    from sales_core.config import load_config
+
+    def make(root: Path | None = None, **env: str):  # type: ignore[no-untyped-def]
+        base = root or tmp_path
+        (base / "landing").mkdir(parents=True, exist_ok=True)
+        environ = {
+            "LAMBDA_SALES__LAKEHOUSE__ROOT": str(base / "lakehouse"),
+            "LAMBDA_SALES__SOURCES__FILES__LANDING": str(base / "landing"),
+            "LAMBDA_SALES__SPARK__MASTER": "local[2]",
+            "LAMBDA_SALES__SPARK__SHUFFLE_PARTITIONS": "2",
+            # Test inputs are deliberately dirty; the quality gate has tests of its own.
+            "LAMBDA_SALES__QUALITY__MIN_SCORE": "0",
+            **env,
+        }
+        return load_config(environ=environ)
+
+    return make
+
+
+def write_jsonl(path: Path, records: list) -> Path:  # type: ignore[type-arg]
+    """Write records (dicts or raw strings) as a JSONL landing file."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path

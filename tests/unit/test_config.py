@@ -94,7 +94,8 @@ def test_spark_conf_keys_from_environment_keep_their_case() -> None:
     config = load_config(
         environ={"LAMBDA_SALES__SPARK__CONF__spark.sql.adaptive.coalescePartitions.enabled": "false"}
     )
-    assert config.spark.conf == {"spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    assert config.spark.conf["spark.sql.adaptive.coalescePartitions.enabled"] == "false"
+    assert "spark.sql.adaptive.coalescepartitions.enabled" not in config.spark.conf
 
 
 # --- errors ------------------------------------------------------------------------------------

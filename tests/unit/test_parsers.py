@@ -15,7 +15,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sales_core.events import ENVELOPE_SCHEMA, csv_header_fields, parse_csv_records, parse_typed_records
+from sales_core.events import (
+    ENVELOPE_SCHEMA,
+    csv_header_fields,
+    parse_csv_records,
+    parse_typed_records,
+)
 from sales_core.rules import validate
 
 pytestmark = pytest.mark.unit

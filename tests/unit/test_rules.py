@@ -120,6 +120,8 @@ REASON_CASES: list[tuple[str, str | None, str | None]] = [
     ("event_id_null", record(event_id="null"), "missing_required:event_id"),
     ("event_id_empty", record(event_id='""'), "missing_required:event_id"),
     ("event_id_blank", record(event_id='"   "'), "missing_required:event_id"),
+    # a tab and a newline (JSON escapes): blank as well
+    ("event_id_blank_tab_newline", record(event_id='"\\t\\n"'), "missing_required:event_id"),
     ("empty_object", "{}", "missing_required:event_id"),
     # missing_required:order_id / product_id
     ("order_id_absent", record(order_id=None), "missing_required:order_id"),
@@ -162,6 +164,7 @@ REASON_CASES: list[tuple[str, str | None, str | None]] = [
     ("event_time_blank", record(event_time='"  "'), "missing_required:event_time"),
     ("event_time_not_a_date", record(event_time='"not a date"'), "invalid_type:event_time"),
     ("event_time_epoch_seconds", record(event_time="1714557600"), "invalid_type:event_time"),
+    ("event_time_february_30", record(event_time='"2024-02-30T10:00:00Z"'), "invalid_type:event_time"),
     ("event_time_1999_12_31", record(event_time='"1999-12-31T23:59:59Z"'), "event_time_out_of_range"),
     # 01:00 at +02:00 on 2000-01-01 is 1999-12-31T23:00Z
     ("event_time_before_2000_in_utc", record(event_time='"2000-01-01T01:00:00+02:00"'), "event_time_out_of_range"),
