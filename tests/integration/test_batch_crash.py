@@ -36,12 +36,17 @@ FAULT_POINTS = (
 
 
 def write_inputs(landing: Path, part: str) -> None:
-    """Part A, or part B (which repeats some of A's events and adds its own)."""
+    """Part A, or part B (which repeats some of A's events and adds its own).
+
+    File names are fixed, so positions (file, line) compare equal across lakehouses.
+    """
     spec = GeneratorSpec(events=400, seed=1 if part == "a" else 2, end=END, bad_share=0.05, duplicate_share=0.05)
-    write_landing_files(generate_records(spec), landing, fmt="jsonl", rows_per_file=150, prefix=f"part-{part}")
+    written = write_landing_files(generate_records(spec), landing, fmt="jsonl", rows_per_file=150, prefix=f"part-{part}")
     if part == "b":
         again = list(generate_records(GeneratorSpec(events=60, seed=1, end=END, bad_share=0.05)))
-        write_landing_files(iter(again), landing, fmt="csv", prefix="part-b-replay")
+        written += write_landing_files(iter(again), landing, fmt="csv", prefix="part-b-replay")
+    for index, path in enumerate(written):
+        path.rename(path.with_name(f"part-{part}-{index}{path.suffix}"))
 
 
 def views(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def]

@@ -1,0 +1,35 @@
+"""The session factory: Delta, UTC, and the pinned JVM packages from the local cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from sales_core.packages import JVM_PACKAGES, cached_jars, jar_cache_dir
+
+pytestmark = pytest.mark.integration
+
+
+def test_session_uses_cached_pinned_jars_and_utc(spark) -> None:  # type: ignore[no-untyped-def]
+    jars = cached_jars()
+    assert jars is not None, "make setup caches the pinned packages"
+    configured = spark.sparkContext.getConf().get("spark.jars", "")
+    assert all(jar in configured for jar in jars)
+    # Cached jars are used as files: nothing is resolved (downloaded) again.
+    assert spark.sparkContext.getConf().get("spark.jars.packages", None) is None
+    assert all(j.startswith(str(jar_cache_dir())) for j in jars)
+    names = " ".join(jars)
+    for coordinate in JVM_PACKAGES:
+        group, artifact, version = coordinate.split(":")
+        assert f"{group}_{artifact}-{version}.jar" in names
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_existing_session_is_reused(spark) -> None:  # type: ignore[no-untyped-def]
+    from sales_core.config import load_config
+    from sales_core.session import get_spark
+
+    spark.conf.set("spark.sql.session.timeZone", "Europe/Paris")
+    again = get_spark(load_config().spark)
+    assert again is spark
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
