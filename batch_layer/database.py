@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sales_core.config import ConfigError, Secret
+from sales_core.config import ConfigError, JdbcSourceConf, Secret
 from sales_core.errors import SourceError
 from sales_core.events import parse_typed_records
 
@@ -29,6 +29,10 @@ class JdbcSource:
     password: Secret
     watermark_column: str
     fetch_size: int
+
+    @classmethod
+    def from_conf(cls, conf: JdbcSourceConf) -> JdbcSource:
+        return cls(conf.url, conf.table, conf.user, conf.password, conf.watermark_column, conf.fetch_size)
 
     def __post_init__(self) -> None:
         for key, value in (("table", self.table), ("watermark_column", self.watermark_column)):

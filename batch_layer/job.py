@@ -44,7 +44,7 @@ def jdbc_source(config: Config) -> JdbcSource | None:
     jdbc = config.sources.jdbc
     if not jdbc.enabled:
         return None
-    return JdbcSource(jdbc.url, jdbc.table, jdbc.user, jdbc.password, jdbc.watermark_column, jdbc.fetch_size)
+    return JdbcSource.from_conf(jdbc)
 
 
 def _plans(
