@@ -29,13 +29,18 @@ class JdbcSource:
     password: Secret
     watermark_column: str
     fetch_size: int
+    key_column: str = "event_id"
 
     @classmethod
     def from_conf(cls, conf: JdbcSourceConf) -> JdbcSource:
-        return cls(conf.url, conf.table, conf.user, conf.password, conf.watermark_column, conf.fetch_size)
+        return cls(
+            conf.url, conf.table, conf.user, conf.password, conf.watermark_column, conf.fetch_size, conf.key_column
+        )
 
     def __post_init__(self) -> None:
-        for key, value in (("table", self.table), ("watermark_column", self.watermark_column)):
+        for key, value in (
+            ("table", self.table), ("watermark_column", self.watermark_column), ("key_column", self.key_column)
+        ):
             if not _IDENTIFIER.match(value):
                 raise ConfigError(f"configuration key 'sources.jdbc.{key}' is not a plain SQL name: {value!r}")
         if not self.url.startswith("jdbc:"):
@@ -71,9 +76,7 @@ class JdbcSource:
             F.lit(self.table).alias("source_name"),
             F.lit(None).cast("int").alias("source_partition"),
             F.lit(None).cast("long").alias("source_offset"),
-            F.col("event_id").cast("string").alias("source_key")
-            if "event_id" in [c.lower() for c in rows.columns]
-            else F.lit(None).cast("string").alias("source_key"),
+            _key(rows, self.key_column),
         )
         return parse_typed_records(positioned)
 
@@ -86,6 +89,14 @@ class JdbcSource:
             ) from None
 
 
+def _key(rows: DataFrame, key_column: str):  # type: ignore[no-untyped-def]
+    """The row's key (``sources.jdbc.key_column``) as text: its position in the table."""
+    by_lower = {c.lower(): c for c in rows.columns}
+    if key_column.lower() not in by_lower:
+        raise SourceError(f"database table has no key column '{key_column}' (sources.jdbc.key_column)")
+    return F.col(by_lower[key_column.lower()]).cast("string").alias("source_key")
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -95,8 +106,24 @@ def redact(text: str) -> str:
     return re.sub(r"(?i)(password=)[^&;\s]*", r"\1***", text)
 
 
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain = [exc]
+    while len(chain) < 20:
+        nxt = getattr(chain[-1], "_cause", None) or chain[-1].__cause__
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    return chain
+
+
 def jdbc_reason(exc: BaseException) -> str:
-    """The most telling line of a JDBC failure (the driver's message, not the stack)."""
+    """The most telling line of a JDBC failure: the driver's own message, not Spark's wrapper
+    or the stack."""
+    chain = _cause_chain(exc)
+    if len(chain) > 1:
+        innermost = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+        if innermost:
+            return redact(re.sub(r"^[\w.$]+(Exception|Error): ", "", innermost[0]))
     text = str(exc)
     for pattern in (r"PSQLException: ([^\n]+)", r"SQLException: ([^\n]+)", r"ConnectException: ([^\n]+)"):
         match = re.search(pattern, text)

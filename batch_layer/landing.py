@@ -29,6 +29,7 @@ from sales_core.events import (
 
 log = logging.getLogger(__name__)
 
+UNDECODABLE = "\ufffd"
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -86,7 +87,15 @@ def _text_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
         "source_name",
         (F.col("_pos") + 1).cast("long").alias("source_offset"),
         F.regexp_replace(F.col("line"), "\r$", "").alias("value"),
-    ).where(F.trim(F.col("value")) != "")
+    ).where(F.col("value").rlike(r"\S"))
+
+
+def _flag_undecodable(envelopes: DataFrame) -> DataFrame:
+    """A line that was not valid UTF-8 (decoded with U+FFFD in place of its bytes) cannot be
+    read as sent: it is ``malformed``, never an event with mangled text."""
+    return envelopes.withColumn(
+        "malformed", F.col("malformed") | F.coalesce(F.col("raw_record").contains(UNDECODABLE), F.lit(False))
+    )
 
 
 def _with_file_position(df: DataFrame) -> DataFrame:
@@ -101,7 +110,11 @@ def _with_file_position(df: DataFrame) -> DataFrame:
 
 
 def read_jsonl(spark: SparkSession, paths: list[str]) -> DataFrame:
-    return _with_file_position(_text_lines(spark, paths)).transform(parse_json_records("value"))
+    return (
+        _with_file_position(_text_lines(spark, paths))
+        .transform(parse_json_records("value"))
+        .transform(_flag_undecodable)
+    )
 
 
 def read_csv(spark: SparkSession, paths: list[str]) -> DataFrame:
@@ -122,7 +135,9 @@ def read_csv(spark: SparkSession, paths: list[str]) -> DataFrame:
         body = lines.where(F.col("source_name").isin(names)).where(
             F.col("source_offset") != header_at[F.col("source_name")]
         )
-        parts.append(_with_file_position(body).transform(parse_csv_records(header, "value")))
+        parts.append(
+            _with_file_position(body).transform(parse_csv_records(header, "value")).transform(_flag_undecodable)
+        )
     return _union(spark, parts)
 
 

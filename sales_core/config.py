@@ -90,6 +90,7 @@ class JdbcSourceConf:
     user: str
     password: Secret
     watermark_column: str
+    key_column: str
     fetch_size: int
 
 

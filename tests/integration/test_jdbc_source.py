@@ -170,7 +170,7 @@ def write_conf(base: Path, *, table: str = TABLE, extra: str = "") -> Path:
     path.write_text(
         f'[lakehouse]\nroot = "{base / "lakehouse"}"\n\n'
         f'[sources.files]\nlanding = "{base / "landing"}"\n\n'
-        f'[sources.jdbc]\nenabled = true\nurl = "{URL}"\ntable = "{table}"\nuser = "sales"\n\n'
+        f'[sources.jdbc]\nenabled = true\nurl = "{URL}"\ntable = "{table}"\nuser = "sales"\nkey_column = "row_id"\n\n'
         "[quality]\nmin_score = 0.0\n\n" + extra,
         encoding="utf-8",
     )
@@ -299,6 +299,13 @@ def test_first_run_quarantine_has_reason_source_table_and_raw_row(jdbc_runs) -> 
             else:
                 assert raw[name] == value, (order_id, name, raw.get(name))
     assert seen == set(FIRST_REJECTED)
+
+
+def test_quarantined_db_rows_keep_their_position_in_the_table(jdbc_runs) -> None:  # type: ignore[no-untyped-def]
+    """CONTRACT §2: the quarantine keeps the source and position: for a database, table and key."""
+    first = jdbc_runs["runs"][0]
+    keyless = [json.loads(q["raw_record"]) for q in first.quarantine if q["source_key"] is None]
+    assert not keyless, f"quarantined database rows without a key (position lost): {keyless!r}"
 
 
 def test_first_run_counts_balance(jdbc_runs) -> None:  # type: ignore[no-untyped-def]
