@@ -96,7 +96,37 @@ def _config(args: argparse.Namespace) -> Config:
 def _spark(config: Config, app: str):  # type: ignore[no-untyped-def]
     from sales_core.session import get_spark
 
+    _jvm_output_to_log(app)
     return get_spark(config.spark, app_name=f"lambda-sales-{app}")
+
+
+def _jvm_output_to_log(app: str) -> None:
+    """Send the Spark JVM's own stderr (log4j lines, JVM warnings) to a log file.
+
+    The JVM inherits file descriptor 2, so it is pointed at the log before Spark starts;
+    Python keeps the terminal, so progress and the one-line errors stay readable. Not under
+    spark-submit (the JVM is already running) or with ``LAMBDA_SALES_SPARK_LOG=stderr``.
+    """
+    if "PYSPARK_GATEWAY_PORT" in os.environ or os.environ.get("LAMBDA_SALES_SPARK_LOG") == "stderr":
+        return
+    from pathlib import Path
+
+    log_dir = Path(os.environ.get("LAMBDA_SALES_LOG_DIR", Path.home() / ".cache" / "lambda-sales" / "logs"))
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"spark-{app}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return  # no place for a log: Spark's lines stay on stderr
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    os.environ["LAMBDA_SALES_SPARK_LOG_FILE"] = str(path)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -175,7 +205,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from batch_layer.database import JdbcSource
 
         jdbc = config.sources.jdbc
-        JdbcSource(jdbc.url, jdbc.table, jdbc.user, jdbc.password, jdbc.watermark_column, jdbc.fetch_size)
+        JdbcSource.from_conf(jdbc)  # validates table and column names
         if not jdbc.password:
             raise ConfigError("the database password is not set: export LAMBDA_SALES__SOURCES__JDBC__PASSWORD")
         inserted, skipped = write_database(records, url=jdbc.url, user=jdbc.user, password=jdbc.password.get(), table=jdbc.table)
