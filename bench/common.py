@@ -230,7 +230,8 @@ class Samples:
             "steal": [round(x, 3) for x in self.steal],
             "warmup_s": [round(s, 4) for s in self.warmup],
             "load1": [round(x, 2) for x in self.load1],
-            **({"phases_median_s": {k: round(v, 4) for k, v in self.median_extra().items()}} if self.extra else {}),
+            **({"phases_median_s": {k: round(v, 4) for k, v in self.median_extra().items()},
+                "phases_runs_s": [{k: round(v, 3) for k, v in e.items()} for e in self.extra]} if self.extra else {}),
         }
 
 
