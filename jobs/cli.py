@@ -54,9 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most N rows")
     p.set_defaults(handler=cmd_query)
 
-    p = sub.add_parser("generate", help="realistic synthetic sales to landing files or the database")
+    p = sub.add_parser("speed", help="the streaming job: Kafka into the master dataset and the speed increments")
     _common(p)
-    p.add_argument("--to", choices=("files", "database"), default="files")
+    p.add_argument("--available-now", action="store_true", help="process what is in the topic now, then exit")
+    p.add_argument("--trigger", metavar="INTERVAL", default=None, help='micro-batch interval, e.g. "1 second" (default: speed.trigger_interval)')
+    p.set_defaults(handler=cmd_speed)
+
+    p = sub.add_parser("generate", help="realistic synthetic sales to Kafka, landing files or the database")
+    _common(p)
+    p.add_argument("--to", choices=("files", "database", "kafka"), default="files")
     p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bad-share", type=float, default=0.02, help="share of records to reject (0-1)")
@@ -65,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=7, help="events spread over the last N days")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="landing file format")
     p.add_argument("--rows-per-file", type=int, default=50_000)
+    p.add_argument("--partitions", type=int, default=3, help="partitions of the Kafka topic, when it is created")
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("demo", help="the whole pipeline end to end on the embedded defaults")
@@ -201,6 +208,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.to == "files":
         paths = write_landing_files(records, config.sources.files.landing, fmt=args.format, rows_per_file=args.rows_per_file)
         print(f"wrote {spec.events} records to {len(paths)} {args.format} file(s) in {config.sources.files.landing}")
+    elif args.to == "kafka":
+        from speed_layer.kafka_client import publish_records
+
+        if args.partitions < 1:
+            raise ValueError(f"--partitions must be at least 1, got {args.partitions}")
+        kafka = config.sources.kafka
+        sent = publish_records(records, kafka, partitions=args.partitions, progress=Progress("generate", quiet=args.quiet))
+        print(f"published {sent} records to Kafka topic {kafka.topic} at {kafka.bootstrap_servers}")
     else:
         from batch_layer.database import JdbcSource
 
@@ -210,6 +225,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise ConfigError("the database password is not set: export LAMBDA_SALES__SOURCES__JDBC__PASSWORD")
         inserted, skipped = write_database(records, url=jdbc.url, user=jdbc.user, password=jdbc.password.get(), table=jdbc.table)
         print(f"inserted {inserted} rows into {jdbc.table}" + (f" ({skipped} records not representable in a typed table skipped)" if skipped else ""))
+    return EXIT_OK
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    from speed_layer.job import check_trigger, run_speed, stop_on_sigterm
+
+    config = _config(args)
+    check_trigger(args.trigger or config.speed.trigger_interval)
+    stop = stop_on_sigterm()
+    if not args.quiet:
+        logging.getLogger("speed_layer.metrics").setLevel(logging.INFO)  # one JSON line a micro-batch
+    progress = Progress("speed", quiet=args.quiet)
+    progress("starting Spark")
+    spark = _spark(config, "speed")
+    run = run_speed(spark, config, available_now=args.available_now, trigger=args.trigger, stop=stop, progress=progress)
+    print(run.summary())
     return EXIT_OK
 
 

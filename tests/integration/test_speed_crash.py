@@ -1,0 +1,209 @@
+"""Kill the streaming job with SIGKILL between its writes, and stop it with SIGTERM; a restart
+converges to exactly what an uninterrupted run gives (CONTRACT §2, §4).
+
+The killed job is the real CLI (``lambda-sales speed``) in its own process, with
+``LAMBDA_SALES_FAULT_POINT`` naming where it kills itself; restarts run in-process on the
+shared session (one JVM start less each).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import functions as F
+
+from sales_core.config import load_config
+from sales_core.devservices import kafka as kafka_service
+from sales_core.generator import GeneratorSpec, generate_records
+from sales_core.lakehouse import Lakehouse
+from sales_core.views import VIEWS, merge_partials
+from speed_layer.checkpoint import read_checkpoint_state
+from speed_layer.job import run_speed
+from speed_layer.kafka_client import publish_records
+from tests.oracle import compute_views, normalise_row, rows_to_view
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+KAFKA_PORT = 19095
+CLI = str(Path(sys.executable).with_name("lambda-sales"))
+TOPIC = "crash-sales"
+END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+EVENTS = 450
+PER_TRIGGER = 150  # three or four micro-batches (Spark splits the limit over the partitions)
+FAULT_POINTS = ("speed.after_quarantine", "speed.after_master_insert", "speed.after_increments")
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker holding one topic of generated sales (3 partitions), for the whole module."""
+    data_dir = tmp_path_factory.mktemp("kafka")
+    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
+    assert status.bootstrap is not None
+    base = tmp_path_factory.mktemp("publish")
+    conf = load_config(conf_file(base, status.bootstrap))
+    spec = GeneratorSpec(events=EVENTS, seed=11, end=END, bad_share=0.05, duplicate_share=0.05, late_share=0.1)
+    assert publish_records(generate_records(spec), conf.sources.kafka, partitions=3) == EVENTS
+    yield status.bootstrap
+    kafka_service.stop(data_dir=data_dir)
+
+
+def conf_file(base: Path, bootstrap: str) -> Path:
+    path = base / "pipeline.toml"
+    path.write_text(
+        f'[lakehouse]\nroot = "{base / "lakehouse"}"\n[sources.files]\nlanding = "{base}"\n'
+        f'[sources.kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{TOPIC}"\n'
+        f'dlq_topic = "{TOPIC}-dlq"\nmax_offsets_per_trigger = {PER_TRIGGER}\n'
+        '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n[quality]\nmin_score = 0.0\n'
+    )
+    return path
+
+
+def outcome(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
+    """Everything a restart must reproduce: master events, quarantine, merged increments."""
+    master = spark.read.format("delta").load(lakehouse.master_dataset)
+    quarantine = spark.read.format("delta").load(lakehouse.quarantine)
+    increments = {}
+    for name, view in VIEWS.items():
+        rows = spark.read.format("delta").load(lakehouse.speed_increments(name)).transform(merge_partials(view))
+        increments[name] = rows_to_view([r.asDict() for r in rows.collect()], name)
+    metrics = spark.read.format("delta").load(lakehouse.stream_metrics)
+    return {
+        "master": sorted(tuple(r) for r in master.select("event_id", "amount", "event_time", "source_partition", "source_offset").collect()),
+        "quarantine": sorted(tuple(r) for r in quarantine.select("source_partition", "source_offset", "reason").collect()),
+        "increments": increments,
+        "micro_batches": sorted(tuple(r) for r in metrics.select("batch_id", "input_rows", "valid", "duplicates", "quarantined").collect()),
+    }
+
+
+def views_from_scratch(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
+    """The views over the master dataset, computed by the test's own oracle."""
+    rows = spark.read.format("delta").load(lakehouse.master_dataset).collect()
+    return compute_views([{k: normalise_row(v) for k, v in r.asDict().items()} for r in rows])
+
+
+def descendants(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children + [d for c in children for d in descendants(c)]
+
+
+def wait_gone(pids: list[int], timeout: float = 120) -> None:
+    """A killed driver's JVM exits when its stdin closes; wait so it cannot write any more."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        proc = Path(f"/proc/{pid}")
+        while proc.exists() and time.monotonic() < deadline:
+            try:
+                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except OSError:
+                break
+            time.sleep(0.2)
+
+
+def start_cli(conf: Path, *args: str, stderr: Any, fault_point: str = "") -> subprocess.Popen[str]:
+    """``lambda-sales speed`` in its own process (stderr to a file: a full pipe would block it)."""
+    env = {**os.environ, "LAMBDA_SALES_FAULT_POINT": fault_point}
+    return subprocess.Popen([CLI, "speed", "--conf", str(conf), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def wait_for(proc: subprocess.Popen[str], timeout: float = 900) -> int:
+    """Wait for the CLI and its JVM to be gone; returns its exit status."""
+    family: list[int] = []
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        family = descendants(proc.pid) or family
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+    wait_gone(family)
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def reference(spark, bootstrap, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """An uninterrupted run over the whole topic."""
+    base = tmp_path_factory.mktemp("reference")
+    config = load_config(conf_file(base, bootstrap))
+    run = run_speed(spark, config, available_now=True)
+    assert run.totals.batches >= EVENTS // PER_TRIGGER
+    return outcome(spark, Lakehouse(config.lakehouse.root))
+
+
+def check_converged(spark: Any, lakehouse: Lakehouse, reference: dict[str, Any]) -> None:
+    got = outcome(spark, lakehouse)
+    assert got == reference
+    event_ids = [row[0] for row in got["master"]]
+    assert len(event_ids) == len(set(event_ids)), "an event is in the master dataset twice"
+    assert got["increments"] == views_from_scratch(spark, lakehouse)
+    batches = got["micro_batches"]
+    assert [b[0] for b in batches] == list(range(len(batches))), "a micro-batch recorded twice or never"
+    assert sum(b[1] for b in batches) == EVENTS
+    assert all(read == valid + duplicates + quarantined for _, read, valid, duplicates, quarantined in batches)
+
+
+@pytest.mark.parametrize("fault_point", FAULT_POINTS)
+def test_sigkill_between_writes_then_restart_converges(spark, tmp_path, bootstrap, reference, fault_point) -> None:  # type: ignore[no-untyped-def]
+    conf = conf_file(tmp_path, bootstrap)
+    config = load_config(conf)
+    lakehouse = Lakehouse(config.lakehouse.root)
+
+    with (tmp_path / "speed.log").open("w") as log:
+        status = wait_for(start_cli(conf, "--available-now", "--quiet", stderr=log, fault_point=fault_point))
+    assert status == -signal.SIGKILL, (tmp_path / "speed.log").read_text()[-2000:]
+
+    state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
+    assert (state.last_planned, state.last_committed) == (0, None), "killed inside micro-batch 0"
+    run = run_speed(spark, config, available_now=True)
+    assert run.status == "succeeded"
+    check_converged(spark, lakehouse, reference)
+    statuses = sorted(r["status"] for r in spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect())
+    assert statuses == ["interrupted", "succeeded"]
+
+
+def test_sigterm_finishes_the_micro_batch_and_exits_0(spark, tmp_path, bootstrap, reference) -> None:  # type: ignore[no-untyped-def]
+    conf = conf_file(tmp_path, bootstrap)
+    config = load_config(conf)
+    lakehouse = Lakehouse(config.lakehouse.root)
+    log_path = tmp_path / "speed.log"
+    with log_path.open("w") as log:
+        proc = start_cli(conf, "--trigger", "1 second", stderr=log)
+        deadline = time.monotonic() + 600
+        while '"event": "speed_micro_batch"' not in log_path.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no micro-batch finished in time"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log_path.read_text()[-2000:]
+    assert " stopped: " in stdout
+
+    state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
+    assert state.last_committed is not None
+    assert state.last_planned in (state.last_committed, state.last_committed + 1)
+    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect()
+    assert [r["status"] for r in runs] == ["stopped"]
+
+    run_speed(spark, config, available_now=True)
+    check_converged(spark, lakehouse, reference)
