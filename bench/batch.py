@@ -5,7 +5,7 @@ cached under ``bench/out/``. Then, in one process and interleaved run by run:
 
 * ``spark recompute``  — ``batch_layer.publish.recompute_and_publish`` on ``local[2]``:
   pinned snapshot, the four views, four Delta writes, the publish commit;
-* ``spark compute``    — the same read + persist + count + four aggregations, sunk into
+* ``spark compute``    — the same read + count + four aggregations, sunk into
   Spark's ``noop`` format (no Delta write, no publish), so the write overhead shows;
 * ``duckdb recompute`` — the same four views over the same Parquet files (taken from the
   Delta log), each written to a Parquet file, ``threads = 2``;
@@ -194,8 +194,7 @@ def spark_recompute(spark: Any, lakehouse: Any, run_id: str, clock_ref: list[Pha
 
 
 def spark_compute_only(spark: Any, lakehouse: Any) -> tuple[float, int]:
-    """recompute_and_publish's read, persist, count and aggregations; no Delta write/publish."""
-    from pyspark import StorageLevel
+    """recompute_and_publish's read, count and aggregations; no Delta write/publish."""
     from pyspark.sql import functions as F
 
     from sales_core.lakehouse import table_version
@@ -204,18 +203,13 @@ def spark_compute_only(spark: Any, lakehouse: Any) -> tuple[float, int]:
     start = time.perf_counter()
     version = table_version(spark, lakehouse.master_dataset)
     snapshot = spark.read.format("delta").option("versionAsOf", version).load(lakehouse.master_dataset)
-    needed = sorted({c for v in VIEWS.values() for c in v.key_names} | {"amount", "quantity", "event_time"})
-    events = snapshot.select(*needed).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        total = events.count()
-        for view in VIEWS.values():
-            (
-                events.transform(compute_view(view))
-                .select(F.lit(1).cast("long").alias("generation"), *view.columns)
-                .write.format("noop").mode("overwrite").save()
-            )
-    finally:
-        events.unpersist()
+    total = snapshot.count()
+    for view in VIEWS.values():
+        (
+            snapshot.transform(compute_view(view))
+            .select(F.lit(1).cast("long").alias("generation"), *view.columns)
+            .write.format("noop").mode("overwrite").save()
+        )
     return time.perf_counter() - start, total
 
 

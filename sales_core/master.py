@@ -27,12 +27,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+_CONFLICT_MARKERS = ("DELTA_CONCURRENT_", "ConcurrentAppendException", "ConcurrentDeleteReadException",
+                     "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
+                     "MetadataChangedException", "ProtocolChangedException")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True for a Delta optimistic-concurrency conflict (retrying the whole write is safe).
+
+    delta-spark maps the JVM's conflict exceptions to ``DeltaConcurrentModificationException``
+    in most paths, but not all (a conflict may surface as a generic Py4J or Spark error
+    carrying the ``DELTA_CONCURRENT_*`` error class), so the error class is checked too.
+    """
+    if isinstance(exc, DeltaConcurrentModificationException):
+        return True
+    text = str(exc)
+    return any(marker in text for marker in _CONFLICT_MARKERS)
+
+
 def with_conflict_retry(action: Callable[[], T], *, what: str, retries: int = 10) -> T:
     """Run ``action``; on a Delta concurrent-modification conflict, back off and rerun it."""
     for attempt in range(retries + 1):
         try:
             return action()
-        except DeltaConcurrentModificationException as exc:
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
             if attempt == retries:
                 raise PipelineError(
                     f"{what}: still conflicting with concurrent writers after {retries} retries"

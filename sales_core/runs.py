@@ -89,5 +89,11 @@ def mark_interrupted(spark: SparkSession, runs_path: str, job: str, *, except_ru
     stale = (F.col("job") == job) & (F.col("status") == "running") & (F.col("run_id") != except_run)
     count = table.toDF().where(stale).count()
     if count:
-        table.update(stale, {"status": F.lit("interrupted"), "error": F.lit("the run stopped before it finished (killed or crashed)")})
+        with_conflict_retry(
+            lambda: table.update(
+                stale,
+                {"status": F.lit("interrupted"), "error": F.lit("the run stopped before it finished (killed or crashed)")},
+            ),
+            what="mark interrupted runs",
+        )
     return count

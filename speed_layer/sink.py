@@ -238,6 +238,7 @@ class SpeedSink:
             rejected_by_reason=rejected,
         )
         record_metrics(spark, settings.lakehouse.stream_metrics, metrics, replay=replay)
+        fault_point("speed.after_metrics")  # every write done; Spark has not committed yet
         self.totals.add(metrics)
 
     def _write_records(
@@ -328,7 +329,7 @@ class SpeedSink:
         try:
             inserted = tagged.count()
             if inserted:
-                for name, view in VIEWS.items():
+                for number, (name, view) in enumerate(VIEWS.items(), start=1):
                     increment = (
                         tagged.transform(compute_view(view))
                         .select(
@@ -339,6 +340,7 @@ class SpeedSink:
                         .coalesce(1)  # one micro-batch's aggregates: one small file per view
                     )
                     self._append_increment(spark, increment, settings.lakehouse.speed_increments(name), batch_id, replay=replay)
+                    fault_point(f"speed.after_increment_{number}")
         finally:
             tagged.unpersist()
         return inserted

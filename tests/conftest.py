@@ -59,3 +59,16 @@ def write_jsonl(path: Path, records: list) -> Path:  # type: ignore[type-arg]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
     return path
+
+
+def write_stream_conf(base: Path, *, bootstrap: str, topic: str, landing: Path, kafka_extra: str = "") -> Path:
+    """A ``--conf`` file for a job running in its own process (the CLI): lakehouse under
+    ``base``, the given landing zone and topic, ``local[2]``, no quality gate."""
+    path = base / "pipeline.toml"
+    path.write_text(
+        f'[lakehouse]\nroot = "{base / "lakehouse"}"\n[sources.files]\nlanding = "{landing}"\n'
+        f'[sources.kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ndlq_topic = "{topic}-dlq"\n'
+        f"{kafka_extra}"
+        '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n[quality]\nmin_score = 0.0\n'
+    )
+    return path

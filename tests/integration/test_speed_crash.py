@@ -29,6 +29,7 @@ from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import read_checkpoint_state
 from speed_layer.job import run_speed
 from speed_layer.kafka_client import publish_records
+from tests.conftest import write_stream_conf
 from tests.oracle import compute_views, normalise_row, rows_to_view
 
 pytestmark = [
@@ -43,7 +44,15 @@ TOPIC = "crash-sales"
 END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
 EVENTS = 450
 PER_TRIGGER = 150  # three or four micro-batches (Spark splits the limit over the partitions)
-FAULT_POINTS = ("speed.after_quarantine", "speed.after_master_insert", "speed.after_increments")
+# Between every two Delta writes of a micro-batch, and after the last one (before Spark's
+# checkpoint commit): quarantine | master | increments of view 1 .. 4 | stream_metrics.
+FAULT_POINTS = (
+    "speed.after_quarantine",
+    "speed.after_master_insert",
+    "speed.after_increment_1",
+    "speed.after_increments",
+    "speed.after_metrics",
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +70,8 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def conf_file(base: Path, bootstrap: str) -> Path:
-    path = base / "pipeline.toml"
-    path.write_text(
-        f'[lakehouse]\nroot = "{base / "lakehouse"}"\n[sources.files]\nlanding = "{base}"\n'
-        f'[sources.kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{TOPIC}"\n'
-        f'dlq_topic = "{TOPIC}-dlq"\nmax_offsets_per_trigger = {PER_TRIGGER}\n'
-        '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n[quality]\nmin_score = 0.0\n'
-    )
-    return path
+    return write_stream_conf(base, bootstrap=bootstrap, topic=TOPIC, landing=base,
+                             kafka_extra=f"max_offsets_per_trigger = {PER_TRIGGER}\n")
 
 
 def outcome(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:

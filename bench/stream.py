@@ -1,0 +1,416 @@
+"""Speed layer benchmark: the real streaming job against a real broker on the same machine.
+
+Three measurements, in one process, on ``local[2]`` (the project's ``get_spark``) with a
+single-node Kafka broker (``sales_core.devservices.kafka``) on a private port:
+
+(a) **throughput** — ``run_speed(available_now=True)`` over a pre-filled topic of N events
+    (3 partitions, default 1M), from an empty lakehouse, against the baseline a Spark user
+    would write first: a batch read of the same topic written to a Delta table as is
+    (``spark.read.format("kafka") ... write.format("delta")``). Interleaved runs; the
+    ratio speed/baseline is what to compare across machines.
+(b) **sustained rate** — the stream running continuously (1 s trigger) while a producer
+    publishes at a fixed rate for ``--duration`` seconds (default 300); a rate is *kept up*
+    when the Kafka lag does not grow: the slope of the lag over the window (after a warm-up)
+    is below 2% of the rate and the stream drains within one trigger interval plus two
+    micro-batches once the producer stops. The highest rate kept up is reported.
+(c) **freshness** — at 10k events/s with a 1 s trigger: per event, from the moment the
+    producer handed it to Kafka (its ``event_time``) until the commit of the micro-batch's
+    last speed increment (the moment the event is in every view), p50 and p95.
+
+The load comes from ``bench/java/BenchProducer.java`` (the official Java client, run as a
+single source file with the broker's jars): kafka-python needs a whole core at ~35k msgs/s,
+taken from the Spark job under test on a 2-core machine. ``lambda-sales generate --to kafka``
+(kafka-python) is timed once for the record. Results are printed and appended as one JSON
+line to ``bench/out/results.jsonl``.
+
+    python bench/stream.py                                  # a, b (20k, 35k, 50k/s), c
+    python bench/stream.py --only throughput --events 200k --runs 1
+    python bench/stream.py --only sustained --rates 30000,40000 --duration 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import OUT, CpuMeter, load_average, machine_info, stopwatch  # noqa: E402
+
+PORT = 19099
+PARTITIONS = 3
+PRODUCER = ROOT / "bench" / "java" / "BenchProducer.java"
+GOALS = {"sustained_events_per_s": 50_000, "freshness_p50_s": 2.0, "freshness_p95_s": 4.0}
+
+
+def parse_count(text: str) -> int:
+    text = text.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+# --------------------------------------------------------------------------- broker and load
+
+
+class Bench:
+    def __init__(self, work: Path) -> None:
+        from sales_core.devservices import kafka as kafka_service
+
+        self.work = work
+        self.kafka_service = kafka_service
+        self.libs = kafka_service.ensure_libs()
+        status = kafka_service.start(port=PORT, data_dir=work / "kafka")
+        assert status.bootstrap is not None
+        self.bootstrap = status.bootstrap
+
+    def stop(self) -> None:
+        self.kafka_service.stop(data_dir=self.work / "kafka")
+
+    def create_topic(self, name: str) -> None:
+        self.kafka_service.create_topic(self.bootstrap, name, partitions=PARTITIONS)
+
+    def topic_size(self, name: str) -> int:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            partitions = consumer.partitions_for_topic(name) or set()
+            ends = consumer.end_offsets([TopicPartition(name, p) for p in partitions])
+            return sum(ends.values())
+        finally:
+            consumer.close()
+
+    def producer(self, topic: str, events: int, rate: float, prefix: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["java", "-cp", f"{self.libs}/*", str(PRODUCER), self.bootstrap, topic, str(events), str(rate), prefix],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def produce(self, topic: str, events: int, rate: float, prefix: str) -> dict[str, Any]:
+        proc = self.producer(topic, events, rate, prefix)
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"producer failed: {err.strip()[-500:]}")
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def config_for(bench: Bench, root: Path, topic: str, **speed: Any) -> Any:
+    from sales_core.config import load_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f'[lakehouse]\nroot = "{root / "lakehouse"}"',
+        f'[sources.files]\nlanding = "{root / "landing"}"',
+        f'[sources.kafka]\nbootstrap_servers = "{bench.bootstrap}"\ntopic = "{topic}"\ndlq_topic = "{topic}-dlq"',
+        *(f"{k} = {json.dumps(v)}" for k, v in speed.items() if k == "max_offsets_per_trigger"),
+        '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\ndriver_memory = "4g"',
+        '[logging]\nlevel = "WARNING"',
+    ]
+    path = root / "pipeline.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path, env_name="local")
+
+
+# --------------------------------------------------------------------------- (a) throughput
+
+
+def throughput(bench: Bench, spark: Any, events: int, runs: int) -> dict[str, Any]:
+    from speed_layer.job import run_speed
+
+    topic = f"bench-prefill-{events}"
+    if bench.topic_size(topic) != events:
+        bench.create_topic(topic)
+        if bench.topic_size(topic) != 0:
+            raise RuntimeError(f"topic {topic} holds another number of events: delete {bench.work / 'kafka'}")
+        print(f"(a) pre-filling {topic} with {events:,} events", flush=True)
+        filled = bench.produce(topic, events, 0, f"pre{events}")
+        print(f"    {filled['rate']:,.0f} events/s through the Java producer", flush=True)
+
+    meter = CpuMeter()
+    speed_s: list[float] = []
+    baseline_s: list[float] = []
+    speed_cpu: list[float] = []
+    for run in range(runs):
+        root = bench.work / "throughput" / f"run{run}"
+        shutil.rmtree(root, ignore_errors=True)
+        config = config_for(bench, root, topic)
+        with meter.measure() as sample:
+            result = run_speed(spark, config, available_now=True, progress=lambda _m: None)
+        if result.totals.input_rows != events or result.totals.valid != events:
+            raise RuntimeError(f"the stream read {result.totals.input_rows} / inserted {result.totals.valid}, expected {events}")
+        speed_s.append(sample[0].wall_s)
+        speed_cpu.append(sample[0].others_busy)
+
+        target = str(root / "baseline")
+        with stopwatch() as elapsed:
+            (
+                spark.read.format("kafka").option("kafka.bootstrap.servers", bench.bootstrap)
+                .option("subscribe", topic).option("startingOffsets", "earliest").load()
+                .select("key", "value", "topic", "partition", "offset", "timestamp")
+                .write.format("delta").mode("overwrite").save(target)
+            )
+        baseline_s.append(elapsed())
+        print(f"    run {run + 1}: speed --available-now {speed_s[-1]:6.1f}s ({events / speed_s[-1]:,.0f} ev/s, "
+              f"{result.totals.batches} micro-batches)   baseline read+write {baseline_s[-1]:6.1f}s "
+              f"({events / baseline_s[-1]:,.0f} ev/s)   others busy {speed_cpu[-1]:.0%}", flush=True)
+    speed, base = statistics.median(speed_s), statistics.median(baseline_s)
+    return {
+        "events": events, "runs": runs, "speed_s": speed_s, "baseline_s": baseline_s,
+        "others_busy": speed_cpu, "speed_events_per_s": round(events / speed), "baseline_events_per_s": round(events / base),
+        "ratio_speed_over_baseline": round(speed / base, 2),
+    }
+
+
+# --------------------------------------------------------------------------- (b), (c) running stream
+
+
+class RunningStream:
+    """``run_speed`` (continuous) in a thread of this process, stopped like SIGTERM would."""
+
+    def __init__(self, spark: Any, config: Any, trigger: str) -> None:
+        from speed_layer.job import run_speed
+
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                run_speed(spark, config, trigger=trigger, stop=self.stop_event, progress=lambda _m: None)
+            except BaseException as exc:  # reported by stop()
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, name="speed", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=900)
+        if self.error is not None:
+            raise RuntimeError(f"the stream failed: {self.error}")
+
+
+def wait_for_stream(spark: Any, timeout: float = 300) -> None:
+    """Until the streaming query runs (checkpoint and tables checked, tables created)."""
+    from speed_layer.job import QUERY_NAME
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(q.name == QUERY_NAME for q in spark.streams.active):
+            time.sleep(3)  # its first trigger found the topic empty
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the stream did not start in time")
+
+
+def stream_metrics(spark: Any, path: str) -> list[dict[str, Any]]:
+    return [r.asDict() for r in spark.read.format("delta").load(path).orderBy("batch_id").collect()]
+
+
+def lag_slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope (events/s) of lag over time."""
+    if len(points) < 3:
+        return 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def start_stream(bench: Bench, spark: Any, kind: str, rate: int) -> tuple[str, Any, RunningStream]:
+    """A new topic and lakehouse for one measurement, and the stream running on them
+    (continuous, 1 s trigger). Returns the topic, the lakehouse and the stream."""
+    from sales_core.lakehouse import Lakehouse
+
+    topic = f"bench-{kind}-{rate}-{uuid.uuid4().hex[:6]}"
+    bench.create_topic(topic)
+    config = config_for(bench, bench.work / kind / topic, topic)
+    stream = RunningStream(spark, config, "1 second")
+    wait_for_stream(spark)
+    return topic, Lakehouse(config.lakehouse.root), stream
+
+
+def sustained(bench: Bench, spark: Any, rate: int, duration: int, warmup: int = 30) -> dict[str, Any]:
+    topic, lakehouse, stream = start_stream(bench, spark, "sustained", rate)
+    try:
+        started = datetime.now(timezone.utc)
+        meter = CpuMeter()
+        with meter.measure() as sample:
+            produced = bench.produce(topic, rate * duration, rate, f"r{rate}")
+        stopped = datetime.now(timezone.utc)
+        # Drain: how long after the producer stopped until the lag is zero.
+        deadline = time.monotonic() + max(120.0, duration)
+        drained_s = None
+        with stopwatch() as elapsed:
+            while time.monotonic() < deadline:
+                rows = stream_metrics(spark, lakehouse.stream_metrics)
+                last = rows[-1]
+                if last["kafka_lag"] == 0 and last["ended_at"].replace(tzinfo=timezone.utc) > stopped:
+                    drained_s = elapsed()
+                    break
+                time.sleep(1)
+    finally:
+        stream.stop()
+    rows = [r for r in stream_metrics(spark, lakehouse.stream_metrics) if r["input_rows"] > 0]
+    t0 = started.timestamp()
+    points = [
+        (r["ended_at"].replace(tzinfo=timezone.utc).timestamp() - t0, float(r["kafka_lag"] or 0))
+        for r in rows
+        if warmup <= r["ended_at"].replace(tzinfo=timezone.utc).timestamp() - t0 <= duration
+    ]
+    slope = lag_slope(points)
+    batch_ms = statistics.median(r["duration_ms"] for r in rows) if rows else None
+    kept_up = produced["rate"] >= 0.97 * rate and slope < 0.02 * rate and drained_s is not None and drained_s < 30
+    result = {
+        "rate": rate, "duration_s": duration, "published_rate": produced["rate"],
+        "producer_max_behind_ms": produced["max_behind_ms"], "lag_slope_per_s": round(slope, 1),
+        "lag_max": max((p[1] for p in points), default=None), "drain_s": None if drained_s is None else round(drained_s, 1),
+        "median_batch_ms": batch_ms, "micro_batches": len(rows), "others_busy": round(sample[0].others_busy, 3),
+        "kept_up": kept_up,
+    }
+    print(f"    {rate:>7,}/s for {duration}s: published {produced['rate']:,.0f}/s, lag slope {slope:,.0f}/s, "
+          f"max lag {result['lag_max']}, drained in {result['drain_s']}s, median micro-batch {batch_ms} ms "
+          f"→ {'kept up' if kept_up else 'fell behind'}", flush=True)
+    return result
+
+
+def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    from sales_core.views import VIEWS
+
+    topic, lakehouse, stream = start_stream(bench, spark, "freshness", rate)
+    try:
+        produced = bench.produce(topic, rate * duration, rate, f"f{rate}")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = spark.read.format("delta").load(lakehouse.stream_metrics).agg(F.sum("valid")).first()[0] or 0
+            if done >= rate * duration:
+                break
+            time.sleep(1)
+    finally:
+        stream.stop()
+
+    # When each micro-batch's events became visible in every view: the commit time of its
+    # increment to the last view table (Delta log: commit timestamp + the batch_id stats).
+    last_view = list(VIEWS)[-1]
+    visible: dict[int, int] = {}
+    log_dir = Path(lakehouse.speed_increments(last_view)) / "_delta_log"
+    for commit in sorted(log_dir.glob("*.json")):
+        timestamp, batches = None, set()
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                timestamp = int(action["commitInfo"]["timestamp"])
+            if "add" in action and action["add"].get("stats"):
+                stats = json.loads(action["add"]["stats"])
+                batches.add(int(stats["minValues"]["batch_id"]))
+        for batch in batches:
+            if timestamp is not None:
+                visible[batch] = timestamp
+    visible_df = spark.createDataFrame(list(visible.items()), "batch_id long, visible_ms long")
+    latency = (
+        spark.read.format("delta").load(lakehouse.master_dataset)
+        .join(visible_df, F.col("ingest_batch") == F.col("batch_id"))
+        .select((F.col("visible_ms") - F.unix_millis("event_time")).alias("latency_ms"))
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.percentile_approx("latency_ms", [0.5, 0.95, 0.99], 10_000).alias("p"),
+            F.max("latency_ms").alias("max"),
+        )
+        .first()
+    )
+    metrics = [r for r in stream_metrics(spark, lakehouse.stream_metrics) if r["input_rows"] > 0]
+    result = {
+        "rate": rate, "duration_s": duration, "published_rate": produced["rate"], "events": latency["events"],
+        "p50_s": latency["p"][0] / 1000, "p95_s": latency["p"][1] / 1000, "p99_s": latency["p"][2] / 1000,
+        "max_s": latency["max"] / 1000, "median_batch_ms": statistics.median(r["duration_ms"] for r in metrics),
+        "micro_batches": len(metrics),
+    }
+    print(f"    {rate:,}/s, 1 s trigger, {duration}s: freshness p50 {result['p50_s']:.2f}s, p95 {result['p95_s']:.2f}s, "
+          f"p99 {result['p99_s']:.2f}s over {result['events']:,} events; median micro-batch {result['median_batch_ms']} ms",
+          flush=True)
+    return result
+
+
+def kafka_python_rate(bench: Bench, events: int) -> dict[str, Any]:
+    """``lambda-sales generate --to kafka``'s publisher (kafka-python), for the record."""
+    from sales_core.generator import GeneratorSpec, generate_records
+    from speed_layer.kafka_client import publish_records
+
+    topic = f"bench-kafka-python-{uuid.uuid4().hex[:6]}"
+    config = config_for(bench, bench.work / "kafka-python", topic)
+    records = list(generate_records(GeneratorSpec(events=events, seed=3)))
+    with stopwatch() as elapsed:
+        sent = publish_records(records, config.sources.kafka, partitions=PARTITIONS)
+    java = bench.produce(topic, events, 0, "javacheck")
+    result = {"events": sent, "kafka_python_events_per_s": round(sent / elapsed()), "java_events_per_s": round(java["rate"])}
+    print(f"    publishers: kafka-python {result['kafka_python_events_per_s']:,}/s, Java client {result['java_events_per_s']:,}/s",
+          flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("throughput", "sustained", "freshness", "publishers"), action="append")
+    parser.add_argument("--events", type=parse_count, default=1_000_000, help="(a) topic size (default 1M)")
+    parser.add_argument("--runs", type=int, default=3, help="(a) measured runs (default 3)")
+    parser.add_argument("--rates", default="20000,35000,50000", help="(b) publish rates to try, events/s")
+    parser.add_argument("--duration", type=int, default=300, help="(b) seconds at each rate (default 300)")
+    parser.add_argument("--fresh-rate", type=int, default=10_000, help="(c) publish rate (default 10k/s)")
+    parser.add_argument("--fresh-duration", type=int, default=120, help="(c) seconds (default 120)")
+    args = parser.parse_args(argv)
+    parts = args.only or ["publishers", "throughput", "sustained", "freshness"]
+
+    from sales_core.session import get_spark
+
+    work = OUT / "stream"
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(work)
+    results: dict[str, Any] = {"bench": "stream", "at": datetime.now(timezone.utc).isoformat(), "machine": machine_info(),
+                               "load_before": load_average(), "args": vars(args)}
+    try:
+        with stopwatch() as jvm:
+            spark = get_spark(config_for(bench, work / "session", "unused").spark, app_name="bench-stream")
+        print(f"Spark session in {jvm():.1f}s; broker at {bench.bootstrap}", flush=True)
+        if "publishers" in parts:
+            print("publishers (100k events):", flush=True)
+            results["publishers"] = kafka_python_rate(bench, 100_000)
+        if "throughput" in parts:
+            print(f"(a) throughput over {args.events:,} events, {args.runs} run(s):", flush=True)
+            results["throughput"] = throughput(bench, spark, args.events, args.runs)
+            t = results["throughput"]
+            print(f"    median: speed {t['speed_events_per_s']:,} ev/s, baseline {t['baseline_events_per_s']:,} ev/s, "
+                  f"ratio speed/baseline time {t['ratio_speed_over_baseline']}", flush=True)
+        if "sustained" in parts:
+            print(f"(b) sustained rate, {args.duration}s per rate:", flush=True)
+            rates = [int(r) for r in args.rates.split(",")]
+            trials = [sustained(bench, spark, rate, args.duration) for rate in rates]
+            kept = [t["rate"] for t in trials if t["kept_up"]]
+            results["sustained"] = {"trials": trials, "highest_kept_up": max(kept, default=None)}
+            print(f"    highest rate kept up: {results['sustained']['highest_kept_up']} events/s "
+                  f"(goal {GOALS['sustained_events_per_s']:,})", flush=True)
+        if "freshness" in parts:
+            print("(c) freshness:", flush=True)
+            results["freshness"] = freshness(bench, spark, args.fresh_rate, args.fresh_duration)
+    finally:
+        bench.stop()
+    results["load_after"] = load_average()
+    with (OUT / "results.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(results, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The streaming job under operational trouble: the broker goes away mid-stream, and the
+nightly batch runs while the stream is running (CONTRACT §2, §4).
+
+The stream is the real CLI (``lambda-sales speed``, continuous, 1 s trigger) in its own
+process, against its own broker; the test process publishes, runs the batch on the shared
+session and checks the outcome against the test's own oracle.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import functions as F
+
+from batch_layer.job import run_batch
+from sales_core.config import load_config
+from sales_core.devservices import kafka as kafka_service
+from sales_core.lakehouse import Lakehouse
+from speed_layer.job import run_speed
+from tests.conftest import write_jsonl, write_stream_conf
+from tests.integration.test_speed_crash import start_cli, wait_for
+from tests.integration.test_speed_layer import as_message, merged_views, publish
+from tests.oracle import compute_views, event, raw_json
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+KAFKA_PORT = 19096
+TOPIC = "ops-sales"
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A broker of this test's own (the test stops and restarts it), and its data directory."""
+    data_dir = tmp_path / "kafka"
+    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
+    assert status.bootstrap is not None
+    kafka_service.create_topic(status.bootstrap, TOPIC, partitions=2)
+    yield status.bootstrap, data_dir
+    kafka_service.stop(data_dir=data_dir)
+
+
+def conf_file(base: Path, bootstrap: str) -> Path:
+    return write_stream_conf(base, bootstrap=bootstrap, topic=TOPIC, landing=base / "landing")
+
+
+def sales(prefix: str, n: int, *, late: bool = False) -> list[dict[str, Any]]:
+    day = "2022-03-0" if late else "2026-01-1"
+    return [
+        event(f"{prefix}-{i}", amount=f"{i % 50 + 1}.{i % 100:02d}", quantity=i % 3 + 1,
+              event_time=f"{day}{i % 9 + 1}T{i % 24:02d}:15:00Z", customer_id=f"c{i % 7}",
+              region=("north", "south")[i % 2])
+        for i in range(n)
+    ]
+
+
+def micro_batches_done(log_path: Path) -> int:
+    return log_path.read_text().count('"event": "speed_micro_batch"')
+
+
+def wait_until(condition: Any, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def stream_master_ids(spark: Any, lakehouse: Lakehouse) -> list[str]:
+    return [r[0] for r in spark.read.format("delta").load(lakehouse.master_dataset).select("event_id").collect()]
+
+
+def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    bootstrap, data_dir = broker
+    conf = conf_file(tmp_path, bootstrap)
+    config = load_config(conf)
+    lakehouse = Lakehouse(config.lakehouse.root)
+    before, during, after = sales("b", 40), sales("d", 30), sales("a", 30)
+    publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(before)])
+
+    log_path = tmp_path / "speed.log"
+    with log_path.open("w") as log:
+        proc = start_cli(conf, "--trigger", "1 second", stderr=log)
+        wait_until(lambda: micro_batches_done(log_path) >= 1 or proc.poll() is not None, "a first micro-batch")
+        assert proc.poll() is None, log_path.read_text()[-2000:]
+
+        kafka_service.stop(data_dir=data_dir)
+        time.sleep(20)  # several triggers with no broker
+        kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
+        publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(during)])
+
+        # Either the stream recovers by itself, or it has failed loudly (non-zero, one line).
+        def caught_up_or_failed() -> bool:
+            return proc.poll() is not None or len(stream_master_ids(spark, lakehouse)) >= len(before + during)
+
+        wait_until(caught_up_or_failed, "the stream to catch up or fail", timeout=400)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
+        else:
+            assert proc.returncode not in (0, None)
+            proc.communicate()
+            last_line = log_path.read_text().strip().splitlines()[-1]
+            assert last_line.startswith("lambda-sales speed: "), last_line
+
+    # A restart resumes where the checkpoint says, and nothing is lost or counted twice.
+    publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(after)])
+    run = run_speed(spark, config, available_now=True)
+    assert run.status == "succeeded"
+    ids = stream_master_ids(spark, lakehouse)
+    assert sorted(ids) == sorted(e["event_id"] for e in before + during + after)
+    assert merged_views(spark, lakehouse) == compute_views(before + during + after)
+
+
+def test_batch_runs_while_the_stream_is_running(spark, tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    bootstrap, _ = broker
+    conf = conf_file(tmp_path, bootstrap)
+    config = load_config(conf)
+    lakehouse = Lakehouse(config.lakehouse.root)
+    landing = tmp_path / "landing"
+    streamed = sales("s", 60) + sales("late", 20, late=True)
+    filed = sales("f", 40)
+    both = streamed[:15]  # the same events in a landing file and on the topic: they count once
+
+    log_path = tmp_path / "speed.log"
+    with log_path.open("w") as log:
+        proc = start_cli(conf, "--trigger", "1 second", stderr=log)
+        try:
+            for round_number in range(3):
+                chunk = streamed[round_number * 27:(round_number + 1) * 27]
+                publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(chunk)])
+                files = filed[round_number * 14:(round_number + 1) * 14] + (both if round_number == 1 else [])
+                write_jsonl(landing / f"round-{round_number}.jsonl", [raw_json(e) for e in files])
+                record = run_batch(spark, config)  # races the stream's micro-batches
+                assert record.status == "succeeded", record.error
+                assert proc.poll() is None, log_path.read_text()[-2000:]
+            wait_until(
+                lambda: len(stream_master_ids(spark, lakehouse)) >= len(streamed) + len(filed),
+                "the stream to process every published event",
+            )
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
+
+    ids = stream_master_ids(spark, lakehouse)
+    assert len(ids) == len(set(ids)), "an event is in the master dataset twice"
+    assert sorted(ids) == sorted(e["event_id"] for e in streamed + filed)
+    assert merged_views(spark, lakehouse) == compute_views(streamed + filed)
+    # And after the next batch absorbs everything the stream brought.
+    run_batch(spark, config)
+    assert merged_views(spark, lakehouse) == compute_views(streamed + filed)
+    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect()
+    assert [r["status"] for r in runs] == ["stopped"]
