@@ -32,6 +32,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.timeout(1800),  # two JVMs on two cores: the stream and the test's batch runs
 ]
 
 KAFKA_PORT = 19096
@@ -143,9 +144,10 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, broker) -> None
                 assert record.status == "succeeded", record.error
                 assert proc.poll() is None, log_path.read_text()[-2000:]
             wait_until(
-                lambda: len(stream_master_ids(spark, lakehouse)) >= len(streamed) + len(filed),
-                "the stream to process every published event",
+                lambda: proc.poll() is not None or len(stream_master_ids(spark, lakehouse)) >= len(streamed) + len(filed),
+                "the stream to process every published event", timeout=600,
             )
+            assert proc.poll() is None, log_path.read_text()[-2000:]
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
