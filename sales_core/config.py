@@ -137,6 +137,10 @@ class AlertsConf:
     webhook_url: Secret
     timeout_seconds: float
     retries: int
+    backoff_seconds: float
+    max_lag: int
+    max_freshness_seconds: float
+    min_interval_seconds: float
 
 
 @dataclass(frozen=True)
