@@ -145,6 +145,16 @@ class AlertsConf:
 
 
 @dataclass(frozen=True)
+class AirflowConf:
+    url: str
+    username: str
+    password: Secret
+    dag_id: str
+    timeout_seconds: float
+    poll_seconds: float
+
+
+@dataclass(frozen=True)
 class LoggingConf:
     level: str
     format: str
@@ -162,12 +172,13 @@ class Config:
     speed: SpeedConf
     serving: ServingConf
     alerts: AlertsConf
+    airflow: AirflowConf
     logging: LoggingConf
 
 
 # Keys that may only come from the environment (or a secret scope mapped into it).
 SECRET_KEYS = frozenset(
-    {"sources.jdbc.password", "sources.kafka.sasl_password", "alerts.webhook_url"}
+    {"sources.jdbc.password", "sources.kafka.sasl_password", "alerts.webhook_url", "airflow.password"}
 )
 # Keys holding local paths or URIs, resolved against the working directory when relative.
 PATH_KEYS = frozenset({"lakehouse.root", "sources.files.landing"})
