@@ -181,6 +181,23 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     assert not any("__pycache__" in n for n in names)
 
 
+def test_configuration_loads_from_the_archive_alone(tmp_path: Path) -> None:
+    """What a cluster-mode driver has: the zip, no checkout. conf/ layers come from inside it."""
+    from jobs.bundle import build_archive
+
+    archive = build_archive(tmp_path / "dist")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import sales_core.config as c\n"
+        "assert c.__file__.startswith(sys.argv[1]), c.__file__\n"
+        "conf = c.load_config(env_name='cluster', environ={})\n"
+        "print(conf.spark.shuffle_partitions, conf.spark.master == '', conf.quality.min_score)\n"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", script, str(archive)], cwd=tmp_path,
+                            env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["64", "True", "80.0"]  # conf/cluster.toml over conf/base.toml
+
+
 def test_bad_job_arguments_fail_before_spark_starts() -> None:
     result = subprocess.run([str(SUBMIT), "batch", "--no-such-flag"], env={**os.environ, "PYTHON": sys.executable},
                             capture_output=True, text=True, timeout=120)
