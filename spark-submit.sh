@@ -3,28 +3,38 @@
 # k8s://https://host:443. The same jobs the CLI runs, with the pinned JVM packages.
 #
 #   ./spark-submit.sh [--master URL] [--env local|cluster|databricks] [--deploy-mode client|cluster]
-#                     [--spark-conf KEY=VALUE]... JOB [JOB ARGS...]
+#                     [--spark-conf KEY=VALUE]... [--dry-run] JOB [JOB ARGS...]
 #
 #   ./spark-submit.sh batch --conf conf/prod.toml
 #   ./spark-submit.sh --master spark://10.0.0.5:7077 --env cluster batch
 #   ./spark-submit.sh --master yarn --env cluster speed --available-now
+#   ./spark-submit.sh --master spark://10.0.0.5:7077 --spark-conf spark.cores.max=8 batch
 #
-# JOB is any lambda-sales subcommand (batch, speed, query, ...). Configuration layers as for the
-# CLI; LAMBDA_SALES__* environment variables are forwarded to the driver (client mode) and, in
-# cluster mode, as spark.yarn.appMasterEnv.* / spark.kubernetes.driverEnv.*.
+# JOB is any lambda-sales subcommand (batch, speed, query, ...); its arguments are checked with
+# the CLI's own parser before Spark starts. Configuration layers as for the CLI; the --env
+# layer (default: local for local[*], cluster otherwise) travels in the project archive.
+# LAMBDA_SALES__* variables reach the driver: directly in client mode, and in cluster mode
+# as spark.yarn.appMasterEnv.* / spark.kubernetes.driverEnv.*.
+# Uses $SPARK_HOME/bin/spark-submit when SPARK_HOME is set, else the one pip's pyspark ships.
+# Executors run $PYSPARK_PYTHON (default: this checkout's .venv python, right for a cluster
+# on this machine or one with the same path on every node).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON="$(command -v python3)"
 
-MASTER="local[*]"; ENV_NAME="${LAMBDA_SALES_ENV:-}"; DEPLOY_MODE="client"; EXTRA=()
+MASTER="local[*]"; ENV_NAME="${LAMBDA_SALES_ENV:-}"; DEPLOY_MODE="client"; EXTRA=(); DRY_RUN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --master) MASTER="$2"; shift 2 ;;
+    --master=*) MASTER="${1#*=}"; shift ;;
     --env) ENV_NAME="$2"; shift 2 ;;
+    --env=*) ENV_NAME="${1#*=}"; shift ;;
     --deploy-mode) DEPLOY_MODE="$2"; shift 2 ;;
     --spark-conf) EXTRA+=(--conf "$2"); shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "spark-submit.sh: unknown option $1 (options go before the job name; --help for usage)" >&2; exit 2 ;;
     *) break ;;
   esac
 done
@@ -32,48 +42,71 @@ done
 if [ -z "$ENV_NAME" ]; then
   case "$MASTER" in local*) ENV_NAME=local ;; *) ENV_NAME=cluster ;; esac
 fi
+case "$ENV_NAME" in local|cluster|databricks) ;; *)
+  echo "spark-submit.sh: unknown environment '$ENV_NAME': choose local, cluster or databricks" >&2; exit 2 ;;
+esac
+case "$DEPLOY_MODE" in client|cluster) ;; *)
+  echo "spark-submit.sh: --deploy-mode is client or cluster, got '$DEPLOY_MODE'" >&2; exit 2 ;;
+esac
+if [ "$DEPLOY_MODE" = cluster ] && [[ "$MASTER" == local* || "$MASTER" == spark://* ]]; then
+  echo "spark-submit.sh: Spark runs Python drivers in cluster mode only on YARN and Kubernetes" >&2; exit 2
+fi
 
-if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
+# The job and its arguments, checked by the CLI's parser now rather than after Spark started.
+(cd "$ROOT" && "$PYTHON" -c 'import sys; from jobs.cli import build_parser; build_parser().parse_args(sys.argv[1:])' "$@") || exit 2
+
+if [ -n "${SPARK_HOME:-}" ]; then
   SUBMIT="$SPARK_HOME/bin/spark-submit"
 else
   SUBMIT="$(dirname "$PYTHON")/spark-submit"
-  [ -x "$SUBMIT" ] || { echo "spark-submit.sh: no spark-submit found (set SPARK_HOME or run make setup)" >&2; exit 1; }
 fi
+[ -x "$SUBMIT" ] || { echo "spark-submit.sh: no spark-submit at $SUBMIT (set SPARK_HOME or run make setup)" >&2; exit 1; }
 
-# The project for the executors and a cluster-mode driver: one zip of the packages.
-DIST="$ROOT/.cache/dist"; mkdir -p "$DIST"
-ARCHIVE="$DIST/lambda_sales.zip"
-(cd "$ROOT" && rm -f "$ARCHIVE" && "$PYTHON" -m zipfile -c "$ARCHIVE" sales_core batch_layer speed_layer serving_layer jobs conf)
+# The project for the executors and a cluster-mode driver: one zip of the packages and conf/.
+ARCHIVE="$(cd "$ROOT" && "$PYTHON" -m jobs.bundle "$ROOT/.cache/dist")"
 
-# The pinned JVM packages (sales_core/packages.py): cached jars when resolved, else --packages.
-if JARS="$("$PYTHON" -m sales_core.packages jars 2>/dev/null)"; then
+# The pinned JVM packages (sales_core/packages.py): the cached jars when resolved (shipped to
+# the executors by spark-submit), else --packages (resolved by the cluster from Maven Central).
+if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars 2>/dev/null)"; then
   JVM=(--jars "$JARS")
 else
-  JVM=(--packages "$("$PYTHON" -m sales_core.packages list)")
+  JVM=(--packages "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages list)")
 fi
 
 ENV_CONF=()
-while IFS='=' read -r name value; do
+add_driver_env() {
   case "$DEPLOY_MODE:$MASTER" in
-    cluster:yarn*) ENV_CONF+=(--conf "spark.yarn.appMasterEnv.$name=$value") ;;
-    cluster:k8s*) ENV_CONF+=(--conf "spark.kubernetes.driverEnv.$name=$value") ;;
+    cluster:yarn*) ENV_CONF+=(--conf "spark.yarn.appMasterEnv.$1=$2") ;;
+    cluster:k8s*) ENV_CONF+=(--conf "spark.kubernetes.driverEnv.$1=$2") ;;
   esac
-done < <(env | grep -E '^LAMBDA_SALES(__|_ENV=)' || true)
+}
+add_driver_env LAMBDA_SALES_ENV "$ENV_NAME"
+while IFS= read -r -d '' entry; do
+  add_driver_env "${entry%%=*}" "${entry#*=}"
+done < <(env -0 | grep -z -E '^LAMBDA_SALES__' || true)
 
 export LAMBDA_SALES_ENV="$ENV_NAME"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}"
-exec "$SUBMIT" \
-  --master "$MASTER" \
-  --deploy-mode "$DEPLOY_MODE" \
-  --name "lambda-sales-$1" \
-  --py-files "$ARCHIVE" \
-  "${JVM[@]}" \
-  --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
-  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
-  --conf spark.sql.session.timeZone=UTC \
-  --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
-  --conf spark.executorEnv.LAMBDA_SALES_ENV="$ENV_NAME" \
-  "${ENV_CONF[@]}" \
-  "${EXTRA[@]}" \
+LOG4J="file:$ROOT/conf/log4j2.properties"
+COMMAND=(
+  "$SUBMIT"
+  --master "$MASTER"
+  --deploy-mode "$DEPLOY_MODE"
+  --name "lambda-sales-$1"
+  --py-files "$ARCHIVE"
+  "${JVM[@]}"
+  --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+  --conf spark.sql.session.timeZone=UTC
+  --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=$LOG4J"
+  --conf "spark.executorEnv.LAMBDA_SALES_ENV=$ENV_NAME"
+  --conf "spark.executorEnv.PYSPARK_PYTHON=$PYSPARK_PYTHON"
+  "${ENV_CONF[@]}"
+  "${EXTRA[@]}"
   "$ROOT/jobs/run.py" "$@"
+)
+if [ "$DRY_RUN" = 1 ]; then
+  printf '%q ' "${COMMAND[@]}"; echo
+  exit 0
+fi
+exec "${COMMAND[@]}"

@@ -23,6 +23,7 @@ from batch_layer.ledger import (
     record_plan,
 )
 from batch_layer.publish import recompute_and_publish
+from sales_core.alerts import JOB_FAILED, QUALITY_BELOW_THRESHOLD, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError, QualityGateError
 from sales_core.faults import fault_point
@@ -145,6 +146,10 @@ def run_batch(
             )
             record.delta_versions = _versions(spark, lakehouse)
             save_run(spark, lakehouse.pipeline_runs, record)
+            notify(config, QUALITY_BELOW_THRESHOLD, f"batch run {record.run_id} refused to publish: {record.error}", {
+                "run_id": record.run_id, "job": "batch", "quality_score": gate.score,
+                "min_score": config.quality.min_score, "quality": gate.as_dict(),
+            })
             raise QualityGateError(record.error)
 
         progress("recompute views from a pinned snapshot of the master dataset")
@@ -169,6 +174,8 @@ def run_batch(
             save_run(spark, lakehouse.pipeline_runs, record)
         except Exception:  # the original failure matters more than recording it
             log.exception("could not record the failed run")
+        notify(config, JOB_FAILED, f"batch run {record.run_id} failed: {record.error}",
+               {"run_id": record.run_id, "job": "batch", "error": record.error})
         raise
 
 

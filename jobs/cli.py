@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--port", type=int, default=None, help="default: the port of sources.kafka.bootstrap_servers")
     p.set_defaults(handler=cmd_kafka)
+
+    p = sub.add_parser("airflow", help="trigger the nightly DAG on Airflow, or follow a run (REST API)")
+    _common(p)
+    p.add_argument("action", choices=("trigger", "status", "wait"))
+    p.add_argument("run_id", nargs="?", help="the DAG run (status: default the latest; wait: required)")
+    p.add_argument("--dag-id", default=None, help="default: airflow.dag_id")
+    p.add_argument("--wait", action="store_true", help="trigger: wait until the run ends")
+    p.add_argument("--timeout", type=float, default=6 * 3600.0, metavar="SECONDS", help="wait at most this long")
+    p.set_defaults(handler=cmd_airflow)
     return parser
 
 
@@ -287,6 +296,31 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     except kafka.ServiceError as exc:
         raise PipelineError(str(exc)) from None
     print(status)
+    return EXIT_OK
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from jobs.airflow_rest import AirflowRest
+
+    config = _config(args)
+    dag_id = args.dag_id or config.airflow.dag_id
+    if args.action == "wait" and not args.run_id:
+        raise ValueError("airflow wait needs the run id (printed by `airflow trigger`)")
+    progress = Progress("airflow", quiet=args.quiet)
+    with AirflowRest(config.airflow) as airflow:
+        if args.action == "status":
+            print(airflow.status(dag_id, args.run_id).line())
+            return EXIT_OK
+        if args.action == "trigger":
+            run = airflow.trigger(dag_id)
+            print(run.run_id, flush=True)
+            if not args.wait:
+                return EXIT_OK
+            run_id = run.run_id
+        else:
+            run_id = args.run_id
+        final = airflow.wait(dag_id, run_id, timeout_seconds=args.timeout, on_change=lambda s: progress(f"{s.run_id}: {s.state}"))
+        print(final.line())
     return EXIT_OK
 
 

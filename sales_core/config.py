@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sys
 import typing
+import zipimport
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,20 @@ class AlertsConf:
     webhook_url: Secret
     timeout_seconds: float
     retries: int
+    backoff_seconds: float
+    max_lag: int
+    max_freshness_seconds: float
+    min_interval_seconds: float
+
+
+@dataclass(frozen=True)
+class AirflowConf:
+    url: str
+    username: str
+    password: Secret
+    dag_id: str
+    timeout_seconds: float
+    poll_seconds: float
 
 
 @dataclass(frozen=True)
@@ -157,12 +172,13 @@ class Config:
     speed: SpeedConf
     serving: ServingConf
     alerts: AlertsConf
+    airflow: AirflowConf
     logging: LoggingConf
 
 
 # Keys that may only come from the environment (or a secret scope mapped into it).
 SECRET_KEYS = frozenset(
-    {"sources.jdbc.password", "sources.kafka.sasl_password", "alerts.webhook_url"}
+    {"sources.jdbc.password", "sources.kafka.sasl_password", "alerts.webhook_url", "airflow.password"}
 )
 # Keys holding local paths or URIs, resolved against the working directory when relative.
 PATH_KEYS = frozenset({"lakehouse.root", "sources.files.landing"})
@@ -182,13 +198,36 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _shipped_layer(path: Path) -> bytes | None:
+    """A ``conf/`` file shipped inside the project archive, when the code runs from one.
+
+    Under ``spark-submit --py-files lambda_sales.zip`` (the cluster-mode driver, executors)
+    this module is imported from the zip, so ``CONF_DIR`` points into it and no directory
+    exists there; the zip's own loader reads the file instead.
+    """
+    loader = globals().get("__loader__")
+    if not isinstance(loader, zipimport.zipimporter) or loader.archive is None:
+        return None
+    try:
+        return typing.cast(bytes, loader.get_data(os.path.join(loader.archive, "conf", path.name)))
+    except OSError:
+        return None
+
+
+def _exists(path: Path) -> bool:
+    return path.is_file() or (path.parent == CONF_DIR and _shipped_layer(path) is not None)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if path.is_file():
+        content = path.read_bytes()
+    elif path.parent == CONF_DIR and (shipped := _shipped_layer(path)) is not None:
+        content = shipped
+    else:
         raise ConfigError(f"configuration file not found: {path}")
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
+        return tomllib.loads(content.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
 
 
@@ -337,7 +376,7 @@ def load_config(
     files = [CONF_DIR / "base.toml", CONF_DIR / f"{env_name}.toml"]
     files += [Path(conf_path)] if conf_path is not None else []
     for index, path in enumerate(files):
-        if index == 1 and not path.is_file():
+        if index == 1 and not _exists(path):
             continue
         layer = _read_toml(path)
         if index > 0:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command (`make test`) ends here: after `make setup` has built .venv and
 # cached the JVM packages, install the services the tests need (PostgreSQL from Debian's
-# packages, Apache Kafka from Maven Central), then run the whole suite. The test fixtures
+# packages, Apache Kafka from Maven Central, Apache Airflow from PyPI into its own
+# virtualenv), then run the whole suite. The test fixtures
 # start and stop their own PostgreSQL and Kafka instances on private ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ from sales_core.devservices import kafka, postgres
 postgres.ensure_installed()
 kafka.ensure_libs()
 PY
+
+echo "== preparing Apache Airflow in its own virtualenv (.cache/airflow-venv; reused when present)"
+bash scripts/airflow-venv.sh >/dev/null
 
 echo "== lint and types"
 $BIN/ruff check . || { echo "ruff found problems"; exit 1; }

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from batch_layer.publish import SPEED_STREAM
+from sales_core.alerts import JOB_FAILED, StreamAlerts, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError
 from sales_core.lakehouse import Lakehouse
@@ -94,11 +95,13 @@ def stop_on_sigterm() -> threading.Event:
 
 
 class _GatedSink(SpeedSink):
-    """The sink, refusing micro-batches that start after a stop was requested."""
+    """The sink, refusing micro-batches that start after a stop was requested, and checking
+    each micro-batch's lag and freshness against the alert thresholds."""
 
-    def __init__(self, settings: SinkSettings, stop: threading.Event) -> None:
+    def __init__(self, settings: SinkSettings, stop: threading.Event, alerts: StreamAlerts | None = None) -> None:
         super().__init__(settings)
         self._stop = stop
+        self._alerts = alerts
         self.refused: int | None = None
 
     def write_micro_batch(self, batch_df: DataFrame, batch_id: int) -> None:
@@ -106,6 +109,9 @@ class _GatedSink(SpeedSink):
             self.refused = batch_id
             raise StopRequested(f"micro-batch {batch_id} refused: the job is stopping")
         super().write_micro_batch(batch_df, batch_id)
+        metrics = self.last_metrics
+        if self._alerts is not None and metrics is not None and metrics.batch_id == batch_id:
+            self._alerts.observe(batch_id, metrics.kafka_lag, metrics.freshness_ms)
 
 
 def _failure(exc: BaseException) -> str:
@@ -178,6 +184,7 @@ def run_speed(
     save_run(spark, lakehouse.pipeline_runs, record)
     mark_interrupted(spark, lakehouse.pipeline_runs, "speed", except_run=record.run_id)
 
+    alerts = StreamAlerts(config.alerts, SPEED_STREAM)
     sink = _GatedSink(
         SinkSettings(
             lakehouse,
@@ -188,6 +195,7 @@ def run_speed(
             replayable_up_to=-1 if checkpoint.last_planned is None else checkpoint.last_planned,
         ),
         stop,
+        alerts,
     )
     writer = (
         read_kafka_stream(spark, kafka_conf)
@@ -212,11 +220,14 @@ def run_speed(
         record.error = _failure(exc)
         _record_totals(record, sink.totals)
         save_run(spark, lakehouse.pipeline_runs, record)
+        notify(config, JOB_FAILED, f"speed run {record.run_id} failed: {record.error}",
+               {"run_id": record.run_id, "job": "speed", "error": record.error})
         if isinstance(exc, PipelineError):
             raise
         raise PipelineError(f"the streaming query failed: {record.error}") from exc
     finally:
         sink.close()
+        alerts.close()
 
     record.status, record.ended_at = ("stopped" if stopped else "succeeded"), utcnow()
     _record_totals(record, sink.totals)

@@ -184,6 +184,7 @@ class SpeedSink:
     def __init__(self, settings: SinkSettings, *, latest_offsets: LatestOffsetsFn | None = None) -> None:
         self.settings = settings
         self.totals = StreamTotals()
+        self.last_metrics: MicroBatchMetrics | None = None
         self._latest_offsets: LatestOffsetsFn = latest_offsets or LatestOffsets(settings.kafka)
         self._positions: dict[int, int] = {}
         self._tables_ready = False
@@ -240,6 +241,7 @@ class SpeedSink:
         record_metrics(spark, settings.lakehouse.stream_metrics, metrics, replay=replay)
         fault_point("speed.after_metrics")  # every write done; Spark has not committed yet
         self.totals.add(metrics)
+        self.last_metrics = metrics
 
     def _write_records(
         self, spark: SparkSession, received: DataFrame, batch_id: int, batch_time: datetime, *, replay: bool

@@ -1,0 +1,281 @@
+"""The jobs on a real Spark standalone cluster, submitted through ``spark-submit.sh``.
+
+A master and two workers (1 core each) from the pip pyspark distribution on 127.0.0.1, a real
+Kafka broker, and the batch and speed jobs submitted the way an operator would. The views the
+cluster produces must equal those of a local run over the same inputs. Every application
+must really have run on both workers' executors; the lakehouse and landing zone are a path
+every worker sees (this machine's file system), nothing else is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sales_core.generator import GeneratorSpec, generate_records, write_landing_files
+from sales_core.lakehouse import Lakehouse
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SUBMIT = PROJECT_ROOT / "spark-submit.sh"
+KAFKA_PORT = 19098
+WORKERS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+@dataclass
+class Cluster:
+    url: str
+    ui: str
+    logs: Path
+
+    def state(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.ui}/json/", timeout=5) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group (a worker takes its executors with it), SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One master and two 1-core workers; torn down whatever happens to the tests."""
+    base = tmp_path_factory.mktemp("standalone")
+    spark_class = str(spark_home() / "bin" / "spark-class")
+    master_port, ui_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(base / "logs"),
+        # No REST submission server: its fixed port 6066 would clash with other clusters.
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+        "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=false",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def launch(name: str, args: list[str]) -> None:
+        log = (base / f"{name}.log").open("wb")
+        processes.append(subprocess.Popen(
+            [spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+
+    cluster = Cluster(f"spark://127.0.0.1:{master_port}", f"http://127.0.0.1:{ui_port}", base)
+    try:
+        launch("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                          "--port", str(master_port), "--webui-port", str(ui_port)])
+        for i in range(WORKERS):
+            launch(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                                   "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()),
+                                   "--work-dir", str(base / f"work-{i}"), cluster.url])
+        deadline = time.monotonic() + 180
+        alive = 0
+        while time.monotonic() < deadline:
+            for p in processes:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a Spark daemon exited ({p.args}); logs in {base}")
+            try:
+                alive = sum(1 for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE")
+            except OSError:
+                alive = 0
+            if alive == WORKERS:
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"{alive} of {WORKERS} workers registered in 180 s; logs in {base}")
+        yield cluster
+    finally:
+        for p in reversed(processes):
+            _stop(p)
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from sales_core.devservices import kafka as kafka_service
+
+    data_dir = tmp_path_factory.mktemp("kafka-cluster")
+    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
+    assert status.bootstrap is not None
+    yield status.bootstrap
+    kafka_service.stop(data_dir=data_dir)
+
+
+def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        str(SUBMIT), "--master", cluster.url, "--env", "cluster",
+        "--spark-conf", "spark.executor.memory=768m",
+        "--spark-conf", "spark.executor.cores=1",
+        "--spark-conf", f"spark.cores.max={WORKERS}",
+        "--spark-conf", "spark.driver.memory=1g",
+        "--spark-conf", "spark.ui.enabled=false",
+        # Tiny tables: a handful of tasks per Delta log replay and shuffle, not 50 or 200.
+        "--spark-conf", "spark.databricks.delta.snapshotPartitions=2",
+        "--spark-conf", "spark.sql.adaptive.coalescePartitions.initialPartitionNum=4",
+        *job,
+    ]
+    result = subprocess.run(
+        command, env={**os.environ, "PYTHON": sys.executable, **env}, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"{' '.join(job)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-6000:]}"
+    return result
+
+
+def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> None:
+    from sales_core.packages import cached_jars
+
+    result = subprocess.run(
+        [str(SUBMIT), "--dry-run", "--master", "spark://10.0.0.5:7077", "speed", "--available-now", "--trigger", "5 seconds"],
+        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    import shlex
+
+    argv = shlex.split(result.stdout)
+    assert argv[argv.index("--master") + 1] == "spark://10.0.0.5:7077"
+    assert argv[-5:] == [str(PROJECT_ROOT / "jobs" / "run.py"), "speed", "--available-now", "--trigger", "5 seconds"]
+    assert "spark.executorEnv.LAMBDA_SALES_ENV=cluster" in argv  # the environment follows the master
+    jars = cached_jars()
+    assert jars is not None and argv[argv.index("--jars") + 1].split(",") == jars
+    archive = Path(argv[argv.index("--py-files") + 1])
+    names = set(zipfile.ZipFile(archive).namelist())
+    assert {"sales_core/config.py", "batch_layer/job.py", "speed_layer/sink.py", "jobs/cli.py", "conf/base.toml", "conf/cluster.toml"} <= names
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_configuration_loads_from_the_archive_alone(tmp_path: Path) -> None:
+    """What a cluster-mode driver has: the zip, no checkout. conf/ layers come from inside it."""
+    from jobs.bundle import build_archive
+
+    archive = build_archive(tmp_path / "dist")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import sales_core.config as c\n"
+        "assert c.__file__.startswith(sys.argv[1]), c.__file__\n"
+        "conf = c.load_config(env_name='cluster', environ={})\n"
+        "print(conf.spark.shuffle_partitions, conf.spark.master == '', conf.quality.min_score)\n"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", script, str(archive)], cwd=tmp_path,
+                            env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["64", "True", "80.0"]  # conf/cluster.toml over conf/base.toml
+
+
+def test_bad_job_arguments_fail_before_spark_starts() -> None:
+    result = subprocess.run([str(SUBMIT), "batch", "--no-such-flag"], env={**os.environ, "PYTHON": sys.executable},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def _inputs(landing: Path, kafka: Any) -> None:
+    """Landing files (jsonl and csv, dirty) and Kafka messages on 3 partitions: new events, bad
+    records, and copies of events the landing files also bring (they must count once)."""
+    from speed_layer.kafka_client import publish_records
+
+    end = datetime.now(timezone.utc) - timedelta(minutes=1)
+    write_landing_files(generate_records(GeneratorSpec(events=1200, seed=11, end=end)), str(landing), fmt="jsonl", rows_per_file=400)
+    write_landing_files(generate_records(GeneratorSpec(events=600, seed=12, end=end)), str(landing), fmt="csv", rows_per_file=300)
+    streamed = list(generate_records(GeneratorSpec(events=900, seed=13, end=end)))
+    streamed += list(generate_records(GeneratorSpec(events=100, seed=11, end=end)))  # in the landing files too
+    assert publish_records(streamed, kafka, partitions=3) == 1000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2700)
+def test_batch_and_speed_on_the_cluster_equal_a_local_run(spark, make_config, standalone_cluster: Cluster, bootstrap: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pyspark.sql import functions as F
+
+    from batch_layer.job import run_batch
+    from speed_layer.job import run_speed
+    from tests.integration.test_speed_layer import merged_views
+
+    topic = f"cluster-{uuid.uuid4().hex[:8]}"
+    shared = tmp_path / "shared"
+    common = {
+        "LAMBDA_SALES__SOURCES__FILES__LANDING": str(shared / "landing"),
+        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
+        "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
+        "LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER": "600",  # two micro-batches
+        "LAMBDA_SALES__QUALITY__MIN_SCORE": "0",
+        "LAMBDA_SALES__SPARK__SHUFFLE_PARTITIONS": "4",
+    }
+
+    local = make_config(root=tmp_path / "local", **common)
+    _inputs(shared / "landing", local.sources.kafka)
+
+    # The cluster: both jobs through spark-submit.sh, tables on the shared path.
+    cluster_env = {**common, "LAMBDA_SALES__LAKEHOUSE__ROOT": str(shared / "lakehouse-cluster")}
+    batch = submit(standalone_cluster, cluster_env, "batch", "--quiet")
+    assert "succeeded" in batch.stdout
+    speed = submit(standalone_cluster, cluster_env, "speed", "--available-now", "--quiet")
+    assert "succeeded" in speed.stdout
+
+    # Each application ran on both workers: 2 cores, one executor on each.
+    apps = {a["name"]: a for a in standalone_cluster.state()["completedapps"]}
+    for name in ("lambda-sales-batch", "lambda-sales-speed"):
+        assert name in apps, list(apps)
+        assert apps[name]["cores"] == WORKERS, apps[name]
+    executor_dirs = [standalone_cluster.logs / f"work-{i}" for i in range(WORKERS)]
+    for work_dir in executor_dirs:  # each worker launched executors for both applications
+        assert len([p for p in work_dir.iterdir() if p.name.startswith("app-")]) == 2, work_dir
+
+    # The same inputs, locally, in this process's Spark.
+    run_batch(spark, local)
+    assert run_speed(spark, local, available_now=True).status == "succeeded"
+
+    on_cluster = Lakehouse(str(shared / "lakehouse-cluster"))
+    on_laptop = Lakehouse(local.lakehouse.root)
+    cluster_views, local_views = merged_views(spark, on_cluster), merged_views(spark, on_laptop)
+    assert cluster_views == local_views
+
+    # Not vacuous: the views count every valid event once, and the stream added events.
+    master = spark.read.format("delta").load(on_cluster.master_dataset)
+    by_layer = {r["ingest_layer"]: r["n"] for r in master.groupBy("ingest_layer").agg(F.count(F.lit(1)).alias("n")).collect()}
+    assert by_layer["batch"] > 1500 and by_layer["speed"] > 700, by_layer
+    assert master.select("event_id").distinct().count() == master.count()
+    assert sum(v["events"] for v in cluster_views["sales_daily"].values()) == master.count()
+
+    def rejected(lakehouse: Lakehouse) -> dict[str, int]:
+        rows = spark.read.format("delta").load(lakehouse.quarantine).groupBy("reason").count().collect()
+        return {r["reason"]: r["count"] for r in rows}
+
+    assert rejected(on_cluster) == rejected(on_laptop) and sum(rejected(on_cluster).values()) > 20
