@@ -139,3 +139,53 @@ def answer(spark: SparkSession, lakehouse: Lakehouse, query: ViewQuery) -> Answe
     rows, snapshot = query_merged(spark, lakehouse, query)
     generation = snapshot.generation.generation if snapshot.generation else None
     return Answer(to_rows(rows, query.view.columns), generation, snapshot.handoff, dict(snapshot.versions))
+
+
+class SparkServing:
+    """A long-lived Spark reader (a warm session answering many queries): the same answers as
+    :func:`answer`, with the merged view of each pinned set of versions kept in memory.
+
+    The cache is keyed by the pinned Delta versions, which name immutable contents: a new
+    publish or micro-batch gives new versions, hence a new entry; nothing stale is served.
+    """
+
+    def __init__(self, spark: SparkSession, lakehouse: Lakehouse, *, entries: int = 8) -> None:
+        self.spark, self.lakehouse, self.entries = spark, lakehouse, entries
+        self._generations: dict[int, Generation | None] = {}
+        self._merged: dict[tuple[Any, ...], DataFrame] = {}
+
+    def _pin(self, view_name: str) -> Snapshot:
+        spark, lakehouse = self.spark, self.lakehouse
+        versions: dict[str, int] = {}
+        generation = None
+        if DeltaTable.isDeltaTable(spark, lakehouse.generations):
+            version = versions["generations"] = table_version(spark, lakehouse.generations)
+            if version not in self._generations:
+                self._generations[version] = current_generation(spark, lakehouse, version=version)
+            generation = self._generations[version]
+        if generation is not None:
+            versions[gold_key(view_name)] = table_version(spark, lakehouse.batch_view(view_name))
+        if DeltaTable.isDeltaTable(spark, lakehouse.speed_increments(view_name)):
+            versions[increments_key(view_name)] = table_version(spark, lakehouse.speed_increments(view_name))
+        return Snapshot(generation, versions)
+
+    def answer(self, query: ViewQuery) -> Answer:
+        view = query.view
+        snapshot = self._pin(view.name)
+        key = (view.name, tuple(sorted(snapshot.versions.items())))
+        merged = self._merged.get(key)
+        if merged is None:
+            merged = merged_view(self.spark, self.lakehouse, view.name, snapshot).cache()
+            self._merged[key] = merged
+            while len(self._merged) > self.entries:
+                self._merged.pop(next(iter(self._merged))).unpersist()
+        rows = merged
+        for predicate in query.predicates():
+            rows = rows.where(_condition(predicate))
+        rows = rows.orderBy(*view.key_names)
+        if query.offset:
+            rows = rows.offset(query.offset)
+        if query.limit is not None:
+            rows = rows.limit(query.limit)
+        generation = snapshot.generation.generation if snapshot.generation else None
+        return Answer(to_rows(rows, view.columns), generation, snapshot.handoff, dict(snapshot.versions))
