@@ -5,8 +5,11 @@ notebook or Databricks SQL alike, and it stays current: the hand-off is part of 
 text, evaluated at every query (the newest generation's rows ⊕ the increments above that
 generation's mark), not a copy made when the view was created.
 
-The generations table is read once per query (a CTE), and the view rows of the generation it
-names never change once published, so one query sees one generation, as the Python paths do.
+The generation and its hand-off mark come from the same row of one CTE over the generations
+table, and the view rows of a published generation never change, so a query pairs a
+generation with its own mark. Unlike the Python paths, which pin every table's version
+explicitly, this relies on Spark/Delta resolving that CTE's table once per query (the reader
+test races publishes against the fast path, not against these views).
 """
 
 from __future__ import annotations
