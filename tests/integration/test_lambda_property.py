@@ -177,6 +177,7 @@ def plan(rng: random.Random) -> list[str]:
     return steps
 
 
+@pytest.mark.timeout(1800)  # one seed is a few minutes; far more on a machine shared with other JVMs
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_merged_views_equal_a_recomputation_after_every_step(spark, make_config, bootstrap, tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
