@@ -135,7 +135,7 @@ class FastServing:
             else:
                 table.update_incremental()
         except Exception as exc:  # a table being created right now looks like no table yet
-            log.debug("could not load %s: %s", path, exc)
+            log.warning("could not load the Delta table %s (treated as absent): %s", path, exc)
             return _Pinned(None, None, None)
         self._tables[path] = table
         return _Pinned(table, table.version(), str(table.metadata().id))
