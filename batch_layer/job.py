@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -22,7 +23,8 @@ from batch_layer.ledger import (
     record_ingested,
     record_plan,
 )
-from batch_layer.publish import recompute_and_publish
+from batch_layer.publish import Generation, current_generation, recompute_and_publish
+from batch_layer.reconcile import reconcile_handoff, reconciliation_drift_alert
 from sales_core.alerts import JOB_FAILED, QUALITY_BELOW_THRESHOLD, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError, QualityGateError
@@ -153,6 +155,7 @@ def run_batch(
             raise QualityGateError(record.error)
 
         progress("recompute views from a pinned snapshot of the master dataset")
+        previous = current_generation(spark, lakehouse)
         generation = recompute_and_publish(
             spark, lakehouse, run_id=record.run_id, published_at=utcnow(),
             keep_generations=config.batch.keep_generations, progress=progress,
@@ -161,6 +164,9 @@ def run_batch(
         record.details["master_version"] = generation.master_version
         record.details["handoff"] = generation.handoff
         record.details["events_in_views"] = generation.events
+        record.details["reconciliation"] = _reconcile(
+            spark, config, lakehouse, generation, previous.handoff if previous else {}, progress
+        )
         record.delta_versions = _versions(spark, lakehouse)
         record.status, record.ended_at = "succeeded", utcnow()
         save_run(spark, lakehouse.pipeline_runs, record)
@@ -177,6 +183,31 @@ def run_batch(
         notify(config, JOB_FAILED, f"batch run {record.run_id} failed: {record.error}",
                {"run_id": record.run_id, "job": "batch", "error": record.error})
         raise
+
+
+def _reconcile(
+    spark: SparkSession, config: Config, lakehouse: Lakehouse, generation: Generation,
+    previous_handoff: dict[str, int], progress: Progress,
+) -> dict[str, Any]:
+    """Compare the speed increments this publish absorbed with the batch's numbers for them.
+
+    The generation is published whatever this finds (its numbers come from the master
+    dataset); drift is recorded and alerted on, and a failure to compare is recorded too.
+    """
+    try:
+        result = reconcile_handoff(
+            spark, lakehouse, master_version=generation.master_version,
+            previous=previous_handoff, current=generation.handoff,
+        )
+    except Exception as exc:  # the publish stands; say why the check is missing
+        log.exception("reconciliation failed")
+        return {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+    if result.absorbed:
+        progress(f"reconciled absorbed speed micro-batches {result.compared_batches}: " + ("DRIFT" if result.drift else "no drift"))
+    if result.drift:
+        log.error("reconciliation drift after publishing generation %d: %s", generation.generation, result.as_dict()["views"])
+        reconciliation_drift_alert(config, result)
+    return result.as_dict()
 
 
 def _versions(spark: SparkSession, lakehouse: Lakehouse) -> dict[str, int]:

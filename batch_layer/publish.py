@@ -43,14 +43,15 @@ class Generation:
     published_at: datetime | None = None
 
 
-def current_generation(spark: SparkSession, lakehouse: Lakehouse) -> Generation | None:
-    """The published generation readers see now (None before the first publish)."""
+def current_generation(spark: SparkSession, lakehouse: Lakehouse, *, version: int | None = None) -> Generation | None:
+    """The published generation readers see now, or at ``version`` of the generations table
+    (None before the first publish)."""
     if not DeltaTable.isDeltaTable(spark, lakehouse.generations):
         return None
-    row = (
-        spark.read.format("delta").load(lakehouse.generations)
-        .orderBy(F.col("generation").desc()).limit(1).first()
-    )
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    row = reader.load(lakehouse.generations).orderBy(F.col("generation").desc()).limit(1).first()
     if row is None:
         return None
     return Generation(row["generation"], row["master_version"], dict(row["handoff"]), row["events"], row["published_at"])

@@ -46,13 +46,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-low-quality", action="store_true", help="publish even below quality.min_score")
     p.set_defaults(handler=cmd_batch)
 
-    p = sub.add_parser("query", help="rows of a view")
+    p = sub.add_parser("query", help="rows of a merged view (batch generation + speed increments)")
     _common(p)
     p.add_argument("view", help="sales_daily | sales_hourly | customer_totals | revenue_category_monthly")
     p.add_argument("--where", action="append", default=[], metavar="COL=VALUE", help="filter (repeatable)")
+    p.add_argument("--from", dest="date_from", metavar="DATE", help="first UTC day (YYYY-MM-DD) on the view's time key")
+    p.add_argument("--to", dest="date_to", metavar="DATE", help="last UTC day (YYYY-MM-DD), included")
     p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"))
-    p.add_argument("--limit", type=int, default=None, help="at most N rows")
+    p.add_argument("--limit", default=None, metavar="N", help="at most N rows")
+    p.add_argument("--offset", default=None, metavar="N", help="skip N rows first (rows are ordered by the view's keys)")
+    p.add_argument("--engine", default="fast", choices=("fast", "spark"),
+                   help="fast: delta-rs + DuckDB, no JVM (default); spark: the cluster path")
     p.set_defaults(handler=cmd_query)
+
+    p = sub.add_parser("serve", help="the HTTP JSON API over the merged views (no JVM)")
+    _common(p)
+    p.add_argument("--host", default=None, help="default: serving.host (127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="default: serving.port (8000)")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("sql-views", help="register the merged views in the Spark catalog (<view>_merged)")
+    _common(p)
+    p.add_argument("--database", metavar="NAME", default=None, help="schema (or catalog.schema) to create them in")
+    p.add_argument("--temporary", action="store_true", help="temporary views (this session only)")
+    p.add_argument("--print", dest="print_sql", action="store_true", help="print the SQL instead of running it (no Spark)")
+    p.set_defaults(handler=cmd_sql_views)
 
     p = sub.add_parser("speed", help="the streaming job: Kafka into the master dataset and the speed increments")
     _common(p)
@@ -185,18 +203,49 @@ def format_run_summary(record: Any) -> str:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from sales_core.lakehouse import Lakehouse
-    from sales_core.views import get_view
-    from serving_layer.rows import parse_filters, render
-    from serving_layer.spark_views import batch_view
+    from serving_layer.query import build_query
+    from serving_layer.rows import render
 
     config = _config(args)
-    view = get_view(args.view)
-    filters = parse_filters(view, args.where)
-    spark = _spark(config, "query")
-    rows, _ = batch_view(spark, Lakehouse(config.lakehouse.root), view.name, filters)
-    if args.limit is not None:
-        rows = rows.limit(args.limit)
-    sys.stdout.write(render([r.asDict() for r in rows.collect()], view.columns, args.format))
+    query = build_query(
+        args.view, args.where, date_from=args.date_from, date_to=args.date_to, limit=args.limit, offset=args.offset
+    )
+    if args.engine == "fast":
+        from serving_layer.fast import FastServing
+
+        answer = FastServing(config.lakehouse.root).answer(query)
+    else:
+        from serving_layer.merge import answer as spark_answer
+
+        answer = spark_answer(_spark(config, "query"), Lakehouse(config.lakehouse.root), query)
+    sys.stdout.write(render(answer.rows, query.view.columns, args.format))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving_layer.http import serve
+
+    config = _config(args)
+    host, port = args.host or config.serving.host, args.port or config.serving.port
+    if not args.quiet:
+        print(f"serving the merged views of {config.lakehouse.root} at http://{host}:{port} (OpenAPI page: /docs)",
+              file=sys.stderr, flush=True)
+    serve(config.lakehouse.root, host=host, port=port)
+    return EXIT_OK
+
+
+def cmd_sql_views(args: argparse.Namespace) -> int:
+    from sales_core.lakehouse import Lakehouse
+    from serving_layer.sql_views import merged_view_statements, register_merged_views
+
+    config = _config(args)
+    lakehouse = Lakehouse(config.lakehouse.root)
+    if args.print_sql:
+        statements = merged_view_statements(lakehouse, database=args.database, temporary=args.temporary)
+        print(";\n\n".join(statements) + ";")
+        return EXIT_OK
+    names = register_merged_views(_spark(config, "sql-views"), lakehouse, database=args.database, temporary=args.temporary)
+    print("registered " + ", ".join(names))
     return EXIT_OK
 
 

@@ -155,7 +155,7 @@ def test_config_masks_the_password(tmp_path: Path) -> None:
     assert printed["lakehouse"]["root"] == str(tmp_path / "lakehouse")
 
 
-@pytest.mark.parametrize("command", ["", "batch", "query", "generate", "demo", "runs", "config", "kafka"])
+@pytest.mark.parametrize("command", ["", "batch", "query", "serve", "sql-views", "generate", "demo", "runs", "config", "kafka"])
 def test_help_works_everywhere(tmp_path: Path, command: str) -> None:
     args = [command, "--help"] if command else ["--help"]
     result, elapsed = _run(args, _no_spark_env(), tmp_path, timeout=120)

@@ -1,0 +1,345 @@
+"""The merged views without a JVM: the same Delta tables read with delta-rs, merged with DuckDB.
+
+The same merge as :mod:`serving_layer.merge`, the same pinning order (the generations table
+first, then the view's batch table and its speed increments, each at the version just
+resolved), the same answers: rows as dicts with ``Decimal`` money, ``date`` days and aware UTC
+timestamps. Used by ``lambda-sales query`` (default engine) and the HTTP API.
+
+What a long-lived reader (the HTTP server) keeps between answers, all keyed by things that
+never change once written, so a cache never serves stale rows:
+
+* a generation's batch view rows, by (table id, generation): written before the publish
+  commit and never changed afterwards;
+* each speed increments data file, by its path: Delta data files are immutable;
+* the merged view, by the pinned versions of the three tables it was computed from.
+
+Only tables delta-rs can read through Arrow are accepted: ``to_pyarrow_dataset`` refuses
+reader features such as deletion vectors or column mapping with a clear error (the tables
+this project writes use neither; see the README's serving section).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+from deltalake import DeltaTable
+from pyspark.sql import types as T
+
+from sales_core.lakehouse import Lakehouse
+from sales_core.views import ViewDef, get_view
+from serving_layer.query import (
+    Answer,
+    NoViewsError,
+    ViewQuery,
+    gold_key,
+    increments_key,
+    normalise_value,
+)
+
+log = logging.getLogger(__name__)
+
+# Merged views kept per reader (each one view at one set of versions).
+MERGED_CACHE_ENTRIES = 16
+_OPERATORS = {"=": "=", ">=": ">=", "<=": "<=", "<": "<"}
+
+
+def duck_type(data_type: T.DataType) -> str:
+    """The DuckDB type of a view column (money stays DECIMAL(18,2), timestamps stay UTC)."""
+    if isinstance(data_type, T.DecimalType):
+        return f"DECIMAL({data_type.precision},{data_type.scale})"
+    names: dict[type[T.DataType], str] = {
+        T.LongType: "BIGINT", T.IntegerType: "INTEGER", T.StringType: "VARCHAR",
+        T.DateType: "DATE", T.TimestampType: "TIMESTAMPTZ", T.DoubleType: "DOUBLE",
+    }
+    for cls, name in names.items():
+        if isinstance(data_type, cls):
+            return name
+    raise ValueError(f"no DuckDB type for {data_type.simpleString()}")
+
+
+def _ident(name: str) -> str:
+    """A column name from a view definition as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def merge_sql(view: ViewDef, source: str) -> str:
+    """``merge_partials`` in DuckDB SQL over the relation ``source`` (derived from the ViewDef)."""
+    combine = {"count": "sum", "sum": "sum", "min": "min", "max": "max"}
+    keys = ", ".join(_ident(k) for k in view.key_names)
+    measures = ", ".join(
+        f"CAST({combine[m.kind]}({_ident(m.name)}) AS {duck_type(m.data_type)}) AS {_ident(m.name)}"
+        for m in view.measures
+    )
+    return f"SELECT {keys}, {measures} FROM {source} GROUP BY {keys}"
+
+
+def above_handoff(handoff: dict[str, int]) -> pc.Expression:
+    """Arrow expression: increments not covered by the hand-off mark (as in the Spark path)."""
+    covered = [(pc.field("stream") == stream) & (pc.field("batch_id") <= mark) for stream, mark in sorted(handoff.items())]
+    if not covered:
+        return pc.scalar(True)
+    expression = covered[0]
+    for more in covered[1:]:
+        expression = expression | more
+    return ~expression
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    """A table at the version just resolved. The delta-rs object is shared and moves on with
+    the next resolve, so it is only used under the reader's lock."""
+
+    table: DeltaTable | None
+    version: int | None
+    table_id: str | None
+
+
+class FastServing:
+    """Answers merged-view queries from the Delta tables under ``lakehouse_root``.
+
+    Thread-safe: resolving versions and the caches are guarded by one lock; each answer runs
+    its DuckDB query on its own cursor.
+    """
+
+    def __init__(self, lakehouse_root: str, *, storage_options: dict[str, str] | None = None) -> None:
+        self.lakehouse = Lakehouse(lakehouse_root)
+        self.storage_options = storage_options
+        self._lock = threading.Lock()
+        self._tables: dict[str, DeltaTable] = {}
+        self._generations: dict[tuple[str | None, int], tuple[int, dict[str, int], datetime] | None] = {}
+        self._gold_rows: dict[tuple[str, str | None, int], pa.Table] = {}
+        self._increment_files: dict[tuple[str, str], pa.Table] = {}
+        self._merged: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._duck = duckdb.connect(":memory:")
+        self._duck.execute("SET TimeZone = 'UTC'")
+
+    # ------------------------------------------------------------------ pinning
+
+    def _latest(self, path: str) -> _Pinned:
+        """The table at ``path`` at its latest version (a fresh object: pinned from now on)."""
+        table = self._tables.get(path)
+        try:
+            if table is None:
+                if not DeltaTable.is_deltatable(path, storage_options=self.storage_options):
+                    return _Pinned(None, None, None)
+                table = DeltaTable(path, storage_options=self.storage_options)
+            else:
+                table.update_incremental()
+        except Exception as exc:  # a table being created right now looks like no table yet
+            log.warning("could not load the Delta table %s (treated as absent): %s", path, exc)
+            return _Pinned(None, None, None)
+        self._tables[path] = table
+        return _Pinned(table, table.version(), str(table.metadata().id))
+
+    def _current_generation(self, pinned: _Pinned) -> tuple[int, dict[str, int], datetime] | None:
+        if pinned.table is None or pinned.version is None:
+            return None
+        key = (pinned.table_id, pinned.version)
+        if key not in self._generations:
+            rows = pinned.table.to_pyarrow_table(columns=["generation", "handoff", "published_at"]).to_pylist()
+            newest = max(rows, key=lambda r: r["generation"], default=None)
+            self._generations[key] = None if newest is None else (
+                int(newest["generation"]), {str(k): int(v) for k, v in newest["handoff"]}, normalise_value(newest["published_at"])
+            )
+        return self._generations[key]
+
+    # ------------------------------------------------------------------ reading
+
+    def _gold(self, view: ViewDef, pinned: _Pinned, generation: int) -> pa.Table:
+        key = (view.name, pinned.table_id, generation)
+        rows = self._gold_rows.get(key)
+        if rows is None:
+            assert pinned.table is not None
+            dataset = pinned.table.to_pyarrow_dataset(file_pruning_predicate=[("generation", "=", str(generation))])
+            rows = dataset.to_table(columns=list(view.columns))
+            # Generations replaced by newer ones are not read again.
+            for old in [k for k in self._gold_rows if k[0] == view.name and k != key]:
+                del self._gold_rows[old]
+            self._gold_rows[key] = rows
+        return rows
+
+    def _increments(self, view: ViewDef, pinned: _Pinned, handoff: dict[str, int]) -> pa.Table:
+        assert pinned.table is not None
+        dataset = pinned.table.to_pyarrow_dataset()
+        wanted = above_handoff(handoff)
+        columns = ["stream", "batch_id", *view.columns]
+        parts: list[pa.Table] = []
+        live: set[tuple[str, str]] = set()
+        # Files whose statistics show only covered micro-batches are pruned unread.
+        for fragment in dataset.get_fragments(filter=wanted):
+            key = (pinned.table.table_uri, fragment.path)
+            live.add(key)
+            rows = self._increment_files.get(key)
+            if rows is None:
+                rows = fragment.to_table(schema=dataset.schema, columns=columns)
+                self._increment_files[key] = rows
+            parts.append(rows)
+        for stale in [k for k in self._increment_files if k[0] == pinned.table.table_uri and k not in live]:
+            del self._increment_files[stale]
+        if not parts:
+            return dataset.schema.empty_table().select(columns)
+        return pa.concat_tables(parts).filter(wanted)
+
+    def _merged_view(self, view: ViewDef) -> tuple[pa.Table, int | None, dict[str, int], dict[str, int]]:
+        """The whole merged view at freshly pinned versions: (rows, generation, handoff, versions)."""
+        with self._lock:
+            generations = self._latest(self.lakehouse.generations)
+            current = self._current_generation(generations)
+            gold = self._latest(self.lakehouse.batch_view(view.name)) if current else _Pinned(None, None, None)
+            increments = self._latest(self.lakehouse.speed_increments(view.name))
+            versions = {
+                name: pinned.version
+                for name, pinned in (("generations", generations), (gold_key(view.name), gold), (increments_key(view.name), increments))
+                if pinned.version is not None
+            }
+            generation, handoff = (current[0], current[1]) if current else (None, {})
+            key = (view.name, generations.table_id, gold.table_id, increments.table_id, tuple(sorted(versions.items())))
+            merged = self._merged.get(key)
+            if merged is not None:
+                self._merged.move_to_end(key)
+                return merged, generation, handoff, versions
+            sources: list[pa.Table] = []
+            if generation is not None and gold.table is not None:
+                sources.append(self._gold(view, gold, generation))
+            if increments.table is not None:
+                sources.append(self._increments(view, increments, handoff).select(list(view.columns)))
+        if not sources:
+            raise NoViewsError("no views yet: run `lambda-sales batch` or `lambda-sales speed` first")
+        partials = pa.concat_tables([s.cast(sources[0].schema) for s in sources])
+        cursor = self._duck.cursor()
+        try:
+            cursor.register("partials", partials)
+            # Kept in key order: a page of the unfiltered view is then a slice, with no sort.
+            ordered = merge_sql(view, "partials") + " ORDER BY " + ", ".join(_ident(k) for k in view.key_names)
+            merged = cursor.sql(ordered).to_arrow_table()
+        finally:
+            cursor.close()
+        with self._lock:
+            self._merged[key] = merged
+            while len(self._merged) > MERGED_CACHE_ENTRIES:
+                self._merged.popitem(last=False)
+        return merged, generation, handoff, versions
+
+    # ------------------------------------------------------------------ answering
+
+    def answer(self, query: ViewQuery) -> Answer:
+        """The rows ``query`` asks for, ordered by the view's keys.
+
+        Raises:
+            NoViewsError: neither a published generation nor speed increments exist.
+        """
+        view = query.view
+        merged, generation, handoff, versions = self._merged_view(view)
+        if not query.predicates():
+            end = merged.num_rows if query.limit is None else query.offset + query.limit
+            page = merged.slice(query.offset, max(0, end - query.offset))
+            return Answer(arrow_rows(page, view.columns), generation, handoff, versions)
+        conditions, parameters = [], []
+        for column, operator, value in query.predicates():
+            if column not in view.columns:  # the allow-list; ViewQuery is built from it anyway
+                raise ValueError(f"unknown column '{column}'")
+            conditions.append(f"{_ident(column)} {_OPERATORS[operator]} ?")
+            parameters.append(value)
+        sql = "SELECT * FROM merged"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += " ORDER BY " + ", ".join(_ident(k) for k in view.key_names)
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            parameters.append(query.limit)
+        if query.offset:
+            sql += " OFFSET ?"
+            parameters.append(query.offset)
+        cursor = self._duck.cursor()
+        try:
+            cursor.register("merged", merged)
+            result = cursor.sql(sql, params=parameters or None).to_arrow_table()
+        finally:
+            cursor.close()
+        return Answer(arrow_rows(result, view.columns), generation, handoff, versions)
+
+    def clear_merged_cache(self) -> None:
+        """Forget merged views (the file caches stay): as when every table has a new version."""
+        with self._lock:
+            self._merged.clear()
+
+    def rows(self, view_name: str, **query: Any) -> list[dict[str, Any]]:
+        """Every row of a merged view (a convenience for Python callers and tests)."""
+        return self.answer(ViewQuery(get_view(view_name), **query)).rows
+
+    # ------------------------------------------------------------------ health
+
+    def health(self, now: datetime | None = None) -> dict[str, Any]:
+        """Freshness of both layers and the current batch generation (for ``GET /health``)."""
+        now = now or datetime.now(timezone.utc)
+        with self._lock:
+            generations = self._latest(self.lakehouse.generations)
+            current = self._current_generation(generations)
+            metrics = self._latest(self.lakehouse.stream_metrics)
+        batch: dict[str, Any] = {"generation": None, "published_at": None, "seconds_since_publish": None, "handoff": {}}
+        if current:
+            generation, handoff, published_at = current
+            batch = {
+                "generation": generation, "published_at": published_at,
+                "seconds_since_publish": round((now - published_at).total_seconds(), 3), "handoff": handoff,
+            }
+        speed: dict[str, Any] = {"last_micro_batch": None, "last_micro_batch_at": None, "newest_event_at": None,
+                                 "seconds_since_last_micro_batch": None, "seconds_since_newest_event": None}
+        if metrics.table is not None:
+            last = _newest_metrics(metrics.table)
+            if last:
+                speed["last_micro_batch"] = last["batch_id"]
+                for name, value in (("last_micro_batch_at", last["ended_at"]), ("newest_event_at", last["newest_message_at"])):
+                    speed[name] = value
+                    seconds_key = "seconds_since_last_micro_batch" if name == "last_micro_batch_at" else "seconds_since_newest_event"
+                    speed[seconds_key] = round((now - value).total_seconds(), 3) if value else None
+        return {
+            "status": "ok" if current or metrics.table is not None else "empty",
+            "now": now, "batch": batch, "speed": speed,
+            "versions": {k: v.version for k, v in (("generations", generations), ("stream_metrics", metrics)) if v.version is not None},
+        }
+
+
+def arrow_rows(table: pa.Table, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows as dicts, column by column (a page of 1000 rows is most of a warm answer's time):
+    UTC timestamps become naive values tagged ``timezone.utc``, as :func:`normalise_value` does."""
+    values = []
+    for name in columns:
+        column = table.column(name)
+        if pa.types.is_timestamp(column.type):
+            naive = column.cast(pa.timestamp(column.type.unit))  # UTC wall time, no zone
+            values.append([v if v is None else v.replace(tzinfo=timezone.utc) for v in naive.to_pylist()])
+        else:
+            values.append(column.to_pylist())
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _newest_metrics(table: DeltaTable) -> dict[str, Any] | None:
+    """The newest micro-batch's metrics: ``stream_metrics`` gets one small file per
+    micro-batch, so only the file whose statistics hold the highest ``batch_id`` is read."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    dataset = table.to_pyarrow_dataset()
+    columns = ["batch_id", "ended_at", "newest_message_at"]
+    if actions.num_rows and "max.batch_id" in actions.column_names and actions.column("max.batch_id").null_count == 0:
+        top = pc.max(actions.column("max.batch_id")).as_py()
+        rows = dataset.to_table(columns=columns, filter=pds.field("batch_id") == top).to_pylist()
+    else:
+        rows = dataset.to_table(columns=columns).to_pylist()
+    if not rows:
+        return None
+    newest = max(rows, key=lambda r: r["batch_id"])
+    newest_event = max((r["newest_message_at"] for r in rows if r["newest_message_at"] is not None), default=None)
+    return {
+        "batch_id": int(newest["batch_id"]),
+        "ended_at": normalise_value(newest["ended_at"]),
+        "newest_message_at": normalise_value(newest_event),
+    }
