@@ -325,7 +325,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from jobs.demo import run_demo
 
-    return run_demo(_config(args), events=args.events, progress=Progress("demo", quiet=args.quiet))
+    return run_demo(
+        _config(args), events=args.events, progress=Progress("demo", quiet=args.quiet),
+        spark_factory=lambda config: _spark(config, "demo"),
+    )
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
