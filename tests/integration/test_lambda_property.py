@@ -17,7 +17,7 @@ After every step, every merged view, through the Spark path (chispa) and the fas
 the oracle over every valid event ingested so far, de-duplicated by ``event_id`` (first ingested
 wins; the test knows which layer ingested what first).
 
-``LAMBDA_SALES_PROPERTY_SEEDS`` (default 5) and ``LAMBDA_SALES_PROPERTY_STEPS`` (default 4)
+``LAMBDA_SALES_PROPERTY_SEEDS`` (default 2, about 4 min each) and ``LAMBDA_SALES_PROPERTY_STEPS`` (default 3)
 make it run longer.
 """
 
@@ -53,8 +53,8 @@ from tests.serving_helpers import expected_df
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 KAFKA_PORT = 19097
-SEEDS = int(os.environ.get("LAMBDA_SALES_PROPERTY_SEEDS", "5"))
-STEPS = int(os.environ.get("LAMBDA_SALES_PROPERTY_STEPS", "4"))
+SEEDS = int(os.environ.get("LAMBDA_SALES_PROPERTY_SEEDS", "2"))
+STEPS = int(os.environ.get("LAMBDA_SALES_PROPERTY_STEPS", "3"))
 PER_TRIGGER = 3
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
