@@ -114,19 +114,23 @@ def _condition(predicate: Predicate) -> Column:
     return {"=": col == lit, ">=": col >= lit, "<=": col <= lit, "<": col < lit}[operator]
 
 
-def query_merged(spark: SparkSession, lakehouse: Lakehouse, query: ViewQuery) -> tuple[DataFrame, Snapshot]:
-    """The rows ``query`` asks for, ordered by the view's keys, and the snapshot they come from."""
-    view = query.view
-    snapshot = pin_snapshot(spark, lakehouse, (view.name,))
-    rows = merged_view(spark, lakehouse, view.name, snapshot)
+def select(rows: DataFrame, query: ViewQuery) -> DataFrame:
+    """``query``'s filters, key order and page applied to a merged view."""
     for predicate in query.predicates():
         rows = rows.where(_condition(predicate))
-    rows = rows.orderBy(*view.key_names)
+    rows = rows.orderBy(*query.view.key_names)
     if query.offset:
         rows = rows.offset(query.offset)
     if query.limit is not None:
         rows = rows.limit(query.limit)
-    return rows, snapshot
+    return rows
+
+
+def query_merged(spark: SparkSession, lakehouse: Lakehouse, query: ViewQuery) -> tuple[DataFrame, Snapshot]:
+    """The rows ``query`` asks for, ordered by the view's keys, and the snapshot they come from."""
+    view = query.view
+    snapshot = pin_snapshot(spark, lakehouse, (view.name,))
+    return select(merged_view(spark, lakehouse, view.name, snapshot), query), snapshot
 
 
 def to_rows(df: DataFrame, columns: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -179,13 +183,6 @@ class SparkServing:
             self._merged[key] = merged
             while len(self._merged) > self.entries:
                 self._merged.pop(next(iter(self._merged))).unpersist()
-        rows = merged
-        for predicate in query.predicates():
-            rows = rows.where(_condition(predicate))
-        rows = rows.orderBy(*view.key_names)
-        if query.offset:
-            rows = rows.offset(query.offset)
-        if query.limit is not None:
-            rows = rows.limit(query.limit)
+        rows = select(merged, query)
         generation = snapshot.generation.generation if snapshot.generation else None
         return Answer(to_rows(rows, view.columns), generation, snapshot.handoff, dict(snapshot.versions))

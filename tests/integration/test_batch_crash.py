@@ -20,6 +20,7 @@ from sales_core.generator import GeneratorSpec, generate_records, write_landing_
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from tests.oracle import rows_to_view
+from tests.processes import descendants, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,30 +80,6 @@ def conf_file(base: Path) -> Path:
     return path
 
 
-def descendants(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children + [d for c in children for d in descendants(c)]
-
-
-def wait_gone(pids: list[int], timeout: float = 60) -> None:
-    """The killed driver's JVM exits when its stdin closes; wait so it cannot write any more."""
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            state = (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}").exists() else "Z"
-            if state == "Z":
-                break
-            time.sleep(0.2)
-
-
 def run_killed(base: Path, *, fault_point: str | None = None, kill_after: float | None = None) -> int:
     env = {**os.environ, "LAMBDA_SALES_FAULT_POINT": fault_point or ""}
     proc = subprocess.Popen([CLI, "batch", "--conf", str(conf_file(base)), "--quiet"], env=env,
@@ -114,14 +91,14 @@ def run_killed(base: Path, *, fault_point: str | None = None, kill_after: float 
             family = descendants(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            wait_gone(family)
+            wait_gone(family, timeout=60)
             return proc.returncode
     else:
         family: list[int] = []
         while proc.poll() is None:
             family = descendants(proc.pid) or family
             time.sleep(0.5)
-        wait_gone(family)
+        wait_gone(family, timeout=60)
     proc.communicate()
     return proc.returncode
 

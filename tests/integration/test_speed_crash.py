@@ -31,6 +31,7 @@ from speed_layer.job import run_speed
 from speed_layer.kafka_client import publish_records
 from tests.conftest import write_stream_conf
 from tests.oracle import compute_views, normalise_row, rows_to_view
+from tests.processes import descendants, wait_gone
 
 pytestmark = [
     pytest.mark.integration,
@@ -95,33 +96,6 @@ def views_from_scratch(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
     """The views over the master dataset, computed by the test's own oracle."""
     rows = spark.read.format("delta").load(lakehouse.master_dataset).collect()
     return compute_views([{k: normalise_row(v) for k, v in r.asDict().items()} for r in rows])
-
-
-def descendants(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children + [d for c in children for d in descendants(c)]
-
-
-def wait_gone(pids: list[int], timeout: float = 120) -> None:
-    """A killed driver's JVM exits when its stdin closes; wait so it cannot write any more."""
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        proc = Path(f"/proc/{pid}")
-        while proc.exists() and time.monotonic() < deadline:
-            try:
-                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-            except OSError:
-                break
-            time.sleep(0.2)
 
 
 def start_cli(conf: Path, *args: str, stderr: Any, fault_point: str = "") -> subprocess.Popen[str]:

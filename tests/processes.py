@@ -1,0 +1,33 @@
+"""Process helpers for the fault tests: find a CLI's JVM and wait until a killed job is gone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def descendants(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children + [d for c in children for d in descendants(c)]
+
+
+def wait_gone(pids: list[int], timeout: float = 120) -> None:
+    """A killed driver's JVM exits when its stdin closes; wait so it cannot write any more."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        proc = Path(f"/proc/{pid}")
+        while proc.exists() and time.monotonic() < deadline:
+            try:
+                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except OSError:
+                break
+            time.sleep(0.2)
