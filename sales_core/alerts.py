@@ -107,14 +107,16 @@ def notify(
 
     For any job: batch failures and the quality gate, the speed job's lag and freshness, the
     serving layer's reconciliation (``RECONCILIATION_DRIFT``). Without a webhook URL the alert
-    is only logged. Never raises, whatever the webhook does.
+    is only logged, at INFO: the job reports the same failure on its own, so a command's
+    error stays one line. Never raises, whatever the webhook does.
     """
     try:
         alerts = config.alerts if isinstance(config, Config) else config
         alert = Alert(kind, summary, dict(details or {}))
-        log.warning("alert %s: %s", kind, summary)
         if not alerts.webhook_url:
+            log.info("alert %s (no webhook configured): %s", kind, summary)
             return False
+        log.info("alert %s: %s", kind, summary)
         return post_alert(
             alerts.webhook_url.get(), alert, timeout_seconds=alerts.timeout_seconds,
             retries=alerts.retries, backoff_seconds=alerts.backoff_seconds,
