@@ -46,19 +46,15 @@ from bench.common import (  # noqa: E402
     generate_master,
     load_average,
     machine_info,
+    parse_count,
     stopwatch,
 )
+from serving_layer.fast import duck_type  # noqa: E402  (one DuckDB type mapping: the fast path's)
 
 GOAL_RATIO = 3.0
 
 
 # --------------------------------------------------------------------------- arguments
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().lower().replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="before each run, wait up to SECONDS for other processes to use < 25%% of the CPUs")
     parser.add_argument("--out", type=Path, default=OUT, help="cache and results directory (bench/out)")
     args = parser.parse_args(argv)
-    args.sizes = [100_000] if args.quick else [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    args.sizes = [100_000] if args.quick else [parse_count(s) for s in args.sizes.split(",") if s.strip()]
     if args.runs < 1 or args.warmup < 0 or not args.sizes:
         parser.error("need --runs >= 1, --warmup >= 0 and at least one size")
     return args
@@ -214,21 +210,6 @@ def spark_compute_only(spark: Any, lakehouse: Any) -> tuple[float, int]:
 
 
 # --------------------------------------------------------------------------- DuckDB side
-
-
-def duck_type(data_type: Any) -> str:
-    from pyspark.sql import types as T
-
-    if isinstance(data_type, T.DecimalType):
-        return f"DECIMAL({data_type.precision},{data_type.scale})"
-    names = {
-        T.LongType: "BIGINT", T.IntegerType: "INTEGER", T.StringType: "VARCHAR",
-        T.DateType: "DATE", T.TimestampType: "TIMESTAMP", T.DoubleType: "DOUBLE",
-    }
-    for cls, name in names.items():
-        if isinstance(data_type, cls):
-            return name
-    raise ValueError(f"no DuckDB type for {data_type}")
 
 
 def duck_view_sql(view: Any, source: str = "events") -> str:

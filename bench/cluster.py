@@ -46,13 +46,8 @@ from bench.common import (  # noqa: E402
     generate_master,
     load_average,
     machine_info,
+    parse_count,
 )
-
-
-def parse_size(text: str) -> int:
-    text = text.strip().lower().replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows-per-file", type=int, default=250_000, help="rows per generated master file")
     parser.add_argument("--out", type=Path, default=OUT, help="cache and results directory (bench/out)")
     args = parser.parse_args(argv)
-    args.size = parse_size(args.size)
+    args.size = parse_count(args.size)
     if args.runs < 1 or args.warmup < 0 or args.size < 1:
         parser.error("need --runs >= 1, --warmup >= 0 and a positive size")
     return args

@@ -99,6 +99,16 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def parse_count(text: str) -> int:
+    """An event count as people write it: 1000000, 1_000_000, 500k, 1M, 2.5M."""
+    cleaned = text.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(cleaned[-1:], 1)
+    try:
+        return int(float(cleaned[:-1] if scale > 1 else cleaned) * scale)
+    except ValueError:
+        raise ValueError(f"not an event count: {text!r} (use e.g. 500k, 1M or 1000000)") from None
+
+
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 

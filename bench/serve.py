@@ -54,7 +54,6 @@ from bench.batch import (  # noqa: E402
     _sql_list,
     duck_connect,
     duck_view_sql,
-    parse_size,
     spark_settings,
     start_spark,
 )
@@ -67,6 +66,7 @@ from bench.common import (  # noqa: E402
     generate_master,
     load_average,
     machine_info,
+    parse_count,
 )
 
 FAST_P95_GOAL_S = 0.050
@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--regenerate", action="store_true", help="rebuild the cached data set")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    args.events = parse_size(args.events)
+    args.events = parse_count(args.events)
     return args
 
 

@@ -47,18 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, CpuMeter, load_average, machine_info, stopwatch  # noqa: E402
+from bench.common import OUT, CpuMeter, load_average, machine_info, parse_count, stopwatch  # noqa: E402
 
 PORT = 19099
 PARTITIONS = 3
 PRODUCER = ROOT / "bench" / "java" / "BenchProducer.java"
 GOALS = {"sustained_events_per_s": 50_000, "freshness_p50_s": 2.0, "freshness_p95_s": 4.0}
-
-
-def parse_count(text: str) -> int:
-    text = text.strip().lower().replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
 # --------------------------------------------------------------------------- broker and load

@@ -66,8 +66,13 @@ def run_demo(
     for name, view in VIEWS.items():
         answer = reader.answer(build_query(name))
         shown = answer.rows[:SHOW_ROWS]
-        print(f"\n== {name}, merged: batch generation {answer.generation} + speed increments above "
-              f"{answer.handoff or 'none'} ({len(answer.rows)} rows; first {len(shown)}) ==")
+        increments = (f"the speed increments above its hand-off mark {answer.handoff}" if answer.handoff
+                      else "all speed increments (the stream ran after it)")
+        print(f"\n== {name}, merged: batch generation {answer.generation} + {increments} "
+              f"({len(answer.rows)} rows; first {len(shown)}) ==")
+        if name == "sales_daily":
+            print(f"events in the merged view: {sum(row['events'] for row in answer.rows)} "
+                  f"(batch run: {record.valid} new, speed run: {speed.totals.valid} new)")
         sys.stdout.write(render(shown, view.columns, "table"))
     print(f"\nlakehouse: {config.lakehouse.root}\n"
           "query any view: lambda-sales query sales_daily --where region=north\n"

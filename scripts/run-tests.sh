@@ -24,7 +24,7 @@ $BIN/mypy || { echo "mypy found problems"; exit 1; }
 
 echo "== tests"
 set +e
-$BIN/python -m pytest --durations=30 "$@"
+$BIN/python -m pytest --durations=60 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -1,7 +1,12 @@
-"""Process helpers for the fault tests: find a CLI's JVM and wait until a killed job is gone."""
+"""Process helpers for tests that run servers and jobs in their own processes: a free port,
+stopping a process group, finding a CLI's JVM and waiting until a killed job is gone."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -31,3 +36,25 @@ def wait_gone(pids: list[int], timeout: float = 120) -> None:
             except OSError:
                 break
             time.sleep(0.2)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_group(process: subprocess.Popen[bytes], term_wait: float = 30) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its whole group (a Spark
+    worker takes its executors with it); SIGKILL the group if it lingers."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from sales_core.lakehouse import Lakehouse
 from tests.conftest import write_jsonl
 from tests.integration.test_alerts import Webhook
 from tests.oracle import compute_views, event, raw_json, rows_to_view
+from tests.processes import free_port, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -41,12 +40,6 @@ EVENTS = [
     event("a2", amount="250.50", event_time="2024-05-01T11:30:00Z", region="south", customer_id="c2"),
     event("a3", amount="1200.00", event_time="2024-05-02T09:00:00Z", channel="mobile"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -163,19 +156,6 @@ def test_a_failing_batch_is_retried_then_alerts_the_webhook(airflow_home: Airflo
     assert airflow_alert["text"].startswith("[lambda-sales] job_failed: Airflow lambda_sales_nightly.batch failed")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture
 def airflow_server(airflow_home: AirflowHome, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """API server, scheduler and DAG processor, sharing the metadata database; stopped after."""
@@ -219,7 +199,7 @@ def airflow_server(airflow_home: AirflowHome, tmp_path: Path) -> Iterator[tuple[
         yield url, env
     finally:
         for p in reversed(processes):
-            _stop(p)
+            stop_group(p)
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 1500) -> subprocess.CompletedProcess[str]:

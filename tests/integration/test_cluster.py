@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ import pytest
 
 from sales_core.generator import GeneratorSpec, generate_records, write_landing_files
 from sales_core.lakehouse import Lakehouse
+from tests.processes import free_port, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -36,12 +35,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = PROJECT_ROOT / "spark-submit.sh"
 KAFKA_PORT = 19098
 WORKERS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spark_home() -> Path:
@@ -59,20 +52,6 @@ class Cluster:
     def state(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.ui}/json/", timeout=5) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group (a worker takes its executors with it), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +104,7 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
         yield cluster
     finally:
         for p in reversed(processes):
-            _stop(p)
+            stop_group(p, term_wait=20)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from batch_layer.job import run_batch
 from sales_core.views import VIEWS
 from tests.conftest import write_jsonl
 from tests.oracle import compute_views, event, rows_to_view
+from tests.processes import free_port
 from tests.serving_helpers import raw, speed_micro_batch
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,6 @@ SPEED = [
     event("h6", amount="75.25", event_time="2019-01-01T00:00:00Z", region="west", customer_id="c5"),  # late
 ]
 EVENTS = BATCH + SPEED
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def lakehouse_files(root: str) -> dict[str, int]:
