@@ -24,7 +24,10 @@ $BIN/mypy || { echo "mypy found problems"; exit 1; }
 
 echo "== tests"
 set +e
-$BIN/python -m pytest --durations=60 "$@"
+# Two workers, a test module each at a time (module fixtures stay in one process): a
+# single session leaves about a third of the two cores idle (py4j round trips, driver-side
+# planning, waits for brokers and JVM starts). PYTEST_WORKERS=0 runs in one process.
+$BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --durations=60 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
