@@ -27,7 +27,9 @@ set +e
 # Two workers, a test module each at a time (module fixtures stay in one process): a
 # single session leaves about a third of the two cores idle (py4j round trips, driver-side
 # planning, waits for brokers and JVM starts). PYTEST_WORKERS=0 runs in one process.
-$BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --durations=60 "$@"
+# --no-loadscope-reorder: modules in tests/conftest.py's order (longest first), not by test count
+# (xdist's default puts the big unit modules first and the 10-minute fault tests last).
+$BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
