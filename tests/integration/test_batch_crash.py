@@ -117,6 +117,7 @@ def reference(spark, tmp_path_factory):  # type: ignore[no-untyped-def]
     return outcome(spark, Lakehouse(config.lakehouse.root))
 
 
+@pytest.mark.timeout(3000)  # six cold JVM starts in a row: past the 900 s default when two workers share the cores
 def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, reference) -> None:  # type: ignore[no-untyped-def]
     """Kill the job at every step, each run resuming from the state the last kill left.
 
