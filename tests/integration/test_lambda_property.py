@@ -52,7 +52,7 @@ from tests.serving_helpers import expected_df
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-KAFKA_PORT = 19099
+KAFKA_PORT = 19093
 SEEDS = int(os.environ.get("LAMBDA_SALES_PROPERTY_SEEDS", "2"))
 STEPS = int(os.environ.get("LAMBDA_SALES_PROPERTY_STEPS", "3"))
 PER_TRIGGER = 3
