@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from bench.common import (  # noqa: E402
     machine_info,
     parse_count,
 )
+from sales_core.devservices import stop_group  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,15 +118,7 @@ def standalone_cluster(base: Path, *, workers: int, worker_memory: str) -> Itera
         yield url
     finally:
         for p in reversed(processes):
-            for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(p.pid, sig)
-                    p.wait(wait)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(p, term_wait=20)
 
 
 def start_session(master: str, args: argparse.Namespace, extra: dict[str, str]) -> tuple[Any, float]:

@@ -3,12 +3,13 @@ stopping a process group, finding a CLI's JVM and waiting until a killed job is 
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
+
+from sales_core.devservices import stop_group
+
+__all__ = ["descendants", "free_port", "stop_group", "wait_gone"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -43,18 +44,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def stop_group(process: subprocess.Popen[bytes], term_wait: float = 30) -> None:
-    """SIGTERM a process started with ``start_new_session=True`` and its whole group (a Spark
-    worker takes its executors with it); SIGKILL the group if it lingers."""
-    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

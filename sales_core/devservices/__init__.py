@@ -151,6 +151,42 @@ def terminate(pid: int, marker: str, timeout: float = 30.0) -> None:
     raise ServiceError(f"pid {pid} did not exit after SIGKILL")
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def stop_group(process: subprocess.Popen[bytes], term_wait: float = 30.0) -> None:
+    """Stop a process started with ``start_new_session=True`` together with its whole group
+    (a Spark worker takes its executors with it): SIGTERM, then SIGKILL if it lingers.
+
+    Once the leader has been reaped its pid may belong to a new program, so the group is then
+    only signalled while the pid itself is free and the group still has members: the kernel
+    does not reuse a group id that is still in use, so those members are the leader's.
+    """
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 10.0)):
+        if process.poll() is not None:
+            if Path(f"/proc/{process.pid}").exists() or not _group_members(process.pid):
+                return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_members(process.pid):
+                return
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if needed) for the block."""

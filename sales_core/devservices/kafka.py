@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -56,6 +57,8 @@ DEFAULT_PORT = 9092
 #: The KRaft controller listens on ``port + CONTROLLER_PORT_OFFSET`` (10092 for 9092).
 CONTROLLER_PORT_OFFSET = 1000
 START_TIMEOUT_S = 90.0
+#: Launches tried when a signal from outside kills the broker while it starts.
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError")
@@ -339,13 +342,49 @@ def _broker_responds(bootstrap: str) -> bool:
         admin.close()
 
 
-def _wait_until_ready(pid: int, layout: _Layout, bootstrap: str, timeout: float) -> None:
+class _BrokerExited(ServiceError):
+    """The broker ended before it became ready; ``signal_number`` says which signal killed it."""
+
+    def __init__(self, message: str, signal_number: int | None) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+def _exit_description(process: subprocess.Popen[bytes] | None) -> tuple[str, int | None]:
+    """How a launched broker ended, e.g. ``"killed by SIGKILL"`` or ``"exit status 1"``."""
+    code = process.poll() if process is not None else None
+    if code is None:
+        return "exited", None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}", -code
+    return f"exited with status {code}", None
+
+
+def _wait_until_ready(
+    pid: int,
+    layout: _Layout,
+    bootstrap: str,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
     host, port = bootstrap.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process_matches(pid, str(layout.props)):
-            raise ServiceError(
-                f"Kafka broker exited during start-up; log tail: {log_tail(layout.log_file)}"
+        # Our own child: poll() keeps its exit status (process_matches would reap it unseen).
+        alive = (
+            process.poll() is None
+            if process is not None
+            else process_matches(pid, str(layout.props))
+        )
+        if not alive:
+            how, signal_number = _exit_description(process)
+            raise _BrokerExited(
+                f"Kafka broker {how} during start-up; log tail: {log_tail(layout.log_file)}",
+                signal_number,
             )
         if port_open(host, int(port)) and _broker_responds(bootstrap):
             return
@@ -415,30 +454,43 @@ def start(
             MAIN_CLASS,
             str(layout.props),
         ]
-        logger.info(
-            "starting Kafka %s on %s (data in %s)", KAFKA_VERSION, bootstrap, layout.data_dir
-        )
-        started = time.monotonic()
-        with layout.log_file.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=layout.data_dir,
-                start_new_session=True,
-            )
-        _launched[process.pid] = process
-        layout.pid_file.write_text(f"{process.pid}\n")
-        try:
-            _wait_until_ready(process.pid, layout, bootstrap, timeout)
-        except ServiceError:
-            terminate(process.pid, str(layout.props), timeout=10.0)
-            _launched.pop(process.pid, None)
-            layout.pid_file.unlink(missing_ok=True)
-            raise
-        logger.info("Kafka broker ready on %s in %.1f s", bootstrap, time.monotonic() - started)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                _launch(command, layout, bootstrap, timeout)
+                break
+            except _BrokerExited as exited:
+                # A signal from outside (another program's clean-up, the OOM killer) is not
+                # the broker's fault and does not repeat; a broker that fails by itself does.
+                if exited.signal_number is None or attempt == START_ATTEMPTS:
+                    raise
+                logger.warning("%s; starting it again (attempt %d)", exited, attempt + 1)
         return status(data_dir=layout.data_dir)
+
+
+def _launch(command: list[str], layout: _Layout, bootstrap: str, timeout: float) -> None:
+    """Run the broker in its own session and wait until it answers; stop it if it does not."""
+    logger.info("starting Kafka %s on %s (data in %s)", KAFKA_VERSION, bootstrap, layout.data_dir)
+    started = time.monotonic()
+    with layout.log_file.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=layout.data_dir,
+            start_new_session=True,
+        )
+    _launched[process.pid] = process
+    layout.pid_file.write_text(f"{process.pid}\n")
+    try:
+        _wait_until_ready(process.pid, layout, bootstrap, timeout, process)
+    except ServiceError:
+        if process.poll() is None:
+            terminate(process.pid, str(layout.props), timeout=10.0)
+        _launched.pop(process.pid, None)
+        layout.pid_file.unlink(missing_ok=True)
+        raise
+    logger.info("Kafka broker ready on %s in %.1f s", bootstrap, time.monotonic() - started)
 
 
 def stop(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +89,37 @@ def test_kafka_broker_round_trip(kafka_data: Path) -> None:
     assert not stopped.running and stopped.pid is None
     assert not kafka.status(data_dir=kafka_data).running
     assert not kafka.stop(data_dir=kafka_data).running, "stop must be idempotent"
+
+
+def test_kafka_start_survives_a_signal_that_kills_the_broker_while_it_starts(
+    kafka_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program's clean-up (or the OOM killer) may kill the JVM before it answers: start
+    launches it again instead of failing, and says how the first one ended."""
+    killed: list[int] = []
+
+    def kill_first_launch() -> None:
+        pid_file = kafka_data / "kafka.pid"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                pid = int(pid_file.read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_launch)
+    killer.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="sales_core.devservices.kafka"):
+            started = kafka.start(port=KAFKA_PORT, data_dir=kafka_data)
+    finally:
+        killer.join()
+    assert killed, "the test never saw the broker's pid file"
+    assert started.running and started.pid != killed[0]
+    assert any("killed by SIGKILL" in r.getMessage() for r in caplog.records)
+    assert kafka.create_topic(started.bootstrap or "", "after-restart", partitions=1) is True
 
 
 def test_kafka_start_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
