@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from functools import reduce
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.database import JdbcSource
 from batch_layer.landing import read_landing_files
 from batch_layer.ledger import IngestPlan
+from sales_core.errors import IO_FAILURE_PACKAGES, SourceError, one_line, root_cause_class
 from sales_core.faults import fault_point
 from sales_core.lakehouse import Lakehouse, ensure_master_dataset, ensure_quarantine
 from sales_core.master import insert_new_events, with_ingest_metadata
@@ -79,6 +80,24 @@ def read_epoch_sources(spark: SparkSession, plan: IngestPlan, jdbc: JdbcSource |
     return reduce(DataFrame.unionByName, parts)
 
 
+def _read_summary(validated: DataFrame, plan: IngestPlan) -> list[Row]:
+    """Records per (source, reason): the first action, so the one that reads the sources.
+
+    Raises:
+        SourceError: a source could not be read (a landing file without read permission or
+            gone since it was listed, the database refusing the read).
+    """
+    try:
+        return validated.groupBy("source", "reject_reason").agg(
+            F.count(F.lit(1)).alias("records"),
+            F.sum(F.when(F.col("reject_reason").isNull() & (F.col("defaulted") > 0), 1).otherwise(0)).alias("defaulted"),
+        ).collect()
+    except Exception as exc:
+        if (root_cause_class(exc) or "").startswith(IO_FAILURE_PACKAGES):
+            raise SourceError(f"cannot read the sources of {plan.tag}: {one_line(exc)}") from None
+        raise
+
+
 def ingest_epoch(
     spark: SparkSession,
     lakehouse: Lakehouse,
@@ -92,10 +111,7 @@ def ingest_epoch(
     ensure_quarantine(spark, lakehouse)
     validated = envelopes.transform(validate(now=plan.planned_at)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        summary = validated.groupBy("source", "reject_reason").agg(
-            F.count(F.lit(1)).alias("records"),
-            F.sum(F.when(F.col("reject_reason").isNull() & (F.col("defaulted") > 0), 1).otherwise(0)).alias("defaulted"),
-        ).collect()
+        summary = _read_summary(validated, plan)
 
         (
             validated.transform(quarantine_records(plan.planned_at))

@@ -27,7 +27,7 @@ from batch_layer.publish import Generation, current_generation, recompute_and_pu
 from batch_layer.reconcile import reconcile_handoff, reconciliation_drift_alert
 from sales_core.alerts import JOB_FAILED, QUALITY_BELOW_THRESHOLD, notify
 from sales_core.config import Config
-from sales_core.errors import PipelineError, QualityGateError
+from sales_core.errors import PipelineError, QualityGateError, one_line
 from sales_core.faults import fault_point
 from sales_core.lakehouse import Lakehouse, table_version
 from sales_core.quality import EMPTY, QualityReport
@@ -175,7 +175,7 @@ def run_batch(
         raise
     except Exception as exc:
         record.status, record.ended_at = "failed", utcnow()
-        record.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        record.error = one_line(exc)
         try:
             save_run(spark, lakehouse.pipeline_runs, record)
         except Exception:  # the original failure matters more than recording it
@@ -201,7 +201,7 @@ def _reconcile(
         )
     except Exception as exc:  # the publish stands; say why the check is missing
         log.exception("reconciliation failed")
-        return {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+        return {"error": one_line(exc)}
     if result.absorbed:
         progress(f"reconciled absorbed speed micro-batches {result.compared_batches}: " + ("DRIFT" if result.drift else "no drift"))
     if result.drift:

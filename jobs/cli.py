@@ -376,11 +376,6 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -389,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(os.environ.get("LAMBDA_SALES_LOG_LEVEL", "WARNING"), "text")
     handler: Callable[[argparse.Namespace], int] = args.handler
     from sales_core.errors import PipelineError
+    from sales_core.errors import one_line as _one_line
     from serving_layer.rows import FilterError
 
     try:

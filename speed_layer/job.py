@@ -25,7 +25,7 @@ from pyspark.sql.streaming import StreamingQuery
 from batch_layer.publish import SPEED_STREAM
 from sales_core.alerts import JOB_FAILED, StreamAlerts, notify
 from sales_core.config import Config
-from sales_core.errors import PipelineError
+from sales_core.errors import PipelineError, one_line
 from sales_core.lakehouse import Lakehouse
 from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
 from speed_layer.checkpoint import check_start
@@ -114,17 +114,6 @@ class _GatedSink(SpeedSink):
             self._alerts.observe(batch_id, metrics.kafka_lag, metrics.freshness_ms)
 
 
-def _failure(exc: BaseException) -> str:
-    """The line of a streaming failure worth showing: the Python exception raised in the sink
-    when there is one, else the first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in reversed(lines):
-        match = re.match(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", line)
-        if match and not match.group(1).startswith(("py4j", "org.", "java.", "scala.")):
-            return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)}"
-    return lines[0] if lines else type(exc).__name__
-
-
 def _stop_between_micro_batches(query: StreamingQuery, progress: Progress) -> None:
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     waited = False
@@ -147,7 +136,7 @@ def _await(query: StreamingQuery, sink: _GatedSink, stop: threading.Event, progr
         if sink.refused is None:
             raise
     if query.exception() is not None and sink.refused is None:
-        raise PipelineError(f"the streaming query failed: {_failure(query.exception())}")  # type: ignore[arg-type]
+        raise PipelineError(f"the streaming query failed: {one_line(query.exception())}")  # type: ignore[arg-type]
     return stop.is_set()
 
 
@@ -217,7 +206,7 @@ def run_speed(
                 query.stop()
     except Exception as exc:
         record.status, record.ended_at = "failed", utcnow()
-        record.error = _failure(exc)
+        record.error = one_line(exc)
         _record_totals(record, sink.totals)
         save_run(spark, lakehouse.pipeline_runs, record)
         notify(config, JOB_FAILED, f"speed run {record.run_id} failed: {record.error}",

@@ -10,6 +10,7 @@ they must also be fast).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -123,6 +124,41 @@ def test_batch_with_missing_landing_location(tmp_path: Path) -> None:
     conf = _conf(tmp_path, landing=missing)
     result, _ = _run(["batch", "--quiet", "--conf", str(conf)], _env(), tmp_path)
     _assert_one_line_error(result, "no-such-landing-dir")
+
+
+def _without_root_file_access(command: list[str]) -> list[str]:
+    """Root reads any file whatever its mode: drop the capabilities that allow it, so a mode
+    000 file is as unreadable to the job as it is to any other user."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without util-linux setpriv: no way to make a file unreadable")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+
+
+def test_batch_with_an_unreadable_landing_file(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "readable.jsonl").write_text('{"event_id": "e-1"}\n', encoding="utf-8")
+    secret = landing / "no-read-permission.jsonl"
+    secret.write_text('{"event_id": "e-2"}\n', encoding="utf-8")
+    secret.chmod(0o000)
+    conf = _conf(tmp_path, landing=landing)
+    command = _without_root_file_access([CLI, "batch", "--quiet", "--conf", str(conf)])
+    result = subprocess.run(command, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+
+    line = _assert_one_line_error(result, "no-read-permission.jsonl")
+    assert "Permission denied" in line and "Traceback" not in line
+
+    from deltalake import DeltaTable
+
+    runs = DeltaTable(str(tmp_path / "lakehouse" / "meta" / "pipeline_runs")).to_pyarrow_table().to_pylist()
+    assert [(r["job"], r["status"]) for r in runs] == [("batch", "failed")]
+    assert "no-read-permission.jsonl" in runs[0]["error"]
+    master = tmp_path / "lakehouse" / "bronze" / "master_dataset"
+    assert not master.exists() or DeltaTable(str(master)).to_pyarrow_table().num_rows == 0
 
 
 def test_batch_with_unreachable_database(tmp_path: Path) -> None:
