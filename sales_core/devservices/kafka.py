@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,11 +288,30 @@ def _configured_bootstrap(layout: _Layout) -> str | None:
     return None
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A cluster id in Kafka's Uuid format that never starts with ``-``.
+
+    Kafka's own ``Uuid.randomUuid`` draws again for an id starting with ``-`` because the
+    storage tool's argument parser reads ``--cluster-id -abc…`` as a missing value followed by
+    an option; one random id in 64 starts with it.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _cluster_id(layout: _Layout) -> str:
-    """The data directory's stable cluster id (created once, in Kafka's Uuid format)."""
+    """The data directory's stable cluster id (created once, in Kafka's Uuid format).
+
+    A stored id starting with ``-`` (written by an older version, never accepted by the
+    storage tool, so no log directory was formatted with it) is replaced.
+    """
     if layout.cluster_id.is_file():
-        return layout.cluster_id.read_text().strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        stored = layout.cluster_id.read_text().strip()
+        if stored and not stored.startswith("-"):
+            return stored
+    cluster_id = new_cluster_id()
     layout.cluster_id.write_text(cluster_id + "\n")
     return cluster_id
 

@@ -1,0 +1,116 @@
+"""Where a speed-layer micro-batch spends its time, step by step.
+
+Runs ``run_speed(available_now=True)`` over a pre-filled topic of ``bench/stream.py`` (same
+broker, same port, same data: run ``bench/stream.py --only throughput --events N`` first so
+the topic ``bench-prefill-N`` exists), with a wall-clock timer around each step of the sink:
+the first look at the Kafka records (rows, offsets), validation with the count per reason,
+the insert-only MERGE into the master dataset, the four view increments (reading back the
+micro-batch's master rows, then one append per view), the metrics row; and, per run, the two
+run-record upserts. The first run pays for table creation and JIT warm-up; later runs show
+the steady state. Results are printed and appended to ``bench/out/results.jsonl``.
+
+    python bench/stream_steps.py --events 1M --runs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import json
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import OUT, load_average, machine_info, parse_count  # noqa: E402
+from bench.stream import Bench, config_for  # noqa: E402
+
+#: (module, attribute, step label): the steps timed, in the order a micro-batch runs them.
+STEPS = (
+    ("speed_layer.sink", "SpeedSink.write_micro_batch", "micro-batch (all steps)"),
+    ("speed_layer.sink", "_look_at", "first look: rows, offsets (Kafka read, cached)"),
+    ("speed_layer.sink", "SpeedSink._write_records", "validate + count + quarantine + master"),
+    ("speed_layer.sink", "insert_new_events", "  of which: MERGE into master dataset"),
+    ("speed_layer.sink", "SpeedSink._write_increments", "view increments (read back + 4 appends)"),
+    ("speed_layer.sink", "SpeedSink._append_increment", "  of which: the 4 appends"),
+    ("speed_layer.sink", "record_metrics", "stream_metrics row"),
+    ("speed_layer.job", "save_run", "run record upserts (per run, not per micro-batch)"),
+)
+
+
+def instrument(times: dict[str, list[float]]) -> None:
+    """Wrap every step of :data:`STEPS` with a timer that appends to ``times[label]``."""
+    import importlib
+
+    for module_name, attribute, label in STEPS:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = getattr(owner, name)
+
+        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                times[_label].append(time.monotonic() - started)
+
+        setattr(owner, name, functools.wraps(original)(timed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=parse_count, default=1_000_000, help="size of the pre-filled topic (default 1M)")
+    parser.add_argument("--runs", type=int, default=2, help="runs from an empty lakehouse (default 2)")
+    args = parser.parse_args(argv)
+
+    from sales_core.session import get_spark
+    from speed_layer import job
+
+    times: dict[str, list[float]] = collections.defaultdict(list)
+    instrument(times)
+    work = OUT / "stream"
+    bench = Bench(work)
+    topic = f"bench-prefill-{args.events}"
+    if bench.topic_size(topic) != args.events:
+        raise SystemExit(f"bench: topic {topic} is missing: run bench/stream.py --only throughput --events {args.events} first")
+    spark = get_spark(config_for(bench, work / "session", "unused").spark, app_name="bench-stream-steps")
+    results: dict[str, Any] = {"bench": "stream_steps", "at": datetime.now(timezone.utc).isoformat(),
+                               "machine": machine_info(), "load_before": load_average(), "args": vars(args), "runs": []}
+    for run in range(args.runs):
+        root = work / "steps"
+        shutil.rmtree(root, ignore_errors=True)
+        times.clear()
+        started = time.monotonic()
+        outcome = job.run_speed(spark, config_for(bench, root, topic), available_now=True, progress=lambda _m: None)
+        total = time.monotonic() - started
+        rows = [int(r) for r in _batch_rows(spark, root)]
+        print(f"run {run + 1}: {total:.1f}s for {outcome.totals.input_rows:,} events in micro-batches of {rows}", flush=True)
+        for _module, _attribute, label in STEPS:
+            spent = times.get(label, [])
+            print(f"    {label:50s} {sum(spent):7.1f}s  ({', '.join(f'{s:.1f}' for s in spent)})", flush=True)
+        results["runs"].append({"total_s": round(total, 1), "batch_rows": rows,
+                                "steps_s": {label: [round(s, 2) for s in times.get(label, [])] for *_x, label in STEPS}})
+    results["load_after"] = load_average()
+    with (OUT / "results.jsonl").open("a") as handle:
+        handle.write(json.dumps(results) + "\n")
+    return 0
+
+
+def _batch_rows(spark: Any, root: Path) -> list[int]:
+    from sales_core.lakehouse import Lakehouse
+
+    metrics = spark.read.format("delta").load(Lakehouse(str(root / "lakehouse")).stream_metrics)
+    return [r["input_rows"] for r in metrics.orderBy("batch_id").collect()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
