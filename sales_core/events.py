@@ -57,12 +57,13 @@ _JSON_FIELDS_SCHEMA = T.StructType(
     [T.StructField(name, T.StringType(), True) for name in EVENT_FIELDS]
     + [T.StructField(_CORRUPT, T.StringType(), True)]
 )
-# A JSON object, possibly padded with whitespace; anything else (array, scalar, garbage) is
-# `malformed`. Spark's parser flags broken text; this catches valid JSON that is not an object.
-_OBJECT_PATTERN = r"^\s*\{[\s\S]*\}\s*$"
+# What Java's regex `\s` matches: the whitespace around a JSON object.
+WHITESPACE = " \t\n\x0b\f\r"
 # With string literals blanked out, a `}` followed by anything but `,`, `}` or `]` means text
 # after the object (two objects on a line): Spark's parser would read only the first.
-_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+# Possessive: the alternatives never overlap, so no backtracking is needed (and none is done:
+# the plain form was the costliest expression of the parser).
+_JSON_STRING = r'"(?:[^"\\]++|\\.)*+"'
 _TEXT_AFTER_OBJECT = r"\}\s*[^\s,}\]]"
 # A numeric text, as in sales_core.rules; JSON numbers that look like this are re-read exactly.
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
@@ -77,16 +78,26 @@ _EXACT_NUMBERS_SCHEMA = T.StructType(
 _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, "allowSingleQuotes": "false"}
 
 
+_MALFORMED = "_malformed"
+
+
 def _envelope(
     df: DataFrame, fields: Column, malformed: Column, raw_record: Column
 ) -> DataFrame:
-    """Project ``df`` (already carrying the position columns) onto the envelope schema."""
-    return df.select(
+    """Project ``df`` (already carrying the position columns) onto the envelope schema.
+
+    ``malformed`` is evaluated once, in a projection of its own: every field depends on it,
+    and Spark keeps a projection apart when inlining would repeat a costly expression (here,
+    a third JSON parse and two regular expressions over the whole record, once per field).
+    """
+    flagged = df.withColumn(_MALFORMED, malformed)
+    is_malformed = F.col(_MALFORMED)
+    return flagged.select(
         *[F.col(name) for name in POSITION_FIELDS],
         raw_record.alias("raw_record"),
-        malformed.alias("malformed"),
+        is_malformed.alias("malformed"),
         *[
-            F.when(~malformed, fields.getField(name)).cast("string").alias(name)
+            F.when(~is_malformed, fields.getField(name)).cast("string").alias(name)
             for name in EVENT_FIELDS
         ],
     )
@@ -109,9 +120,14 @@ def parse_json_records(value_col: str = "value") -> Callable[[DataFrame], DataFr
             }
         )
         # Strict JSON (no trailing text, no single quotes), and an object, not an array/scalar.
+        # A JSON object, possibly padded with whitespace; anything else (array, scalar,
+        # garbage) is `malformed`. Spark's parser flags broken text; this catches valid JSON
+        # that is not an object. (Cheaper than the regex ^\s*\{[\s\S]*\}\s*$.)
+        trimmed = F.trim(value, F.lit(WHITESPACE))
+        is_object = trimmed.startswith("{") & trimmed.endswith("}") & (F.length(trimmed) >= 2)
         malformed = (
             value.isNull()
-            | ~value.rlike(_OBJECT_PATTERN)
+            | ~is_object
             | F.try_parse_json(value).isNull()
             | F.regexp_replace(value, _JSON_STRING, '""').rlike(_TEXT_AFTER_OBJECT)
             | F.col("_parsed").isNull()

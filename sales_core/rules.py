@@ -9,14 +9,15 @@ DataFrames alike and never runs an action.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sales_core.events import EVENT_FIELDS, POSITION_FIELDS
+from sales_core.events import EVENT_FIELDS, POSITION_FIELDS, WHITESPACE
 
 MONEY = T.DecimalType(18, 2)
 MAX_AMOUNT = "1000000.00"
@@ -90,42 +91,36 @@ QUARANTINE_SCHEMA = T.StructType(
 
 def _strip(c: Column) -> Column:
     """Trimmed of all whitespace (tabs and newlines too, not only spaces)."""
-    return F.regexp_replace(c, r"^\s+|\s+$", "")
+    return F.trim(c, F.lit(WHITESPACE))
 
 
-def _blank(c: Column) -> Column:
-    return c.isNull() | (_strip(c) == "")
+def _blank_text(stripped: Column) -> Column:
+    return stripped.isNull() | (stripped == "")
 
 
-def _text_or_default(c: Column, default: str, *, lower: bool) -> Column:
-    trimmed = _strip(c)
-    value = F.lower(trimmed) if lower else trimmed
-    return F.when(_blank(c), F.lit(default)).otherwise(value)
+def _text_or_default(stripped: Column, default: str, *, lower: bool) -> Column:
+    value = F.lower(stripped) if lower else stripped
+    return F.when(_blank_text(stripped), F.lit(default)).otherwise(value)
 
 
-def _quantity_number(c: Column) -> Column:
-    return _strip(c).try_cast("double")
-
-
-def _quantity_is_integer(c: Column) -> Column:
-    text = _strip(c)
-    number = _quantity_number(c)
+def _is_integer(text: Column, number: Column) -> Column:
+    """Whether a stripped quantity text (read as ``number``, a double) is a whole INT."""
     # Whole by its text (exact); the exponent form (2E3) is rare enough for a double check.
     whole = text.rlike(_WHOLE_NUMBER) | (text.rlike(_EXPONENT_FORM) & (number == F.floor(number)))
     return whole & number.isNotNull() & (F.abs(number) <= F.lit(INT_MAX))
 
 
-def _amount_decimal(c: Column) -> Column:
+def _amount_decimal(stripped: Column) -> Column:
     # A string to DECIMAL(38,2) cast rounds HALF_UP in one step: exact, no double involved.
-    return _strip(c).try_cast(T.DecimalType(38, 2))
+    return stripped.try_cast(T.DecimalType(38, 2))
 
 
-def _parse_event_time(c: Column) -> Column:
+def _parse_event_time(stripped: Column) -> Column:
     # ISO-8601 with `Z` or an offset; without a zone the session zone applies, which the
     # session factory pins to UTC (CONTRACT: no zone means UTC). Minutes without seconds
     # (10:00Z) are ISO-8601 too: Spark's cast needs the seconds, so they are added.
     text = F.regexp_replace(
-        _strip(c), r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)?$", "$1:00$2"
+        stripped, r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)?$", "$1:00$2"
     )
     return text.try_cast("timestamp")
 
@@ -138,29 +133,48 @@ def _processing_time(now: datetime | Column) -> Column:
     return F.lit(now).cast("timestamp")
 
 
-def reject_reason(now: datetime | Column) -> Column:
-    """The first reason code that applies to an envelope row, or null when it is valid."""
-    quantity = F.col("quantity")
-    amount = F.col("amount")
-    event_time = F.col("event_time")
-    quantity_int = _quantity_number(quantity)
-    amount_dec = _amount_decimal(amount)
-    ts = _parse_event_time(event_time)
+@dataclass(frozen=True)
+class _Parsed:
+    """What the rules look at: each field's stripped text and the typed values read from it.
+
+    :func:`validate` computes each of them once, in projections of their own, and passes
+    column references; :func:`reject_reason` passes the expressions themselves.
+    """
+
+    text: Mapping[str, Column]
+    quantity: Column  # the quantity as a double (null when not numeric)
+    amount: Column  # the amount as DECIMAL(38,2), rounded half-up (null when not numeric)
+    event_time: Column  # the event time as a timestamp (null when not a time)
+
+    @classmethod
+    def inline(cls) -> _Parsed:
+        text = {name: _strip(F.col(name)) for name in EVENT_FIELDS}
+        return cls(
+            text=text,
+            quantity=text["quantity"].try_cast("double"),
+            amount=_amount_decimal(text["amount"]),
+            event_time=_parse_event_time(text["event_time"]),
+        )
+
+
+def _reason(parsed: _Parsed, now: datetime | Column) -> Column:
+    text = parsed.text
+    quantity, amount, ts = parsed.quantity, parsed.amount, parsed.event_time
     limit = _processing_time(now) + F.expr(f"INTERVAL {FUTURE_TOLERANCE_MINUTES} MINUTES")
     checks: list[tuple[Column, str]] = [
         (F.col("malformed"), MALFORMED),
-        *[(_blank(F.col(name)), f"missing_required:{name}") for name in REQUIRED_FIELDS],
-        (_blank(quantity), "missing_required:quantity"),
-        (~_quantity_is_integer(quantity), "invalid_type:quantity"),
-        (quantity_int < 1, "invalid_quantity"),
-        (_blank(amount), "missing_required:amount"),
-        (~_strip(amount).rlike(_NUMBER_OR_INFINITE), "invalid_type:amount"),
+        *[(_blank_text(text[name]), f"missing_required:{name}") for name in REQUIRED_FIELDS],
+        (_blank_text(text["quantity"]), "missing_required:quantity"),
+        (~_is_integer(text["quantity"], quantity), "invalid_type:quantity"),
+        (quantity < 1, "invalid_quantity"),
+        (_blank_text(text["amount"]), "missing_required:amount"),
+        (~text["amount"].rlike(_NUMBER_OR_INFINITE), "invalid_type:amount"),
         # Too large for DECIMAL(38,2): out of range (or negative, when it has a minus sign).
-        (amount_dec.isNull() & _strip(amount).startswith("-"), "negative_amount"),
-        (amount_dec.isNull(), "amount_out_of_range"),
-        (amount_dec < 0, "negative_amount"),
-        (amount_dec > F.lit(MAX_AMOUNT).cast(MONEY), "amount_out_of_range"),
-        (_blank(event_time), "missing_required:event_time"),
+        (amount.isNull() & text["amount"].startswith("-"), "negative_amount"),
+        (amount.isNull(), "amount_out_of_range"),
+        (amount < 0, "negative_amount"),
+        (amount > F.lit(MAX_AMOUNT).cast(MONEY), "amount_out_of_range"),
+        (_blank_text(text["event_time"]), "missing_required:event_time"),
         (ts.isNull(), "invalid_type:event_time"),
         (ts < F.lit(MIN_EVENT_TIME).cast("timestamp"), "event_time_out_of_range"),
         (ts > limit, "future_event_time"),
@@ -169,6 +183,11 @@ def reject_reason(now: datetime | Column) -> Column:
     for condition, code in reversed(checks):
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(code)).otherwise(reason)
     return reason
+
+
+def reject_reason(now: datetime | Column) -> Column:
+    """The first reason code that applies to an envelope row, or null when it is valid."""
+    return _reason(_Parsed.inline(), now)
 
 
 def revenue_category(amount: Column) -> Column:
@@ -193,30 +212,48 @@ def validate(*, now: datetime | Column) -> Callable[[DataFrame], DataFrame]:
     """
 
     def transform(df: DataFrame) -> DataFrame:
-        ts = _parse_event_time(F.col("event_time"))
+        # Each stripped text, then each typed value, in a projection of its own: the rules
+        # read them many times, and Spark keeps a projection apart when inlining it would
+        # repeat a costly expression (one regex or cast per use, per row, otherwise).
+        texts = {name: f"_text_{name}" for name in EVENT_FIELDS}
+        stripped = df.withColumns({alias: _strip(F.col(name)) for name, alias in texts.items()})
+        text = {name: F.col(alias) for name, alias in texts.items()}
+        typed = stripped.withColumns(
+            {
+                "_quantity": text["quantity"].try_cast("double"),
+                "_amount": _amount_decimal(text["amount"]),
+                "_event_time": _parse_event_time(text["event_time"]),
+            }
+        )
+        parsed = _Parsed(
+            text=text,
+            quantity=F.col("_quantity"),
+            amount=F.col("_amount"),
+            event_time=F.col("_event_time"),
+        )
+        ts = parsed.event_time
         # try_cast: an amount too large for DECIMAL(18,2) is rejected, never an overflow error.
-        amount = _amount_decimal(F.col("amount")).try_cast(MONEY)
+        amount = parsed.amount.try_cast(MONEY)
         event_date = F.to_date(ts)
         optional = {
-            "customer_id": _text_or_default(F.col("customer_id"), "anonymous", lower=False),
-            "category": _text_or_default(F.col("category"), "unknown", lower=True),
-            "region": _text_or_default(F.col("region"), "unknown", lower=True),
-            "channel": _text_or_default(F.col("channel"), "unknown", lower=True),
+            "customer_id": _text_or_default(text["customer_id"], "anonymous", lower=False),
+            "category": _text_or_default(text["category"], "unknown", lower=True),
+            "region": _text_or_default(text["region"], "unknown", lower=True),
+            "channel": _text_or_default(text["channel"], "unknown", lower=True),
         }
         defaulted = sum(
-            (F.when(_blank(F.col(name)), 1).otherwise(0) for name in optional), F.lit(0)
+            (F.when(_blank_text(text[name]), 1).otherwise(0) for name in optional), F.lit(0)
         )
-        reason = reject_reason(now)
-        return df.select(
+        return typed.select(
             *[F.col(name) for name in POSITION_FIELDS],
             F.col("raw_record"),
-            reason.alias("reject_reason"),
+            _reason(parsed, now).alias("reject_reason"),
             defaulted.alias("defaulted"),
             F.col("event_id"),
             F.col("order_id"),
             F.col("product_id"),
             *[column.alias(name) for name, column in optional.items()],
-            F.when(_quantity_is_integer(F.col("quantity")), _quantity_number(F.col("quantity")))
+            F.when(_is_integer(text["quantity"], parsed.quantity), parsed.quantity)
             .cast("int")
             .alias("quantity"),
             amount.alias("amount"),

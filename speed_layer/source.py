@@ -97,8 +97,11 @@ def kafka_envelopes(kafka_records: DataFrame) -> DataFrame:
         F.col("key").cast("string").alias("source_key"),
         F.col("value").cast("string").alias("value"),
     )
-    envelopes = as_text.transform(parse_json_records("value"))
-    malformed = F.col("malformed") | ~F.coalesce(F.is_valid_utf8(F.col("raw_record")), F.lit(True))
+    envelopes = as_text.transform(parse_json_records("value")).withColumn(
+        "_malformed",
+        F.col("malformed") | ~F.coalesce(F.is_valid_utf8(F.col("raw_record")), F.lit(True)),
+    )
+    malformed = F.col("_malformed")  # evaluated once, not once per field
     return envelopes.select(
         *[
             malformed.alias(name)
