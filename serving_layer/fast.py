@@ -11,7 +11,10 @@ never change once written, so a cache never serves stale rows:
 * a generation's batch view rows, by (table id, generation): written before the publish
   commit and never changed afterwards;
 * each speed increments data file, by its path: Delta data files are immutable;
-* the merged view, by the pinned versions of the three tables it was computed from.
+* the merged view, by the pinned versions of the three tables it was computed from;
+* per view, the last merged view with the increments files it holds: when only new
+  increments files arrived since (a micro-batch), the next merged view is that one ⊕ the new
+  files' rows, exact because every measure is a monoid, instead of a merge of everything.
 
 Only tables delta-rs can read through Arrow are accepted: ``to_pyarrow_dataset`` refuses
 reader features such as deletion vectors or column mapping with a clear error (the tables
@@ -94,6 +97,16 @@ def above_handoff(handoff: dict[str, int]) -> pc.Expression:
 
 
 @dataclass(frozen=True)
+class _MergedBase:
+    """A merged view and what it was computed from: the inputs that must be the same for a
+    later merge to start from it (``lineage``) and the increments files it holds."""
+
+    lineage: tuple[Any, ...]
+    files: frozenset[str]
+    rows: pa.Table
+
+
+@dataclass(frozen=True)
 class _Pinned:
     """A table at the version just resolved. The delta-rs object is shared and moves on with
     the next resolve, so it is only used under the reader's lock."""
@@ -119,6 +132,9 @@ class FastServing:
         self._gold_rows: dict[tuple[str, str | None, int], pa.Table] = {}
         self._increment_files: dict[tuple[str, str], pa.Table] = {}
         self._merged: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._bases: dict[str, _MergedBase] = {}
+        # How each merged view was computed ("full" or "incremental"): for tests and benchmarks.
+        self.merges: dict[str, int] = {"full": 0, "incremental": 0}
         self._duck = duckdb.connect(":memory:")
         self._duck.execute("SET TimeZone = 'UTC'")
 
@@ -167,27 +183,24 @@ class FastServing:
             self._gold_rows[key] = rows
         return rows
 
-    def _increments(self, view: ViewDef, pinned: _Pinned, handoff: dict[str, int]) -> pa.Table:
+    def _increment_files_above(self, pinned: _Pinned, handoff: dict[str, int]) -> tuple[dict[str, pa.Table], pa.Schema]:
+        """The increments table's live data files that may hold micro-batches above the
+        hand-off mark, each file's rows (all of them: filter with :func:`above_handoff`),
+        and the table's schema."""
         assert pinned.table is not None
         dataset = pinned.table.to_pyarrow_dataset()
-        wanted = above_handoff(handoff)
-        columns = ["stream", "batch_id", *view.columns]
-        parts: list[pa.Table] = []
-        live: set[tuple[str, str]] = set()
+        files: dict[str, pa.Table] = {}
         # Files whose statistics show only covered micro-batches are pruned unread.
-        for fragment in dataset.get_fragments(filter=wanted):
+        for fragment in dataset.get_fragments(filter=above_handoff(handoff)):
             key = (pinned.table.table_uri, fragment.path)
-            live.add(key)
             rows = self._increment_files.get(key)
             if rows is None:
-                rows = fragment.to_table(schema=dataset.schema, columns=columns)
+                rows = fragment.to_table(schema=dataset.schema)
                 self._increment_files[key] = rows
-            parts.append(rows)
-        for stale in [k for k in self._increment_files if k[0] == pinned.table.table_uri and k not in live]:
+            files[fragment.path] = rows
+        for stale in [k for k in self._increment_files if k[0] == pinned.table.table_uri and k[1] not in files]:
             del self._increment_files[stale]
-        if not parts:
-            return dataset.schema.empty_table().select(columns)
-        return pa.concat_tables(parts).filter(wanted)
+        return files, dataset.schema
 
     def _merged_view(self, view: ViewDef) -> tuple[pa.Table, int | None, dict[str, int], dict[str, int]]:
         """The whole merged view at freshly pinned versions: (rows, generation, handoff, versions)."""
@@ -207,27 +220,53 @@ class FastServing:
             if merged is not None:
                 self._merged.move_to_end(key)
                 return merged, generation, handoff, versions
-            sources: list[pa.Table] = []
-            if generation is not None and gold.table is not None:
-                sources.append(self._gold(view, gold, generation))
+            lineage = (generations.table_id, generation, tuple(sorted(handoff.items())), gold.table_id, increments.table_id)
+            files: dict[str, pa.Table] = {}
             if increments.table is not None:
-                sources.append(self._increments(view, increments, handoff).select(list(view.columns)))
+                files, schema = self._increment_files_above(increments, handoff)
+                # An increments table without micro-batches above the mark is an empty view part.
+                empty = schema.empty_table().select(list(view.columns))
+            base = self._bases.get(view.name)
+            incremental = base is not None and base.lineage == lineage and base.files <= files.keys()
+            sources: list[pa.Table] = []
+            if base is not None and incremental:
+                # Only new micro-batches since the last merge: add them to it.
+                sources.append(base.rows)
+                new_files = [files[path] for path in sorted(files.keys() - base.files)]
+            else:
+                if generation is not None and gold.table is not None:
+                    sources.append(self._gold(view, gold, generation))
+                new_files = [files[path] for path in sorted(files)]
+        wanted = above_handoff(handoff)
+        sources.extend(rows.filter(wanted).select(list(view.columns)) for rows in new_files)
+        if increments.table is not None and not sources:
+            sources.append(empty)
+        sources = [s for s in sources if s.num_rows] or sources[:1]
         if not sources:
             raise NoViewsError("no views yet: run `lambda-sales batch` or `lambda-sales speed` first")
+        if base is not None and incremental and len(sources) == 1 and sources[0] is base.rows:
+            merged = base.rows  # nothing new above the mark (a covered file, another table's commit)
+        else:
+            merged = self._merge(view, sources)
+        with self._lock:
+            self.merges["incremental" if incremental else "full"] += 1
+            self._bases[view.name] = _MergedBase(lineage, frozenset(files), merged)
+            self._merged[key] = merged
+            while len(self._merged) > MERGED_CACHE_ENTRIES:
+                self._merged.popitem(last=False)
+        return merged, generation, handoff, versions
+
+    def _merge(self, view: ViewDef, sources: list[pa.Table]) -> pa.Table:
+        """``merge_partials`` of ``sources`` (rows of the view's columns) in key order."""
         partials = pa.concat_tables([s.cast(sources[0].schema) for s in sources])
         cursor = self._duck.cursor()
         try:
             cursor.register("partials", partials)
             # Kept in key order: a page of the unfiltered view is then a slice, with no sort.
             ordered = merge_sql(view, "partials") + " ORDER BY " + ", ".join(_ident(k) for k in view.key_names)
-            merged = cursor.sql(ordered).to_arrow_table()
+            return cursor.sql(ordered).to_arrow_table()
         finally:
             cursor.close()
-        with self._lock:
-            self._merged[key] = merged
-            while len(self._merged) > MERGED_CACHE_ENTRIES:
-                self._merged.popitem(last=False)
-        return merged, generation, handoff, versions
 
     # ------------------------------------------------------------------ answering
 
@@ -268,9 +307,10 @@ class FastServing:
         return Answer(arrow_rows(result, view.columns), generation, handoff, versions)
 
     def clear_merged_cache(self) -> None:
-        """Forget merged views (the file caches stay): as when every table has a new version."""
+        """Forget merged views (the file caches stay): the next answer merges everything."""
         with self._lock:
             self._merged.clear()
+            self._bases.clear()
 
     def rows(self, view_name: str, **query: Any) -> list[dict[str, Any]]:
         """Every row of a merged view (a convenience for Python callers and tests)."""

@@ -208,6 +208,43 @@ def test_tampered_increment_shows_as_drift_in_the_run_record(spark, make_config,
     assert rows_to_view(FastServing(lakehouse.root).rows("sales_daily"), "sales_daily") == compute_views(BATCH_1 + SPEED_0 + SPEED_1)["sales_daily"]
 
 
+def test_a_long_lived_reader_adds_new_micro_batches_to_its_last_merge(spark, make_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The HTTP server's reader merges only the new increments files into its last merged view
+    when nothing else changed, and everything again after a publish or a compaction; its
+    answers always equal a new reader's (same rows, types and order) and the oracle."""
+    config = make_config()
+    lakehouse = Lakehouse(config.lakehouse.root)
+    reader = FastServing(lakehouse.root)
+
+    def check(events: list[dict[str, Any]], merges: str, label: str) -> None:
+        before = dict(reader.merges)
+        for name, view in VIEWS.items():
+            for query in (ViewQuery(view), ViewQuery(view, limit=1, offset=1)):
+                rows = reader.answer(query).rows
+                assert rows == FastServing(lakehouse.root).answer(query).rows, f"{name}, {label}"
+            assert rows_to_view(reader.rows(name), name) == compute_views(events)[name], f"{name}, {label}"
+        assert reader.merges[merges] - before[merges] == len(VIEWS), (label, before, reader.merges)
+        assert sum(reader.merges.values()) - sum(before.values()) == len(VIEWS), (label, before, reader.merges)
+
+    write_jsonl(tmp_path / "landing" / "day1.jsonl", raw(BATCH_1))
+    run_batch(spark, config)
+    check(BATCH_1, "full", "generation 1")
+    speed_micro_batch(spark, config, 0, raw(SPEED_0) + [B1_AGAIN], first_offset=0)
+    check(BATCH_1 + SPEED_0, "full", "micro-batch 0 (the increments tables are new)")
+    speed_micro_batch(spark, config, 1, raw(SPEED_1), first_offset=10)
+    check(BATCH_1 + SPEED_0 + SPEED_1, "incremental", "micro-batch 1")
+    speed_micro_batch(spark, config, 2, raw(SPEED_2), first_offset=20)
+    check(ALL_EVENTS, "incremental", "micro-batch 2")
+    for name in VIEWS:  # compaction: files the last merge holds are gone
+        spark.sql(f"OPTIMIZE delta.`{lakehouse.speed_increments(name)}`")
+    check(ALL_EVENTS, "full", "OPTIMIZE of the increments tables")
+    run_batch(spark, config)  # generation 2 absorbs micro-batches 0-2
+    check(ALL_EVENTS, "full", "generation 2")
+    later = [event("s4", amount="5.55", event_time="2024-07-01T08:00:00Z", customer_id="c2")]
+    speed_micro_batch(spark, config, 3, raw(later) + raw(SPEED_1, amount="1.00"), first_offset=30)
+    check(ALL_EVENTS + later, "incremental", "micro-batch 3, with a duplicate")
+
+
 def test_readers_never_see_a_mixed_or_empty_generation(spark, make_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Fast-path queries loop in a thread while batches publish: every answer's totals are
     those of one consistent state (double-counted or missing speed events would show)."""
