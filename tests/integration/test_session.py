@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pyspark.errors import AnalysisException
 
+from sales_core.lakehouse import table_version
 from sales_core.packages import JVM_PACKAGES, cached_jars, jar_cache_dir
 
 pytestmark = pytest.mark.integration
@@ -33,3 +35,26 @@ def test_existing_session_is_reused(spark) -> None:  # type: ignore[no-untyped-d
     again = get_spark(load_config().spark)
     assert again is spark
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+
+
+def test_table_version_follows_commits_from_any_writer(spark, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The latest version through Delta's log API (and through the history, its fallback),
+    including commits another process made (delta-rs here, as the batch and speed jobs are
+    other processes for a server)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from sales_core import lakehouse
+
+    path = str(tmp_path / "table")
+    for version in range(2):
+        spark.range(1).write.format("delta").mode("append").save(path)
+        assert table_version(spark, path) == version
+    write_deltalake(path, pa.table({"id": pa.array([7], pa.int64())}), mode="append")
+    assert table_version(spark, path) == 2
+    assert lakehouse._DELTA_LOG_API["usable"], "the log API was not used"
+    with pytest.raises(AnalysisException, match="not a Delta table"):
+        table_version(spark, str(tmp_path / "nothing"))
+    monkeypatch.setitem(lakehouse._DELTA_LOG_API, "usable", False)  # as on Spark Connect
+    spark.range(1).write.format("delta").mode("append").save(path)
+    assert table_version(spark, path) == 3
