@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
+from deltalake.exceptions import DeltaProtocolError
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
@@ -243,6 +244,10 @@ def test_a_long_lived_reader_adds_new_micro_batches_to_its_last_merge(spark, mak
     later = [event("s4", amount="5.55", event_time="2024-07-01T08:00:00Z", customer_id="c2")]
     speed_micro_batch(spark, config, 3, raw(later) + raw(SPEED_1, amount="1.00"), first_offset=30)
     check(ALL_EVENTS + later, "incremental", "micro-batch 3, with a duplicate")
+    # Rows Parquet alone does not give (deletion vectors): refused with a clear error.
+    spark.sql(f"ALTER TABLE delta.`{lakehouse.speed_increments('sales_daily')}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    with pytest.raises(DeltaProtocolError, match="deletionVectors"):
+        FastServing(lakehouse.root).rows("sales_daily")
 
 
 def test_readers_never_see_a_mixed_or_empty_generation(spark, make_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
