@@ -326,10 +326,15 @@ def cached_master(table: Path, n: int) -> dict[str, Any] | None:
     info = json.loads(marker.read_text())
     if info.get("events") != n or info.get("generator") != GENERATOR_VERSION:
         return None
-    files = delta_active_files(table)
-    if sum(f.num_records or 0 for f in files) != n or not all(Path(f.path).is_file() for f in files):
+    if not delta_holds(table, n):
         return None
     return info
+
+
+def delta_holds(table: str | os.PathLike[str], n: int) -> bool:
+    """True when the local Delta table at ``table`` holds exactly ``n`` rows, every file present."""
+    files = delta_active_files(table)
+    return sum(f.num_records or 0 for f in files) == n and all(Path(f.path).is_file() for f in files)
 
 
 def generate_master(spark: Any, lakehouse: Any, n: int, *, rows_per_file: int, seed: int = 7) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from bench.common import (  # noqa: E402
     SPAN_DAYS,
     cached_master,
     delta_active_files,
+    delta_holds,
     generate_master,
     load_average,
     machine_info,
@@ -129,8 +130,7 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if not args.regenerate and ready.is_file():
         info = json.loads(ready.read_text())
         # The built data set: the n generated events and the day appended after them.
-        files = delta_active_files(str(master))
-        if sum(f.num_records or 0 for f in files) == n + info.get("day_events", -1) and all(Path(f.path).is_file() for f in files):
+        if delta_holds(master, n + info.get("day_events", -1)):
             info["cached"] = True
             return lakehouse, info
     info: dict[str, Any] = {"events": n, "micro_batches": args.micro_batches, "cached": False}

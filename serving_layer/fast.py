@@ -122,6 +122,24 @@ def _check_readable(table: DeltaTable) -> None:
         )
 
 
+def _read_files(
+    table: DeltaTable, storage_options: dict[str, str] | None, actions: pa.Table, paths: list[str], schema: pa.Schema
+) -> dict[str, pa.Table]:
+    """The rows of some of ``table``'s data files (``paths`` from its flattened add ``actions``),
+    read straight from Parquet: delta-rs's ``to_pyarrow_dataset`` builds a statistics expression
+    for every file of the table on each call (about 0.9 s with 1440 files), and the tables
+    that get a file per micro-batch are read a file or two at a time. Call
+    :func:`_check_readable` first."""
+    if not paths:
+        return {}
+    sizes = dict(zip(actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist(), strict=True))
+    filesystem = pafs.PyFileSystem(DeltaStorageHandler(table.table_uri, storage_options, sizes))
+    return {
+        path: _PARQUET.make_fragment(path, filesystem=filesystem, file_size=sizes[path]).to_table(schema=schema)
+        for path in paths
+    }
+
+
 def above_handoff(handoff: dict[str, int]) -> pc.Expression:
     """Arrow expression: increments not covered by the hand-off mark (as in the Spark path)."""
     covered = [(pc.field("stream") == stream) & (pc.field("batch_id") <= mark) for stream, mark in sorted(handoff.items())]
@@ -223,34 +241,20 @@ class FastServing:
     def _increment_files_above(self, pinned: _Pinned, handoff: dict[str, int]) -> tuple[dict[str, pa.Table], pa.Schema]:
         """The increments table's live data files that may hold micro-batches above the
         hand-off mark, each file's rows (all of them: filter with :func:`above_handoff`),
-        and the table's schema.
-
-        The files come from the table's add actions, and only files not read before are
-        opened: delta-rs's ``to_pyarrow_dataset`` builds a statistics expression for every
-        file of the table on each call (about 0.9 s for a day of 1440 micro-batches), which
-        was most of the first answer after each micro-batch.
+        and the table's schema. The files come from the table's add actions, and only files
+        not read before are opened (:func:`_read_files`).
         """
         table = pinned.table
         assert table is not None
         _check_readable(table)
         schema = pa.schema(table.schema().to_arrow())
         actions = pa.table(table.get_add_actions(flatten=True))
-        paths = actions.column("path").to_pylist()
-        sizes = actions.column("size_bytes").to_pylist()
-        files: dict[str, pa.Table] = {}
-        filesystem: pafs.FileSystem | None = None
-        for path, size, may_hold in zip(paths, sizes, _may_hold_above(actions, handoff), strict=True):
-            if not may_hold:  # statistics show only covered micro-batches: pruned unread
-                continue
-            key = (table.table_uri, path)
-            rows = self._increment_files.get(key)
-            if rows is None:
-                if filesystem is None:
-                    known = dict(zip(paths, sizes, strict=True))
-                    filesystem = pafs.PyFileSystem(DeltaStorageHandler(table.table_uri, self.storage_options, known))
-                rows = _PARQUET.make_fragment(path, filesystem=filesystem, file_size=size).to_table(schema=schema)
-                self._increment_files[key] = rows
-            files[path] = rows
+        # Files whose statistics show only covered micro-batches are pruned unread.
+        live = [p for p, may_hold in zip(actions.column("path").to_pylist(), _may_hold_above(actions, handoff), strict=True) if may_hold]
+        unread = [p for p in live if (table.table_uri, p) not in self._increment_files]
+        for path, rows in _read_files(table, self.storage_options, actions, unread, schema).items():
+            self._increment_files[(table.table_uri, path)] = rows
+        files = {path: self._increment_files[(table.table_uri, path)] for path in live}
         for stale in [k for k in self._increment_files if k[0] == table.table_uri and k[1] not in files]:
             del self._increment_files[stale]
         return files, schema
@@ -388,7 +392,7 @@ class FastServing:
         speed: dict[str, Any] = {"last_micro_batch": None, "last_micro_batch_at": None, "newest_event_at": None,
                                  "seconds_since_last_micro_batch": None, "seconds_since_newest_event": None}
         if metrics.table is not None:
-            last = _newest_metrics(metrics.table)
+            last = _newest_metrics(metrics.table, self.storage_options)
             if last:
                 speed["last_micro_batch"] = last["batch_id"]
                 for name, value in (("last_micro_batch_at", last["ended_at"]), ("newest_event_at", last["newest_message_at"])):
@@ -416,17 +420,21 @@ def arrow_rows(table: pa.Table, columns: tuple[str, ...]) -> list[dict[str, Any]
     return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
-def _newest_metrics(table: DeltaTable) -> dict[str, Any] | None:
+def _newest_metrics(table: DeltaTable, storage_options: dict[str, str] | None) -> dict[str, Any] | None:
     """The newest micro-batch's metrics: ``stream_metrics`` gets one small file per
-    micro-batch, so only the file whose statistics hold the highest ``batch_id`` is read."""
+    micro-batch, so only the files whose statistics hold the highest ``batch_id`` are read."""
+    _check_readable(table)
     actions = pa.table(table.get_add_actions(flatten=True))
-    dataset = table.to_pyarrow_dataset()
-    columns = ["batch_id", "ended_at", "newest_message_at"]
+    paths = actions.column("path").to_pylist()
+    top = None
     if actions.num_rows and "max.batch_id" in actions.column_names and actions.column("max.batch_id").null_count == 0:
         top = pc.max(actions.column("max.batch_id")).as_py()
-        rows = dataset.to_table(columns=columns, filter=pds.field("batch_id") == top).to_pylist()
-    else:
-        rows = dataset.to_table(columns=columns).to_pylist()
+        paths = [p for p, m in zip(paths, actions.column("max.batch_id").to_pylist(), strict=True) if m == top]
+    columns = ["batch_id", "ended_at", "newest_message_at"]
+    parts = [t.select(columns) for t in _read_files(table, storage_options, actions, paths, pa.schema(table.schema().to_arrow())).values()]
+    rows = pa.concat_tables(parts).to_pylist() if parts else []
+    if top is not None:
+        rows = [r for r in rows if r["batch_id"] == top]
     if not rows:
         return None
     newest = max(rows, key=lambda r: r["batch_id"])

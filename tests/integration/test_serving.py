@@ -244,6 +244,8 @@ def test_a_long_lived_reader_adds_new_micro_batches_to_its_last_merge(spark, mak
     later = [event("s4", amount="5.55", event_time="2024-07-01T08:00:00Z", customer_id="c2")]
     speed_micro_batch(spark, config, 3, raw(later) + raw(SPEED_1, amount="1.00"), first_offset=30)
     check(ALL_EVENTS + later, "incremental", "micro-batch 3, with a duplicate")
+    speed = reader.health()["speed"]  # stream_metrics: a file per micro-batch, the newest read
+    assert speed["last_micro_batch"] == 3 and speed["newest_event_at"] is not None, speed
     # Rows Parquet alone does not give (deletion vectors): refused with a clear error.
     spark.sql(f"ALTER TABLE delta.`{lakehouse.speed_increments('sales_daily')}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
     with pytest.raises(DeltaProtocolError, match="deletionVectors"):
