@@ -34,17 +34,29 @@ class JdbcSource:
     @classmethod
     def from_conf(cls, conf: JdbcSourceConf) -> JdbcSource:
         return cls(
-            conf.url, conf.table, conf.user, conf.password, conf.watermark_column, conf.fetch_size, conf.key_column
+            conf.url,
+            conf.table,
+            conf.user,
+            conf.password,
+            conf.watermark_column,
+            conf.fetch_size,
+            conf.key_column,
         )
 
     def __post_init__(self) -> None:
         for key, value in (
-            ("table", self.table), ("watermark_column", self.watermark_column), ("key_column", self.key_column)
+            ("table", self.table),
+            ("watermark_column", self.watermark_column),
+            ("key_column", self.key_column),
         ):
             if not _IDENTIFIER.match(value):
-                raise ConfigError(f"configuration key 'sources.jdbc.{key}' is not a plain SQL name: {value!r}")
+                raise ConfigError(
+                    f"configuration key 'sources.jdbc.{key}' is not a plain SQL name: {value!r}"
+                )
         if not self.url.startswith("jdbc:"):
-            raise ConfigError(f"configuration key 'sources.jdbc.url' must start with 'jdbc:', got {redact(self.url)!r}")
+            raise ConfigError(
+                f"configuration key 'sources.jdbc.url' must start with 'jdbc:', got {redact(self.url)!r}"
+            )
 
     def _reader(self, spark: SparkSession, query: str):  # type: ignore[no-untyped-def]
         return (
@@ -93,7 +105,9 @@ def _key(rows: DataFrame, key_column: str):  # type: ignore[no-untyped-def]
     """The row's key (``sources.jdbc.key_column``) as text: its position in the table."""
     by_lower = {c.lower(): c for c in rows.columns}
     if key_column.lower() not in by_lower:
-        raise SourceError(f"database table has no key column '{key_column}' (sources.jdbc.key_column)")
+        raise SourceError(
+            f"database table has no key column '{key_column}' (sources.jdbc.key_column)"
+        )
     return F.col(by_lower[key_column.lower()]).cast("string").alias("source_key")
 
 
@@ -125,7 +139,11 @@ def jdbc_reason(exc: BaseException) -> str:
         if innermost:
             return redact(re.sub(r"^[\w.$]+(Exception|Error): ", "", innermost[0]))
     text = str(exc)
-    for pattern in (r"PSQLException: ([^\n]+)", r"SQLException: ([^\n]+)", r"ConnectException: ([^\n]+)"):
+    for pattern in (
+        r"PSQLException: ([^\n]+)",
+        r"SQLException: ([^\n]+)",
+        r"ConnectException: ([^\n]+)",
+    ):
         match = re.search(pattern, text)
         if match:
             return redact(match.group(1).strip())

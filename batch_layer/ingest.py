@@ -75,7 +75,9 @@ def read_epoch_sources(spark: SparkSession, plan: IngestPlan, jdbc: JdbcSource |
         parts.append(read_landing_files(spark, list(plan.files)))
     if plan.jdbc is not None:
         if jdbc is None:
-            raise ValueError(f"epoch {plan.epoch} includes database rows but sources.jdbc is disabled")
+            raise ValueError(
+                f"epoch {plan.epoch} includes database rows but sources.jdbc is disabled"
+            )
         parts.append(jdbc.read(spark, plan.jdbc.low, plan.jdbc.high))
     return reduce(DataFrame.unionByName, parts)
 
@@ -88,10 +90,18 @@ def _read_summary(validated: DataFrame, plan: IngestPlan) -> list[Row]:
             gone since it was listed, the database refusing the read).
     """
     try:
-        return validated.groupBy("source", "reject_reason").agg(
-            F.count(F.lit(1)).alias("records"),
-            F.sum(F.when(F.col("reject_reason").isNull() & (F.col("defaulted") > 0), 1).otherwise(0)).alias("defaulted"),
-        ).collect()
+        return (
+            validated.groupBy("source", "reject_reason")
+            .agg(
+                F.count(F.lit(1)).alias("records"),
+                F.sum(
+                    F.when(F.col("reject_reason").isNull() & (F.col("defaulted") > 0), 1).otherwise(
+                        0
+                    )
+                ).alias("defaulted"),
+            )
+            .collect()
+        )
     except Exception as exc:
         if (root_cause_class(exc) or "").startswith(IO_FAILURE_PACKAGES):
             raise SourceError(f"cannot read the sources of {plan.tag}: {one_line(exc)}") from None
@@ -109,7 +119,9 @@ def ingest_epoch(
     """Validate the epoch's envelopes and write quarantine and master rows (idempotently)."""
     ensure_master_dataset(spark, lakehouse)
     ensure_quarantine(spark, lakehouse)
-    validated = envelopes.transform(validate(now=plan.planned_at)).persist(StorageLevel.MEMORY_AND_DISK)
+    validated = envelopes.transform(validate(now=plan.planned_at)).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     try:
         summary = _read_summary(validated, plan)
 
@@ -128,7 +140,11 @@ def ingest_epoch(
             valid_events(validated)
             .transform(dedupe_events())
             .drop("copies")
-            .transform(with_ingest_metadata(layer="batch", run=plan.tag, batch=None, ingested_at=plan.planned_at))
+            .transform(
+                with_ingest_metadata(
+                    layer="batch", run=plan.tag, batch=None, ingested_at=plan.planned_at
+                )
+            )
         )
         insert_new_events(spark, lakehouse.master_dataset, new_rows, retries=conflict_retries)
         fault_point("batch.after_master_insert")
@@ -138,7 +154,9 @@ def ingest_epoch(
     counts = IngestCounts()
     for row in summary:
         counts.records_read += row["records"]
-        counts.records_by_source[row["source"]] = counts.records_by_source.get(row["source"], 0) + row["records"]
+        counts.records_by_source[row["source"]] = (
+            counts.records_by_source.get(row["source"], 0) + row["records"]
+        )
         if row["reject_reason"] is None:
             counts.defaulted += row["defaulted"]
         else:
@@ -148,9 +166,18 @@ def ingest_epoch(
             )
     # Derived from the master dataset, so a rerun after a crash counts the same.
     counts.valid = (
-        spark.read.format("delta").load(lakehouse.master_dataset).where(F.col("ingest_run") == plan.tag).count()
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .where(F.col("ingest_run") == plan.tag)
+        .count()
     )
     counts.duplicates = counts.records_read - counts.quarantined - counts.valid
-    log.info("epoch %d: read %d, valid %d, duplicates %d, quarantined %d", plan.epoch,
-             counts.records_read, counts.valid, counts.duplicates, counts.quarantined)
+    log.info(
+        "epoch %d: read %d, valid %d, duplicates %d, quarantined %d",
+        plan.epoch,
+        counts.records_read,
+        counts.valid,
+        counts.duplicates,
+        counts.quarantined,
+    )
     return counts

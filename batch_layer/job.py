@@ -69,9 +69,17 @@ def _plans(
         epoch = max(state.last_epoch, state.pending.epoch if state.pending else 0) + 1
         plans.append((IngestPlan(epoch, utcnow(), tuple(files), jdbc_range), True))
     if state.pending:
-        progress(f"resuming interrupted ingest epoch {state.pending.epoch} ({len(state.pending.files)} files)")
-    progress(f"{len(listing)} files in landing, {len(files)} new" + (
-        f"; database rows with {jdbc.watermark_column} in ({jdbc_range.low}, {jdbc_range.high}]" if jdbc_range and jdbc else ""))
+        progress(
+            f"resuming interrupted ingest epoch {state.pending.epoch} ({len(state.pending.files)} files)"
+        )
+    progress(
+        f"{len(listing)} files in landing, {len(files)} new"
+        + (
+            f"; database rows with {jdbc.watermark_column} in ({jdbc_range.low}, {jdbc_range.high}]"
+            if jdbc_range and jdbc
+            else ""
+        )
+    )
     return plans
 
 
@@ -79,8 +87,16 @@ def _quality_since_last_publish(spark: SparkSession, runs_path: str, run_id: str
     """Quality of batch runs refused since the last publish: their data is still unpublished."""
     if not DeltaTable.isDeltaTable(spark, runs_path):
         return EMPTY
-    runs = spark.read.format("delta").load(runs_path).where((F.col("job") == "batch") & (F.col("run_id") != run_id))
-    last_ok = runs.where(F.col("status") == "succeeded").agg(F.max("started_at").alias("at")).collect()[0]["at"]
+    runs = (
+        spark.read.format("delta")
+        .load(runs_path)
+        .where((F.col("job") == "batch") & (F.col("run_id") != run_id))
+    )
+    last_ok = (
+        runs.where(F.col("status") == "succeeded")
+        .agg(F.max("started_at").alias("at"))
+        .collect()[0]["at"]
+    )
     refused = runs.where(F.col("status") == "quality_failed")
     if last_ok is not None:
         refused = refused.where(F.col("started_at") > F.lit(last_ok))
@@ -88,14 +104,20 @@ def _quality_since_last_publish(spark: SparkSession, runs_path: str, run_id: str
     for row in refused.select("quality").collect():
         data = json.loads(row["quality"] or "{}")
         total = total + QualityReport(
-            data.get("records", 0), data.get("completeness_issues", 0),
-            data.get("validity_issues", 0), data.get("consistency_issues", 0),
+            data.get("records", 0),
+            data.get("completeness_issues", 0),
+            data.get("validity_issues", 0),
+            data.get("consistency_issues", 0),
         )
     return total
 
 
 def run_batch(
-    spark: SparkSession, config: Config, *, options: BatchOptions = BatchOptions(), progress: Progress = log.info
+    spark: SparkSession,
+    config: Config,
+    *,
+    options: BatchOptions = BatchOptions(),
+    progress: Progress = log.info,
 ) -> RunRecord:
     """Run the batch job once; returns its run record (also saved in ``pipeline_runs``).
 
@@ -106,7 +128,9 @@ def run_batch(
     lakehouse = Lakehouse(config.lakehouse.root)
     record = RunRecord(new_run_id("batch"), "batch", utcnow())
     save_run(spark, lakehouse.pipeline_runs, record)
-    interrupted = mark_interrupted(spark, lakehouse.pipeline_runs, "batch", except_run=record.run_id)
+    interrupted = mark_interrupted(
+        spark, lakehouse.pipeline_runs, "batch", except_run=record.run_id
+    )
     if interrupted:
         progress(f"{interrupted} earlier batch run(s) had been interrupted; recovering")
     try:
@@ -117,10 +141,17 @@ def run_batch(
             if is_new:
                 record_plan(spark, lakehouse.ingest_ledger, plan, record.run_id)
                 fault_point("batch.after_plan")
-            progress(f"ingest epoch {plan.epoch}: {len(plan.files)} files" + (" + database rows" if plan.jdbc else ""))
+            progress(
+                f"ingest epoch {plan.epoch}: {len(plan.files)} files"
+                + (" + database rows" if plan.jdbc else "")
+            )
             envelopes = read_epoch_sources(spark, plan, jdbc)
             epoch_counts = ingest_epoch(
-                spark, lakehouse, plan, envelopes, conflict_retries=config.batch.max_conflict_retries
+                spark,
+                lakehouse,
+                plan,
+                envelopes,
+                conflict_retries=config.batch.max_conflict_retries,
             )
             record_ingested(spark, lakehouse.ingest_ledger, plan, record.run_id, utcnow())
             fault_point("batch.after_ledger_commit")
@@ -148,17 +179,29 @@ def run_batch(
             )
             record.delta_versions = _versions(spark, lakehouse)
             save_run(spark, lakehouse.pipeline_runs, record)
-            notify(config, QUALITY_BELOW_THRESHOLD, f"batch run {record.run_id} refused to publish: {record.error}", {
-                "run_id": record.run_id, "job": "batch", "quality_score": gate.score,
-                "min_score": config.quality.min_score, "quality": gate.as_dict(),
-            })
+            notify(
+                config,
+                QUALITY_BELOW_THRESHOLD,
+                f"batch run {record.run_id} refused to publish: {record.error}",
+                {
+                    "run_id": record.run_id,
+                    "job": "batch",
+                    "quality_score": gate.score,
+                    "min_score": config.quality.min_score,
+                    "quality": gate.as_dict(),
+                },
+            )
             raise QualityGateError(record.error)
 
         progress("recompute views from a pinned snapshot of the master dataset")
         previous = current_generation(spark, lakehouse)
         generation = recompute_and_publish(
-            spark, lakehouse, run_id=record.run_id, published_at=utcnow(),
-            keep_generations=config.batch.keep_generations, progress=progress,
+            spark,
+            lakehouse,
+            run_id=record.run_id,
+            published_at=utcnow(),
+            keep_generations=config.batch.keep_generations,
+            progress=progress,
         )
         record.generation = generation.generation
         record.details["master_version"] = generation.master_version
@@ -180,14 +223,22 @@ def run_batch(
             save_run(spark, lakehouse.pipeline_runs, record)
         except Exception:  # the original failure matters more than recording it
             log.exception("could not record the failed run")
-        notify(config, JOB_FAILED, f"batch run {record.run_id} failed: {record.error}",
-               {"run_id": record.run_id, "job": "batch", "error": record.error})
+        notify(
+            config,
+            JOB_FAILED,
+            f"batch run {record.run_id} failed: {record.error}",
+            {"run_id": record.run_id, "job": "batch", "error": record.error},
+        )
         raise
 
 
 def _reconcile(
-    spark: SparkSession, config: Config, lakehouse: Lakehouse, generation: Generation,
-    previous_handoff: dict[str, int], progress: Progress,
+    spark: SparkSession,
+    config: Config,
+    lakehouse: Lakehouse,
+    generation: Generation,
+    previous_handoff: dict[str, int],
+    progress: Progress,
 ) -> dict[str, Any]:
     """Compare the speed increments this publish absorbed with the batch's numbers for them.
 
@@ -196,16 +247,26 @@ def _reconcile(
     """
     try:
         result = reconcile_handoff(
-            spark, lakehouse, master_version=generation.master_version,
-            previous=previous_handoff, current=generation.handoff,
+            spark,
+            lakehouse,
+            master_version=generation.master_version,
+            previous=previous_handoff,
+            current=generation.handoff,
         )
     except Exception as exc:  # the publish stands; say why the check is missing
         log.exception("reconciliation failed")
         return {"error": one_line(exc)}
     if result.absorbed:
-        progress(f"reconciled absorbed speed micro-batches {result.compared_batches}: " + ("DRIFT" if result.drift else "no drift"))
+        progress(
+            f"reconciled absorbed speed micro-batches {result.compared_batches}: "
+            + ("DRIFT" if result.drift else "no drift")
+        )
     if result.drift:
-        log.error("reconciliation drift after publishing generation %d: %s", generation.generation, result.as_dict()["views"])
+        log.error(
+            "reconciliation drift after publishing generation %d: %s",
+            generation.generation,
+            result.as_dict()["views"],
+        )
         reconciliation_drift_alert(config, result)
     return result.as_dict()
 
@@ -220,4 +281,8 @@ def _versions(spark: SparkSession, lakehouse: Lakehouse) -> dict[str, int]:
         "generations": lakehouse.generations,
         **{name: lakehouse.batch_view(name) for name in VIEWS},
     }
-    return {name: table_version(spark, path) for name, path in paths.items() if DeltaTable.isDeltaTable(spark, path)}
+    return {
+        name: table_version(spark, path)
+        for name, path in paths.items()
+        if DeltaTable.isDeltaTable(spark, path)
+    }

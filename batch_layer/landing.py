@@ -30,7 +30,13 @@ from sales_core.events import (
 log = logging.getLogger(__name__)
 
 UNDECODABLE = "\ufffd"
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,8 @@ def _flag_undecodable(envelopes: DataFrame) -> DataFrame:
     """A line that was not valid UTF-8 (decoded with U+FFFD in place of its bytes) cannot be
     read as sent: it is ``malformed``, never an event with mangled text."""
     return envelopes.withColumn(
-        "malformed", F.col("malformed") | F.coalesce(F.col("raw_record").contains(UNDECODABLE), F.lit(False))
+        "malformed",
+        F.col("malformed") | F.coalesce(F.col("raw_record").contains(UNDECODABLE), F.lit(False)),
     )
 
 
@@ -136,7 +143,9 @@ def read_csv(spark: SparkSession, paths: list[str]) -> DataFrame:
             F.col("source_offset") != header_at[F.col("source_name")]
         )
         parts.append(
-            _with_file_position(body).transform(parse_csv_records(header, "value")).transform(_flag_undecodable)
+            _with_file_position(body)
+            .transform(parse_csv_records(header, "value"))
+            .transform(_flag_undecodable)
         )
     return _union(spark, parts)
 
@@ -166,15 +175,19 @@ def corrupt_file_records(spark: SparkSession, paths: list[str]) -> DataFrame:
     """One malformed envelope per unreadable file: its first bytes as the raw record."""
     if not paths:
         return spark.createDataFrame([], ENVELOPE_SCHEMA)
-    raw = spark.read.format("binaryFile").load(paths).select(
-        F.lit("file").alias("source"),
-        F.col("path").alias("source_name"),
-        F.lit(None).cast("int").alias("source_partition"),
-        F.lit(0).cast("long").alias("source_offset"),
-        F.lit(None).cast("string").alias("source_key"),
-        F.base64(F.substring(F.col("content"), 1, 1024)).alias("raw_record"),
-        F.lit(True).alias("malformed"),
-        *[F.lit(None).cast("string").alias(f) for f in ENVELOPE_SCHEMA.fieldNames()[7:]],
+    raw = (
+        spark.read.format("binaryFile")
+        .load(paths)
+        .select(
+            F.lit("file").alias("source"),
+            F.col("path").alias("source_name"),
+            F.lit(None).cast("int").alias("source_partition"),
+            F.lit(0).cast("long").alias("source_offset"),
+            F.lit(None).cast("string").alias("source_key"),
+            F.base64(F.substring(F.col("content"), 1, 1024)).alias("raw_record"),
+            F.lit(True).alias("malformed"),
+            *[F.lit(None).cast("string").alias(f) for f in ENVELOPE_SCHEMA.fieldNames()[7:]],
+        )
     )
     return raw
 

@@ -69,16 +69,23 @@ def read_ledger(spark: SparkSession, ledger_path: str) -> LedgerState:
                 for r in sorted(entries, key=lambda r: r["name"])
                 if r["source"] == "file"
             ),
-            jdbc=JdbcRange(jdbc_rows[0]["name"], jdbc_rows[0]["watermark_low"], jdbc_rows[0]["watermark_high"])
+            jdbc=JdbcRange(
+                jdbc_rows[0]["name"], jdbc_rows[0]["watermark_low"], jdbc_rows[0]["watermark_high"]
+            )
             if jdbc_rows
             else None,
         )
     jdbc_high: dict[str, str] = {}
-    for r in sorted((r for r in rows if r["state"] == "ingested" and r["source"] == "jdbc"), key=lambda r: r["epoch"]):
+    for r in sorted(
+        (r for r in rows if r["state"] == "ingested" and r["source"] == "jdbc"),
+        key=lambda r: r["epoch"],
+    ):
         jdbc_high[r["name"]] = r["watermark_high"]
     return LedgerState(
         ingested_files=frozenset(
-            (r["name"], r["size"], r["modified_at"]) for r in rows if r["state"] == "ingested" and r["source"] == "file"
+            (r["name"], r["size"], r["modified_at"])
+            for r in rows
+            if r["state"] == "ingested" and r["source"] == "file"
         ),
         last_epoch=max((r["epoch"] for r in rows), default=0),
         pending=pending,
@@ -97,28 +104,46 @@ def new_files(state: LedgerState, listing: Sequence[LandingFile]) -> list[Landin
 def _entries(spark: SparkSession, plan: IngestPlan, state: str, run_id: str, recorded_at: datetime):  # type: ignore[no-untyped-def]
     rows = [
         {
-            "epoch": plan.epoch, "state": state, "source": "file", "name": f.path, "size": f.size,
-            "modified_at": f.modified_at, "watermark_low": None, "watermark_high": None,
-            "run_id": run_id, "recorded_at": recorded_at,
+            "epoch": plan.epoch,
+            "state": state,
+            "source": "file",
+            "name": f.path,
+            "size": f.size,
+            "modified_at": f.modified_at,
+            "watermark_low": None,
+            "watermark_high": None,
+            "run_id": run_id,
+            "recorded_at": recorded_at,
         }
         for f in plan.files
     ]
     if plan.jdbc:
         rows.append(
             {
-                "epoch": plan.epoch, "state": state, "source": "jdbc", "name": plan.jdbc.table, "size": None,
-                "modified_at": None, "watermark_low": plan.jdbc.low, "watermark_high": plan.jdbc.high,
-                "run_id": run_id, "recorded_at": recorded_at,
+                "epoch": plan.epoch,
+                "state": state,
+                "source": "jdbc",
+                "name": plan.jdbc.table,
+                "size": None,
+                "modified_at": None,
+                "watermark_low": plan.jdbc.low,
+                "watermark_high": plan.jdbc.high,
+                "run_id": run_id,
+                "recorded_at": recorded_at,
             }
         )
     return spark.createDataFrame(rows, LEDGER_SCHEMA)
 
 
 def record_plan(spark: SparkSession, ledger_path: str, plan: IngestPlan, run_id: str) -> None:
-    _entries(spark, plan, "planned", run_id, plan.planned_at).write.format("delta").mode("append").save(ledger_path)
+    _entries(spark, plan, "planned", run_id, plan.planned_at).write.format("delta").mode(
+        "append"
+    ).save(ledger_path)
 
 
-def record_ingested(spark: SparkSession, ledger_path: str, plan: IngestPlan, run_id: str, at: datetime) -> None:
+def record_ingested(
+    spark: SparkSession, ledger_path: str, plan: IngestPlan, run_id: str, at: datetime
+) -> None:
     # Idempotent per epoch: a retried commit of the same epoch is skipped by Delta.
     (
         _entries(spark, plan, "ingested", run_id, at)

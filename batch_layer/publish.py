@@ -43,7 +43,9 @@ class Generation:
     published_at: datetime | None = None
 
 
-def current_generation(spark: SparkSession, lakehouse: Lakehouse, *, version: int | None = None) -> Generation | None:
+def current_generation(
+    spark: SparkSession, lakehouse: Lakehouse, *, version: int | None = None
+) -> Generation | None:
     """The published generation readers see now, or at ``version`` of the generations table
     (None before the first publish)."""
     if not DeltaTable.isDeltaTable(spark, lakehouse.generations):
@@ -54,7 +56,13 @@ def current_generation(spark: SparkSession, lakehouse: Lakehouse, *, version: in
     row = reader.load(lakehouse.generations).orderBy(F.col("generation").desc()).limit(1).first()
     if row is None:
         return None
-    return Generation(row["generation"], row["master_version"], dict(row["handoff"]), row["events"], row["published_at"])
+    return Generation(
+        row["generation"],
+        row["master_version"],
+        dict(row["handoff"]),
+        row["events"],
+        row["published_at"],
+    )
 
 
 def handoff_mark(snapshot: DataFrame) -> dict[str, int]:
@@ -85,7 +93,11 @@ def recompute_and_publish(
     ensure_master_dataset(spark, lakehouse)
     ensure_serving_tables(spark, lakehouse)
     master_version = table_version(spark, lakehouse.master_dataset)
-    snapshot = spark.read.format("delta").option("versionAsOf", master_version).load(lakehouse.master_dataset)
+    snapshot = (
+        spark.read.format("delta")
+        .option("versionAsOf", master_version)
+        .load(lakehouse.master_dataset)
+    )
     previous = current_generation(spark, lakehouse)
     generation = (previous.generation if previous else 0) + 1
 
@@ -110,16 +122,32 @@ def recompute_and_publish(
     # The publish: one atomic append. Idempotent per generation, should this commit be retried.
     (
         spark.createDataFrame(
-            [{"generation": generation, "published_at": published_at, "run_id": run_id,
-              "master_version": master_version, "handoff": mark, "events": total}],
+            [
+                {
+                    "generation": generation,
+                    "published_at": published_at,
+                    "run_id": run_id,
+                    "master_version": master_version,
+                    "handoff": mark,
+                    "events": total,
+                }
+            ],
             GENERATIONS_SCHEMA,
         )
-        .write.format("delta").mode("append")
-        .option("txnAppId", "lambda-sales-publish").option("txnVersion", generation)
+        .write.format("delta")
+        .mode("append")
+        .option("txnAppId", "lambda-sales-publish")
+        .option("txnVersion", generation)
         .save(lakehouse.generations)
     )
     fault_point("batch.after_publish")
-    log.info("published generation %d (master version %d, %d events, hand-off %s)", generation, master_version, total, mark)
+    log.info(
+        "published generation %d (master version %d, %d events, hand-off %s)",
+        generation,
+        master_version,
+        total,
+        mark,
+    )
     _drop_old_generations(spark, lakehouse, generation - keep_generations)
     return published
 
@@ -129,14 +157,19 @@ def _drop_old_generations(spark: SparkSession, lakehouse: Lakehouse, oldest_kept
     if oldest_kept <= 1:
         return
     for name in VIEWS:
-        DeltaTable.forPath(spark, lakehouse.batch_view(name)).delete(F.col("generation") < oldest_kept)
+        DeltaTable.forPath(spark, lakehouse.batch_view(name)).delete(
+            F.col("generation") < oldest_kept
+        )
 
 
-def read_batch_view(spark: SparkSession, lakehouse: Lakehouse, view_name: str, generation: int) -> DataFrame:
+def read_batch_view(
+    spark: SparkSession, lakehouse: Lakehouse, view_name: str, generation: int
+) -> DataFrame:
     """The rows of one published generation of a batch view."""
     view = VIEWS[view_name]
     return (
-        spark.read.format("delta").load(lakehouse.batch_view(view_name))
+        spark.read.format("delta")
+        .load(lakehouse.batch_view(view_name))
         .where(F.col("generation") == generation)
         .select(*view.columns)
     )

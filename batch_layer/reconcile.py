@@ -42,7 +42,11 @@ class ViewDrift:
     revenue_diff: Decimal
 
     def as_dict(self) -> dict[str, Any]:
-        return {"differing_groups": self.differing_groups, "events_diff": self.events_diff, "revenue_diff": str(self.revenue_diff)}
+        return {
+            "differing_groups": self.differing_groups,
+            "events_diff": self.events_diff,
+            "revenue_diff": str(self.revenue_diff),
+        }
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,9 @@ class Reconciliation:
 
     @property
     def drift(self) -> bool:
-        return any(v.differing_groups or v.events_diff or v.revenue_diff for v in self.views.values())
+        return any(
+            v.differing_groups or v.events_diff or v.revenue_diff for v in self.views.values()
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,15 +81,22 @@ class Reconciliation:
         }
 
 
-def absorbed_ranges(previous: dict[str, int], current: dict[str, int]) -> dict[str, tuple[int, int]]:
+def absorbed_ranges(
+    previous: dict[str, int], current: dict[str, int]
+) -> dict[str, tuple[int, int]]:
     """Per stream, ``(previous mark, new mark)`` where the new mark moved on (-1: no mark yet)."""
-    return {s: (previous.get(s, -1), m) for s, m in sorted(current.items()) if m > previous.get(s, -1)}
+    return {
+        s: (previous.get(s, -1), m) for s, m in sorted(current.items()) if m > previous.get(s, -1)
+    }
 
 
 def _in_ranges(stream_col: str, batch_col: str, ranges: dict[str, tuple[int, int]]):  # type: ignore[no-untyped-def]
     return reduce(
         lambda a, b: a | b,
-        [(F.col(stream_col) == s) & (F.col(batch_col) > after) & (F.col(batch_col) <= through) for s, (after, through) in ranges.items()],
+        [
+            (F.col(stream_col) == s) & (F.col(batch_col) > after) & (F.col(batch_col) <= through)
+            for s, (after, through) in ranges.items()
+        ],
     )
 
 
@@ -92,12 +105,19 @@ def compare_views(view: ViewDef, speed: DataFrame, batch: DataFrame) -> DataFram
     s = speed.select(*view.key_names, *[F.col(m.name).alias(f"s_{m.name}") for m in view.measures])
     b = batch.select(*view.key_names, *[F.col(m.name).alias(f"b_{m.name}") for m in view.measures])
     joined = s.join(b, on=list(view.key_names), how="full_outer")
-    differs = reduce(lambda x, y: x | y, [~F.col(f"s_{m.name}").eqNullSafe(F.col(f"b_{m.name}")) for m in view.measures])
+    differs = reduce(
+        lambda x, y: x | y,
+        [~F.col(f"s_{m.name}").eqNullSafe(F.col(f"b_{m.name}")) for m in view.measures],
+    )
     return joined.agg(
         F.lit(view.name).alias("view"),
         F.count(F.when(differs, 1)).alias("differing_groups"),
-        (F.coalesce(F.sum("s_events"), F.lit(0)) - F.coalesce(F.sum("b_events"), F.lit(0))).cast("long").alias("events_diff"),
-        (F.coalesce(F.sum("s_revenue"), F.lit(0)) - F.coalesce(F.sum("b_revenue"), F.lit(0))).cast("decimal(20,2)").alias("revenue_diff"),
+        (F.coalesce(F.sum("s_events"), F.lit(0)) - F.coalesce(F.sum("b_events"), F.lit(0)))
+        .cast("long")
+        .alias("events_diff"),
+        (F.coalesce(F.sum("s_revenue"), F.lit(0)) - F.coalesce(F.sum("b_revenue"), F.lit(0)))
+        .cast("decimal(20,2)")
+        .alias("revenue_diff"),
     )
 
 
@@ -113,8 +133,14 @@ def reconcile_handoff(
     ranges = absorbed_ranges(previous, current)
     if not ranges:
         return Reconciliation({})
-    snapshot = spark.read.format("delta").option("versionAsOf", master_version).load(lakehouse.master_dataset)
-    absorbed_rows = snapshot.where((F.col("ingest_layer") == "speed") & _in_ranges("ingest_run", "ingest_batch", ranges))
+    snapshot = (
+        spark.read.format("delta")
+        .option("versionAsOf", master_version)
+        .load(lakehouse.master_dataset)
+    )
+    absorbed_rows = snapshot.where(
+        (F.col("ingest_layer") == "speed") & _in_ranges("ingest_run", "ingest_batch", ranges)
+    )
     in_master = {
         (r["ingest_run"], int(r["ingest_batch"]))
         for r in absorbed_rows.select("ingest_run", "ingest_batch").distinct().collect()
@@ -123,8 +149,12 @@ def reconcile_handoff(
     if DeltaTable.isDeltaTable(spark, lakehouse.stream_metrics):
         finished = {
             (r["stream"], int(r["batch_id"]))
-            for r in spark.read.format("delta").load(lakehouse.stream_metrics)
-            .where(_in_ranges("stream", "batch_id", ranges)).select("stream", "batch_id").distinct().collect()
+            for r in spark.read.format("delta")
+            .load(lakehouse.stream_metrics)
+            .where(_in_ranges("stream", "batch_id", ranges))
+            .select("stream", "batch_id")
+            .distinct()
+            .collect()
         }
     compared = sorted(in_master & finished)
     result = Reconciliation(
@@ -143,7 +173,8 @@ def reconcile_handoff(
     summaries = []
     for name, view in VIEWS.items():
         increments = (
-            spark.read.format("delta").load(lakehouse.speed_increments(name))
+            spark.read.format("delta")
+            .load(lakehouse.speed_increments(name))
             .join(F.broadcast(pairs), on=["stream", "batch_id"])
             .select(*view.columns)
             .transform(merge_partials(view))
@@ -151,7 +182,9 @@ def reconcile_handoff(
         summaries.append(compare_views(view, increments, events.transform(compute_view(view))))
     rows = reduce(DataFrame.unionByName, summaries).collect()
     views = {
-        r["view"]: ViewDrift(int(r["differing_groups"]), int(r["events_diff"]), Decimal(r["revenue_diff"]))
+        r["view"]: ViewDrift(
+            int(r["differing_groups"]), int(r["events_diff"]), Decimal(r["revenue_diff"])
+        )
         for r in rows
     }
     return Reconciliation(result.absorbed, result.compared_batches, result.pending_batches, views)
@@ -165,11 +198,22 @@ def reconciliation_drift_alert(config: Config, drift: Reconciliation) -> None:
     """
     from sales_core.alerts import RECONCILIATION_DRIFT, notify
 
-    drifted = {name: v.as_dict() for name, v in drift.views.items() if v.differing_groups or v.events_diff or v.revenue_diff}
+    drifted = {
+        name: v.as_dict()
+        for name, v in drift.views.items()
+        if v.differing_groups or v.events_diff or v.revenue_diff
+    }
     log.warning(
         "reconciliation drift: the speed layer and the batch disagree on absorbed micro-batches %s: %s",
-        {s: f"({a}, {t}]" for s, (a, t) in drift.absorbed.items()}, drifted,
-        extra={"fields": {"event": "reconciliation_drift", "lakehouse": config.lakehouse.root, "views": drifted}},
+        {s: f"({a}, {t}]" for s, (a, t) in drift.absorbed.items()},
+        drifted,
+        extra={
+            "fields": {
+                "event": "reconciliation_drift",
+                "lakehouse": config.lakehouse.root,
+                "views": drifted,
+            }
+        },
     )
     notify(
         config,

@@ -59,20 +59,41 @@ GOAL_RATIO = 3.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated event counts (1M, 500k ... allowed)")
+    parser.add_argument(
+        "--sizes",
+        default="1000000,10000000",
+        help="comma-separated event counts (1M, 500k ... allowed)",
+    )
     parser.add_argument("--quick", action="store_true", help="100k events only (a smoke run)")
-    parser.add_argument("--runs", type=int, default=3, help="measured runs per size and engine (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first, per size and engine")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="measured runs per size and engine (median reported)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="unmeasured runs first, per size and engine"
+    )
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--driver-memory", default="6g", help="Spark driver memory (default 6g)")
-    parser.add_argument("--duckdb-threads", type=int, default=2, help="DuckDB threads (default 2, as local[2])")
-    parser.add_argument("--rows-per-file", type=int, default=250_000, help="rows per generated master file")
+    parser.add_argument(
+        "--duckdb-threads", type=int, default=2, help="DuckDB threads (default 2, as local[2])"
+    )
+    parser.add_argument(
+        "--rows-per-file", type=int, default=250_000, help="rows per generated master file"
+    )
     parser.add_argument("--regenerate", action="store_true", help="rewrite cached datasets")
-    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
-                        help="before each run, wait up to SECONDS for other processes to use < 25%% of the CPUs")
-    parser.add_argument("--out", type=Path, default=OUT, help="cache and results directory (bench/out)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to SECONDS for other processes to use < 25%% of the CPUs",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="cache and results directory (bench/out)"
+    )
     args = parser.parse_args(argv)
-    args.sizes = [100_000] if args.quick else [parse_count(s) for s in args.sizes.split(",") if s.strip()]
+    args.sizes = (
+        [100_000] if args.quick else [parse_count(s) for s in args.sizes.split(",") if s.strip()]
+    )
     if args.runs < 1 or args.warmup < 0 or not args.sizes:
         parser.error("need --runs >= 1, --warmup >= 0 and at least one size")
     return args
@@ -126,7 +147,9 @@ def spark_settings(spark: Any) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions",
         "spark.sql.parquet.compression.codec",
     )
-    return {k: spark.conf.get(k, None) or spark.sparkContext.getConf().get(k, "(default)") for k in keys}
+    return {
+        k: spark.conf.get(k, None) or spark.sparkContext.getConf().get(k, "(default)") for k in keys
+    }
 
 
 class PhaseClock:
@@ -143,7 +166,11 @@ class PhaseClock:
         from sales_core.views import VIEW_NAMES
 
         labels = {f"view {i}/{len(VIEW_NAMES)}: {n}": n for i, n in enumerate(VIEW_NAMES, start=1)}
-        points = [("prepare+count", start)] + [(labels.get(m, m), t) for m, t in self.marks] + [("end", end)]
+        points = (
+            [("prepare+count", start)]
+            + [(labels.get(m, m), t) for m, t in self.marks]
+            + [("end", end)]
+        )
         out: dict[str, float] = {}
         for (label, t0), (_, t1) in zip(points, points[1:], strict=False):
             key = f"write {label}" if label in VIEW_NAMES else label
@@ -174,14 +201,20 @@ def instrument_publish(clock_ref: list[PhaseClock]) -> None:
     wrap("_drop_old_generations", "drop old generations")
 
 
-def spark_recompute(spark: Any, lakehouse: Any, run_id: str, clock_ref: list[PhaseClock]) -> tuple[float, Any, dict[str, float]]:
+def spark_recompute(
+    spark: Any, lakehouse: Any, run_id: str, clock_ref: list[PhaseClock]
+) -> tuple[float, Any, dict[str, float]]:
     from batch_layer.publish import recompute_and_publish
 
     clock = clock_ref[0] = PhaseClock()
     start = time.perf_counter()
     generation = recompute_and_publish(
-        spark, lakehouse, run_id=run_id, published_at=datetime.now(timezone.utc),
-        keep_generations=3, progress=clock.mark,
+        spark,
+        lakehouse,
+        run_id=run_id,
+        published_at=datetime.now(timezone.utc),
+        keep_generations=3,
+        progress=clock.mark,
     )
     end = time.perf_counter()
     phases = clock.phases(start, end)
@@ -198,13 +231,17 @@ def spark_compute_only(spark: Any, lakehouse: Any) -> tuple[float, int]:
 
     start = time.perf_counter()
     version = table_version(spark, lakehouse.master_dataset)
-    snapshot = spark.read.format("delta").option("versionAsOf", version).load(lakehouse.master_dataset)
+    snapshot = (
+        spark.read.format("delta").option("versionAsOf", version).load(lakehouse.master_dataset)
+    )
     total = snapshot.count()
     for view in VIEWS.values():
         (
             snapshot.transform(compute_view(view))
             .select(F.lit(1).cast("long").alias("generation"), *view.columns)
-            .write.format("noop").mode("overwrite").save()
+            .write.format("noop")
+            .mode("overwrite")
+            .save()
         )
     return time.perf_counter() - start, total
 
@@ -240,7 +277,9 @@ def _sql_list(paths: list[str]) -> str:
 
 def duck_events_view(con: Any, table: str) -> None:
     files = [f.path for f in delta_active_files(table)]
-    con.execute(f"CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM read_parquet({_sql_list(files)})")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM read_parquet({_sql_list(files)})"
+    )
 
 
 def duck_recompute(con: Any, table: str, out_dir: Path) -> tuple[float, int]:
@@ -274,7 +313,9 @@ def duck_compute_only(con: Any, table: str) -> float:
 # --------------------------------------------------------------------------- correctness
 
 
-def compare_views(spark: Any, con: Any, lakehouse: Any, generation: int, duck_dir: Path, n: int) -> dict[str, Any]:
+def compare_views(
+    spark: Any, con: Any, lakehouse: Any, generation: int, duck_dir: Path, n: int
+) -> dict[str, Any]:
     """Row-for-row equality of Spark's published generation and DuckDB's Parquet views."""
     from batch_layer.publish import read_batch_view
     from sales_core.views import VIEWS
@@ -283,23 +324,41 @@ def compare_views(spark: Any, con: Any, lakehouse: Any, generation: int, duck_di
     problems: list[str] = []
     for name, view in VIEWS.items():
         files = [
-            f.path for f in delta_active_files(lakehouse.batch_view(name))
+            f.path
+            for f in delta_active_files(lakehouse.batch_view(name))
             if f.partition_values.get("generation") == str(generation)
         ]
-        cols = ", ".join(f"{f.name}::{duck_type(f.dataType)} AS {f.name}" for f in view.schema.fields)
-        spark_rel = f"(SELECT {cols} FROM read_parquet({_sql_list(files)}))" if files else "(SELECT NULL WHERE false)"
+        cols = ", ".join(
+            f"{f.name}::{duck_type(f.dataType)} AS {f.name}" for f in view.schema.fields
+        )
+        spark_rel = (
+            f"(SELECT {cols} FROM read_parquet({_sql_list(files)}))"
+            if files
+            else "(SELECT NULL WHERE false)"
+        )
         duck_rel = f"(SELECT {cols} FROM read_parquet('{duck_dir / (name + '.parquet')}'))"
         summary = "count(*), sum(events), sum(revenue)"
         s_rows, s_events, s_revenue = con.execute(f"SELECT {summary} FROM {spark_rel}").fetchone()
         d_rows, d_events, d_revenue = con.execute(f"SELECT {summary} FROM {duck_rel}").fetchone()
-        only_spark = con.execute(f"SELECT count(*) FROM ({spark_rel} EXCEPT ALL {duck_rel})").fetchone()[0]
-        only_duck = con.execute(f"SELECT count(*) FROM ({duck_rel} EXCEPT ALL {spark_rel})").fetchone()[0]
+        only_spark = con.execute(
+            f"SELECT count(*) FROM ({spark_rel} EXCEPT ALL {duck_rel})"
+        ).fetchone()[0]
+        only_duck = con.execute(
+            f"SELECT count(*) FROM ({duck_rel} EXCEPT ALL {spark_rel})"
+        ).fetchone()[0]
         spark_reader_rows = read_batch_view(spark, lakehouse, name, generation).count()
         report[name] = {
-            "rows": s_rows, "events": int(s_events or 0), "revenue": str(s_revenue),
-            "only_in_spark": only_spark, "only_in_duckdb": only_duck,
+            "rows": s_rows,
+            "events": int(s_events or 0),
+            "revenue": str(s_revenue),
+            "only_in_spark": only_spark,
+            "only_in_duckdb": only_duck,
         }
-        if only_spark or only_duck or (s_rows, s_events, s_revenue) != (d_rows, d_events, d_revenue):
+        if (
+            only_spark
+            or only_duck
+            or (s_rows, s_events, s_revenue) != (d_rows, d_events, d_revenue)
+        ):
             problems.append(
                 f"{name}: spark rows/events/revenue {s_rows}/{s_events}/{s_revenue} vs duckdb "
                 f"{d_rows}/{d_events}/{d_revenue}; {only_spark} rows only in spark, {only_duck} only in duckdb"
@@ -307,7 +366,9 @@ def compare_views(spark: Any, con: Any, lakehouse: Any, generation: int, duck_di
         if s_events != n:
             problems.append(f"{name}: {s_events} events in the Spark view, expected {n}")
         if spark_reader_rows != s_rows:
-            problems.append(f"{name}: Spark reads {spark_reader_rows} rows, the Delta log lists {s_rows}")
+            problems.append(
+                f"{name}: Spark reads {spark_reader_rows} rows, the Delta log lists {s_rows}"
+            )
     if problems:
         raise SystemExit("bench: Spark and DuckDB views differ:\n  " + "\n  ".join(problems))
     return report
@@ -322,11 +383,19 @@ def fmt_rate(n: int, seconds: float) -> str:
 
 
 def fmt_n(n: int) -> str:
-    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    return (
+        f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    )
 
 
-def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref: list[PhaseClock],
-               meter: CpuMeter) -> dict[str, Any]:
+def bench_size(
+    spark: Any,
+    con: Any,
+    args: argparse.Namespace,
+    n: int,
+    clock_ref: list[PhaseClock],
+    meter: CpuMeter,
+) -> dict[str, Any]:
     from sales_core.lakehouse import Lakehouse
 
     root = args.out / "data" / f"n{n}"
@@ -336,7 +405,10 @@ def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref
     if info is None:
         print(f"[{fmt_n(n)}] generating {n:,} events into {master} ...", flush=True)
         info = generate_master(spark, lakehouse, n, rows_per_file=args.rows_per_file)
-        print(f"[{fmt_n(n)}] generated in {info['generate_s']} s (not part of the comparison)", flush=True)
+        print(
+            f"[{fmt_n(n)}] generated in {info['generate_s']} s (not part of the comparison)",
+            flush=True,
+        )
         info["cached"] = False
     else:
         info["cached"] = True
@@ -345,7 +417,9 @@ def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref
         shutil.rmtree(root / part, ignore_errors=True)
     duck_dir = args.out / "duckdb" / f"n{n}"
 
-    con.execute(f"SELECT 1 FROM read_parquet({_sql_list([f.path for f in delta_active_files(master)])}) LIMIT 1")
+    con.execute(
+        f"SELECT 1 FROM read_parquet({_sql_list([f.path for f in delta_active_files(master)])}) LIMIT 1"
+    )
     duck_events_view(con, str(master))
     counted = con.execute("SELECT count(*) FROM events").fetchone()[0]
     if counted != n:
@@ -370,7 +444,9 @@ def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref
         jit1, gc1 = jvm_counters(spark)
         if generation.events != n:
             raise SystemExit(f"bench: Spark published {generation.events} events, expected {n}")
-        s_e2e.add(sample[0], warm=warm, extra={**phases, "jvm:jit": jit1 - jit0, "jvm:gc": gc1 - gc0})
+        s_e2e.add(
+            sample[0], warm=warm, extra={**phases, "jvm:jit": jit1 - jit0, "jvm:gc": gc1 - gc0}
+        )
         last_generation = generation.generation
         with meter.measure() as sample:
             spark_compute_only(spark, lakehouse)
@@ -386,7 +462,8 @@ def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref
         d_cmp.add(sample[0], warm=warm)
         others = (
             f"others used {100 * s_e2e.others[-1]:.0f}%/{100 * d_e2e.others[-1]:.0f}% of the CPUs"
-            if not warm else ""
+            if not warm
+            else ""
         )
         print(
             f"[{fmt_n(n)}] run {i + 1}{' (warm-up)' if warm else ''}{waited}: spark recompute "
@@ -396,11 +473,16 @@ def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref
         )
     assert last_generation is not None
     check = compare_views(spark, con, lakehouse, last_generation, duck_dir, n)
-    print(f"[{fmt_n(n)}] views equal (generation {last_generation} vs DuckDB): "
-          + ", ".join(f"{k} {v['rows']} rows" for k, v in check.items()), flush=True)
+    print(
+        f"[{fmt_n(n)}] views equal (generation {last_generation} vs DuckDB): "
+        + ", ".join(f"{k} {v['rows']} rows" for k, v in check.items()),
+        flush=True,
+    )
     return {
         "events": n,
-        "master": {k: info[k] for k in ("files", "bytes", "generator", "seed", "cached") if k in info},
+        "master": {
+            k: info[k] for k in ("files", "bytes", "generator", "seed", "cached") if k in info
+        },
         "spark_recompute": s_e2e.as_json(),
         "spark_compute": s_cmp.as_json(),
         "duckdb_recompute": d_e2e.as_json(),
@@ -414,24 +496,40 @@ def bench_size(spark: Any, con: Any, args: argparse.Namespace, n: int, clock_ref
     }
 
 
-def print_report(machine: dict[str, Any], settings: dict[str, str], startup: dict[str, float],
-                 results: list[dict[str, Any]], load_start: tuple[float, ...], load_end: tuple[float, ...]) -> None:
+def print_report(
+    machine: dict[str, Any],
+    settings: dict[str, str],
+    startup: dict[str, float],
+    results: list[dict[str, Any]],
+    load_start: tuple[float, ...],
+    load_end: tuple[float, ...],
+) -> None:
     print()
     print("== machine")
-    print(f"  {machine['cpu_model']}, nproc {machine['nproc']}, {machine['mem_total_gib']} GiB RAM "
-          f"({machine['mem_available_gib']} GiB available at start), {machine['os']}")
-    print(f"  python {machine['python']}, {machine['java']}, pyspark {machine['pyspark']}, "
-          f"delta-spark {machine['delta-spark']}, duckdb {machine['duckdb']}, pyarrow {machine['pyarrow']}")
-    print(f"  git {machine['git_commit']}{' (dirty)' if machine['git_dirty'] else ''}; "
-          f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
-          f"at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
+    print(
+        f"  {machine['cpu_model']}, nproc {machine['nproc']}, {machine['mem_total_gib']} GiB RAM "
+        f"({machine['mem_available_gib']} GiB available at start), {machine['os']}"
+    )
+    print(
+        f"  python {machine['python']}, {machine['java']}, pyspark {machine['pyspark']}, "
+        f"delta-spark {machine['delta-spark']}, duckdb {machine['duckdb']}, pyarrow {machine['pyarrow']}"
+    )
+    print(
+        f"  git {machine['git_commit']}{' (dirty)' if machine['git_dirty'] else ''}; "
+        f"load average at start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
+        f"at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}"
+    )
     print("  spark: " + ", ".join(f"{k.replace('spark.', '')}={v}" for k, v in settings.items()))
     print()
-    print(f"== start-up (not in the figures below): JVM + SparkSession {startup['session_s']:.2f} s, "
-          f"first Spark action {startup['first_action_s']:.2f} s, DuckDB connect {startup['duckdb_connect_s']:.3f} s")
+    print(
+        f"== start-up (not in the figures below): JVM + SparkSession {startup['session_s']:.2f} s, "
+        f"first Spark action {startup['first_action_s']:.2f} s, DuckDB connect {startup['duckdb_connect_s']:.3f} s"
+    )
     print()
-    head = (f"{'events':>7}  {'engine':<7} {'measure':<10} {'median s':>9} {'events/s':>9} {'cpu s':>7}  "
-            f"{'runs (s)':<24} {'warm-up':>8} {'others':<12} {'ratio wall':>10} {'ratio cpu':>9}")
+    head = (
+        f"{'events':>7}  {'engine':<7} {'measure':<10} {'median s':>9} {'events/s':>9} {'cpu s':>7}  "
+        f"{'runs (s)':<24} {'warm-up':>8} {'others':<12} {'ratio wall':>10} {'ratio cpu':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
@@ -440,19 +538,35 @@ def print_report(machine: dict[str, Any], settings: dict[str, str], startup: dic
             for engine in ("spark", "duckdb"):
                 s = r[f"{engine}_{measure}"]
                 ratio, cpu_ratio = r[f"ratio_{measure}"], r[f"cpu_ratio_{measure}"]
-                mark = f"{ratio:>8.2f}{' !' if ratio > GOAL_RATIO else '  '}" if engine == "duckdb" else ""
+                mark = (
+                    f"{ratio:>8.2f}{' !' if ratio > GOAL_RATIO else '  '}"
+                    if engine == "duckdb"
+                    else ""
+                )
                 cpu_mark = f"{cpu_ratio:>9.2f}" if engine == "duckdb" else ""
                 runs = " ".join(f"{x:.2f}" for x in s["runs_s"])
                 others = " ".join(f"{100 * x:.0f}%" for x in s["others_busy"])
                 warm = " ".join(f"{x:.2f}" for x in s["warmup_s"][:1])
-                print(f"{fmt_n(n):>7}  {engine:<7} {measure:<10} {s['median_s']:>9.2f} "
-                      f"{fmt_rate(n, s['median_s']):>9} {s['median_cpu_s']:>7.2f}  {runs:<24} {warm:>8} {others:<12} "
-                      f"{mark:>10} {cpu_mark:>9}")
-    print("  recompute = recompute_and_publish (Delta read, 4 views, Delta writes, publish) / DuckDB: 4 views -> Parquet")
-    print("  compute   = the same read + count + 4 aggregations without writing (Spark noop sink / DuckDB temp tables)")
-    print("  cpu s     = median CPU seconds of this process + the Spark JVM; others = share of all CPUs used by")
-    print("              other processes during each run (contention); ratio = Spark median / DuckDB median")
-    print("  warm-up   = the first (unmeasured) run; for the first size it includes the JVM's cold JIT")
+                print(
+                    f"{fmt_n(n):>7}  {engine:<7} {measure:<10} {s['median_s']:>9.2f} "
+                    f"{fmt_rate(n, s['median_s']):>9} {s['median_cpu_s']:>7.2f}  {runs:<24} {warm:>8} {others:<12} "
+                    f"{mark:>10} {cpu_mark:>9}"
+                )
+    print(
+        "  recompute = recompute_and_publish (Delta read, 4 views, Delta writes, publish) / DuckDB: 4 views -> Parquet"
+    )
+    print(
+        "  compute   = the same read + count + 4 aggregations without writing (Spark noop sink / DuckDB temp tables)"
+    )
+    print(
+        "  cpu s     = median CPU seconds of this process + the Spark JVM; others = share of all CPUs used by"
+    )
+    print(
+        "              other processes during each run (contention); ratio = Spark median / DuckDB median"
+    )
+    print(
+        "  warm-up   = the first (unmeasured) run; for the first size it includes the JVM's cold JIT"
+    )
     print(f"  '!' = above the goal ratio of {GOAL_RATIO:g}")
     print()
     print("== where Spark's recompute time goes (median s per phase, wall clock)")
@@ -467,17 +581,23 @@ def print_report(machine: dict[str, Any], settings: dict[str, str], startup: dic
         gc = phases.get("jvm:gc", 0.0)
         cmp_phases = r["spark_compute"].get("phases_median_s", {})
         print(f"  {fmt_n(r['events']):>4}: {parts}")
-        print(f"        recompute - compute, median of per-run differences (Delta writes + commits, publish, "
-              f"handoff scan, log reads): {overhead:.2f} s ({100 * overhead / total:.0f}% of the recompute median)")
-        print(f"        JVM during recompute: JIT compilation {jit:.2f} s, GC {gc:.2f} s; during compute: "
-              f"JIT {cmp_phases.get('jvm:jit', 0.0):.2f} s, GC {cmp_phases.get('jvm:gc', 0.0):.2f} s "
-              f"(compiler/GC thread time, part of 'cpu s')")
+        print(
+            f"        recompute - compute, median of per-run differences (Delta writes + commits, publish, "
+            f"handoff scan, log reads): {overhead:.2f} s ({100 * overhead / total:.0f}% of the recompute median)"
+        )
+        print(
+            f"        JVM during recompute: JIT compilation {jit:.2f} s, GC {gc:.2f} s; during compute: "
+            f"JIT {cmp_phases.get('jvm:jit', 0.0):.2f} s, GC {cmp_phases.get('jvm:gc', 0.0):.2f} s "
+            f"(compiler/GC thread time, part of 'cpu s')"
+        )
     print()
     for r in results:
         verdict = "meets" if r["ratio_recompute"] <= GOAL_RATIO else "MISSES"
-        print(f"  {fmt_n(r['events'])}: ratio recompute {r['ratio_recompute']:.2f} (cpu {r['cpu_ratio_recompute']:.2f}), "
-              f"compute {r['ratio_compute']:.2f} (cpu {r['cpu_ratio_compute']:.2f}) "
-              f"-> {verdict} the goal (<= {GOAL_RATIO:g}); views equal")
+        print(
+            f"  {fmt_n(r['events'])}: ratio recompute {r['ratio_recompute']:.2f} (cpu {r['cpu_ratio_recompute']:.2f}), "
+            f"compute {r['ratio_compute']:.2f} (cpu {r['cpu_ratio_compute']:.2f}) "
+            f"-> {verdict} the goal (<= {GOAL_RATIO:g}); views equal"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,15 +606,21 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     load_start = load_average()
     started = datetime.now(timezone.utc)
-    print(f"bench/batch.py: sizes {', '.join(fmt_n(n) for n in args.sizes)}; {args.runs} runs (+{args.warmup} warm-up); "
-          f"spark {args.master}, duckdb threads {args.duckdb_threads}; load average {load_start[0]:.2f}", flush=True)
+    print(
+        f"bench/batch.py: sizes {', '.join(fmt_n(n) for n in args.sizes)}; {args.runs} runs (+{args.warmup} warm-up); "
+        f"spark {args.master}, duckdb threads {args.duckdb_threads}; load average {load_start[0]:.2f}",
+        flush=True,
+    )
 
     spark, _config, startup = start_spark(args)
     clock_ref: list[PhaseClock] = [PhaseClock()]
     instrument_publish(clock_ref)
     con, startup["duckdb_connect_s"] = duck_connect(args.duckdb_threads)
     meter = CpuMeter(jvm_pid(spark))
-    print(f"JVM + SparkSession start-up {startup['session_s']:.2f} s (first action {startup['first_action_s']:.2f} s)", flush=True)
+    print(
+        f"JVM + SparkSession start-up {startup['session_s']:.2f} s (first action {startup['first_action_s']:.2f} s)",
+        flush=True,
+    )
     settings = spark_settings(spark)
     try:
         results = [bench_size(spark, con, args, n, clock_ref, meter) for n in args.sizes]
@@ -507,12 +633,21 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "batch",
         "started_at": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-        "args": {"runs": args.runs, "warmup": args.warmup, "master": args.master, "driver_memory": args.driver_memory,
-                 "duckdb_threads": args.duckdb_threads, "rows_per_file": args.rows_per_file,
-                 "quiet_wait": args.quiet_wait},
+        "args": {
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "master": args.master,
+            "driver_memory": args.driver_memory,
+            "duckdb_threads": args.duckdb_threads,
+            "rows_per_file": args.rows_per_file,
+            "quiet_wait": args.quiet_wait,
+        },
         "machine": machine,
         "spark_settings": settings,
-        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
+        "load_average": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in load_end],
+        },
         "startup_s": {k: round(v, 3) for k, v in startup.items()},
         "results": results,
         "goal_ratio": GOAL_RATIO,

@@ -52,13 +52,25 @@ from sales_core.devservices import stop_group  # noqa: E402
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="10M", help="events in the master dataset (10M, 1M, 500k ...)")
-    parser.add_argument("--runs", type=int, default=2, help="measured runs per engine (median reported)")
+    parser.add_argument(
+        "--size", default="10M", help="events in the master dataset (10M, 1M, 500k ...)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=2, help="measured runs per engine (median reported)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first, per engine")
-    parser.add_argument("--driver-memory", default="4g", help="driver memory, both engines (default 4g)")
-    parser.add_argument("--worker-memory", default="3g", help="memory of each worker = its executor (default 3g)")
-    parser.add_argument("--rows-per-file", type=int, default=250_000, help="rows per generated master file")
-    parser.add_argument("--out", type=Path, default=OUT, help="cache and results directory (bench/out)")
+    parser.add_argument(
+        "--driver-memory", default="4g", help="driver memory, both engines (default 4g)"
+    )
+    parser.add_argument(
+        "--worker-memory", default="3g", help="memory of each worker = its executor (default 3g)"
+    )
+    parser.add_argument(
+        "--rows-per-file", type=int, default=250_000, help="rows per generated master file"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="cache and results directory (bench/out)"
+    )
     args = parser.parse_args(argv)
     args.size = parse_count(args.size)
     if args.runs < 1 or args.warmup < 0 or args.size < 1:
@@ -67,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def fmt_n(n: int) -> str:
-    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    return (
+        f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    )
 
 
 def free_port() -> int:
@@ -85,24 +99,60 @@ def standalone_cluster(base: Path, *, workers: int, worker_memory: str) -> Itera
     spark_class = str(spark_home / "bin" / "spark-class")
     master_port, ui_port = free_port(), free_port()
     url, ui = f"spark://127.0.0.1:{master_port}", f"http://127.0.0.1:{ui_port}"
-    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_LOG_DIR": str(base / "logs"), "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
-           "PYSPARK_PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(base / "logs"),
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+        "PYSPARK_PYTHON": sys.executable,
+    }
     base.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
 
     def launch(name: str, args: list[str]) -> None:
         log = (base / f"{name}.log").open("wb")
-        processes.append(subprocess.Popen([spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+        processes.append(
+            subprocess.Popen(
+                [spark_class, *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     try:
-        launch("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                          "--port", str(master_port), "--webui-port", str(ui_port)])
+        launch(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(master_port),
+                "--webui-port",
+                str(ui_port),
+            ],
+        )
         for i in range(workers):
-            launch(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
-                                   "--memory", worker_memory, "--webui-port", str(free_port()),
-                                   "--work-dir", str(base / f"work-{i}"), url])
+            launch(
+                f"worker-{i}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    worker_memory,
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(base / f"work-{i}"),
+                    url,
+                ],
+            )
         deadline = time.monotonic() + 180
         while True:
             try:
@@ -121,7 +171,9 @@ def standalone_cluster(base: Path, *, workers: int, worker_memory: str) -> Itera
             stop_group(p, term_wait=20)
 
 
-def start_session(master: str, args: argparse.Namespace, extra: dict[str, str]) -> tuple[Any, float]:
+def start_session(
+    master: str, args: argparse.Namespace, extra: dict[str, str]
+) -> tuple[Any, float]:
     from sales_core.config import load_config
     from sales_core.session import get_spark
 
@@ -139,7 +191,9 @@ def start_session(master: str, args: argparse.Namespace, extra: dict[str, str]) 
     return spark, time.perf_counter() - start
 
 
-def recompute_runs(spark: Any, lakehouse: Any, args: argparse.Namespace, label: str, n: int, meter: CpuMeter) -> tuple[Samples, int]:
+def recompute_runs(
+    spark: Any, lakehouse: Any, args: argparse.Namespace, label: str, n: int, meter: CpuMeter
+) -> tuple[Samples, int]:
     from batch_layer.publish import recompute_and_publish
 
     samples = Samples()
@@ -148,19 +202,28 @@ def recompute_runs(spark: Any, lakehouse: Any, args: argparse.Namespace, label: 
         warm = i < args.warmup
         with meter.measure() as sample:
             published = recompute_and_publish(
-                spark, lakehouse, run_id=f"bench-{label}-{i}", published_at=datetime.now(timezone.utc),
-                keep_generations=100, progress=lambda _: None,
+                spark,
+                lakehouse,
+                run_id=f"bench-{label}-{i}",
+                published_at=datetime.now(timezone.utc),
+                keep_generations=100,
+                progress=lambda _: None,
             )
         if published.events != n:
             raise SystemExit(f"bench: {label} published {published.events} events, expected {n}")
         samples.add(sample[0], warm=warm)
         generation = published.generation
-        print(f"[{label}] run {i + 1}{' (warm-up)' if warm else ''}: {samples.last:.2f}s "
-              f"(load {load_average()[0]:.2f}, others {100 * sample[0].others_busy:.0f}% of the CPUs)", flush=True)
+        print(
+            f"[{label}] run {i + 1}{' (warm-up)' if warm else ''}: {samples.last:.2f}s "
+            f"(load {load_average()[0]:.2f}, others {100 * sample[0].others_busy:.0f}% of the CPUs)",
+            flush=True,
+        )
     return samples, generation
 
 
-def compare(spark: Any, lakehouse: Any, local_generation: int, cluster_generation: int) -> dict[str, int]:
+def compare(
+    spark: Any, lakehouse: Any, local_generation: int, cluster_generation: int
+) -> dict[str, int]:
     """Rows that differ between the two published generations, per view (all must be 0)."""
     from batch_layer.publish import read_batch_view
     from sales_core.views import VIEWS
@@ -194,11 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     if info is None:
         print(f"[{fmt_n(n)}] generating {n:,} events into {master_table} ...", flush=True)
         info = generate_master(spark, lakehouse, n, rows_per_file=args.rows_per_file)
-        print(f"[{fmt_n(n)}] generated in {info['generate_s']} s (not part of the comparison)", flush=True)
+        print(
+            f"[{fmt_n(n)}] generated in {info['generate_s']} s (not part of the comparison)",
+            flush=True,
+        )
     for part in ("gold", "serving", "meta"):
         shutil.rmtree(root / part, ignore_errors=True)
-    print(f"[{fmt_n(n)}] master: {info['files']} files, {info['bytes'] / 2**20:.0f} MiB; "
-          f"{args.warmup} warm-up + {args.runs} measured runs per engine", flush=True)
+    print(
+        f"[{fmt_n(n)}] master: {info['files']} files, {info['bytes'] / 2**20:.0f} MiB; "
+        f"{args.warmup} warm-up + {args.runs} measured runs per engine",
+        flush=True,
+    )
 
     local, local_generation = recompute_runs(spark, lakehouse, args, "local[2]", n, meter)
     spark.stop()
@@ -213,28 +282,48 @@ def main(argv: list[str] | None = None) -> int:
         "spark.ui.enabled": "false",
     }
     jars = cached_jars()
-    with standalone_cluster(args.out / "standalone", workers=2, worker_memory=args.worker_memory) as url:
+    with standalone_cluster(
+        args.out / "standalone", workers=2, worker_memory=args.worker_memory
+    ) as url:
         spark, cluster_start = start_session(url, args, cluster_conf)
-        executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
+        executors = (
+            spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+        )  # minus the driver
         if executors != 2:
             raise SystemExit(f"bench: {executors} executors registered, expected 2")
         meter = CpuMeter(int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()))
-        cluster, cluster_generation = recompute_runs(spark, lakehouse, args, "standalone 2x1", n, meter)
+        cluster, cluster_generation = recompute_runs(
+            spark, lakehouse, args, "standalone 2x1", n, meter
+        )
         differences = compare(spark, lakehouse, local_generation, cluster_generation)
         spark.stop()
 
     ratio = cluster.median / local.median
     print(f"\n{fmt_n(n)} events, batch recompute (median of {args.runs}):")
-    print(f"  local[2]                      {local.median:8.2f} s   ({n / local.median / 1e3:,.0f}k events/s)")
-    print(f"  standalone, 2 workers x 1 core {cluster.median:7.2f} s   ({n / cluster.median / 1e3:,.0f}k events/s)")
-    print(f"  cluster / local               {ratio:8.2f}x   views identical: {not any(differences.values())}")
-    print(f"  session start: local {local_start:.1f}s, cluster {cluster_start:.1f}s (not in the figures)")
+    print(
+        f"  local[2]                      {local.median:8.2f} s   ({n / local.median / 1e3:,.0f}k events/s)"
+    )
+    print(
+        f"  standalone, 2 workers x 1 core {cluster.median:7.2f} s   ({n / cluster.median / 1e3:,.0f}k events/s)"
+    )
+    print(
+        f"  cluster / local               {ratio:8.2f}x   views identical: {not any(differences.values())}"
+    )
+    print(
+        f"  session start: local {local_start:.1f}s, cluster {cluster_start:.1f}s (not in the figures)"
+    )
     result = {
-        "bench": "cluster", "at": datetime.now(timezone.utc).isoformat(), "events": n,
-        "jars": len(jars or []), "machine": machine_info(),
-        "local": local.as_json(), "cluster": cluster.as_json(), "cluster_over_local": round(ratio, 3),
+        "bench": "cluster",
+        "at": datetime.now(timezone.utc).isoformat(),
+        "events": n,
+        "jars": len(jars or []),
+        "machine": machine_info(),
+        "local": local.as_json(),
+        "cluster": cluster.as_json(),
+        "cluster_over_local": round(ratio, 3),
         "session_start_s": {"local": round(local_start, 2), "cluster": round(cluster_start, 2)},
-        "differences": differences, "settings": {"driver_memory": args.driver_memory, "worker_memory": args.worker_memory},
+        "differences": differences,
+        "settings": {"driver_memory": args.driver_memory, "worker_memory": args.worker_memory},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "results.jsonl").open("a") as handle:

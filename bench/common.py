@@ -84,7 +84,9 @@ def machine_info() -> dict[str, Any]:
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "cpu_model": _first_line("/proc/cpuinfo", "model name") or platform.processor(),
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "cpu_count": os.cpu_count(),
         "mem_total_gib": round(int(mem_kb.split()[0]) / 2**20, 1) if mem_kb else None,
         "mem_available_gib": round(int(avail_kb.split()[0]) / 2**20, 1) if avail_kb else None,
@@ -162,9 +164,14 @@ class CpuMeter:
         t1, own1, busy1, steal1 = self._read()
         wall = t1 - t0
         capacity = max(wall * self.ncpu, 1e-9)
-        result.append(CpuSample(
-            wall, own1 - own0, max(0.0, (busy1 - busy0) - (own1 - own0)) / capacity, (steal1 - steal0) / capacity
-        ))
+        result.append(
+            CpuSample(
+                wall,
+                own1 - own0,
+                max(0.0, (busy1 - busy0) - (own1 - own0)) / capacity,
+                (steal1 - steal0) / capacity,
+            )
+        )
 
     def others_busy(self, seconds: float = 2.0) -> float:
         with self.measure() as sample:
@@ -240,8 +247,14 @@ class Samples:
             "steal": [round(x, 3) for x in self.steal],
             "warmup_s": [round(s, 4) for s in self.warmup],
             "load1": [round(x, 2) for x in self.load1],
-            **({"phases_median_s": {k: round(v, 4) for k, v in self.median_extra().items()},
-                "phases_runs_s": [{k: round(v, 3) for k, v in e.items()} for e in self.extra]} if self.extra else {}),
+            **(
+                {
+                    "phases_median_s": {k: round(v, 4) for k, v in self.median_extra().items()},
+                    "phases_runs_s": [{k: round(v, 3) for k, v in e.items()} for e in self.extra],
+                }
+                if self.extra
+                else {}
+            ),
         }
 
 
@@ -334,10 +347,14 @@ def cached_master(table: Path, n: int) -> dict[str, Any] | None:
 def delta_holds(table: str | os.PathLike[str], n: int) -> bool:
     """True when the local Delta table at ``table`` holds exactly ``n`` rows, every file present."""
     files = delta_active_files(table)
-    return sum(f.num_records or 0 for f in files) == n and all(Path(f.path).is_file() for f in files)
+    return sum(f.num_records or 0 for f in files) == n and all(
+        Path(f.path).is_file() for f in files
+    )
 
 
-def generate_master(spark: Any, lakehouse: Any, n: int, *, rows_per_file: int, seed: int = 7) -> dict[str, Any]:
+def generate_master(
+    spark: Any, lakehouse: Any, n: int, *, rows_per_file: int, seed: int = 7
+) -> dict[str, Any]:
     """Write ``n`` synthetic valid events as the master dataset (MASTER_SCHEMA) of ``lakehouse``.
 
     Deterministic (hash of the row number and ``seed``): 90 days of event times, 8 categories,
@@ -360,7 +377,9 @@ def generate_master(spark: Any, lakehouse: Any, n: int, *, rows_per_file: int, s
         return F.pmod(F.xxhash64(F.col("id"), F.lit(seed * 1000 + salt)), F.lit(modulus))
 
     def pick(salt: int, values: tuple[str, ...]):  # type: ignore[no-untyped-def]
-        return F.element_at(F.array(*[F.lit(v) for v in values]), (uniform(salt, len(values)) + 1).cast("int"))
+        return F.element_at(
+            F.array(*[F.lit(v) for v in values]), (uniform(salt, len(values)) + 1).cast("int")
+        )
 
     cents = F.floor(F.pow(F.lit(500_000.0), uniform(5, 1_000_000) / F.lit(1_000_000.0)))
     amount = (cents.cast("decimal(18,0)") / F.lit(100)).cast(MONEY)
@@ -423,6 +442,8 @@ def generate_master(spark: Any, lakehouse: Any, n: int, *, rows_per_file: int, s
         "generate_s": round(elapsed(), 2),
     }
     if sum(f.num_records or 0 for f in written) != n:
-        raise RuntimeError(f"generated {sum(f.num_records or 0 for f in written)} events, expected {n}")
+        raise RuntimeError(
+            f"generated {sum(f.num_records or 0 for f in written)} events, expected {n}"
+        )
     generated_marker(table).write_text(json.dumps(info) + "\n")
     return info

@@ -52,9 +52,15 @@ def revision_modules(rev: str, into: Path) -> tuple[Any, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=parse_count, default=200_000, help="records (default 200k)")
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per variant (median reported)")
-    parser.add_argument("--against", metavar="REV", help="also time this git revision's parser and rules")
+    parser.add_argument(
+        "--records", type=parse_count, default=200_000, help="records (default 200k)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=5, help="measured runs per variant (median reported)"
+    )
+    parser.add_argument(
+        "--against", metavar="REV", help="also time this git revision's parser and rules"
+    )
     args = parser.parse_args(argv)
 
     from pyspark.sql import DataFrame, SparkSession
@@ -89,18 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     n = records.count()
     now = datetime.now(timezone.utc)
     variants: dict[str, DataFrame] = {
-        "baseline: from_json only": records.select(F.from_json("value", _JSON_FIELDS_SCHEMA, _JSON_OPTIONS)),
-        "parse + validate (current)": records.transform(events.parse_json_records("value")).transform(
-            rules.validate(now=now)
+        "baseline: from_json only": records.select(
+            F.from_json("value", _JSON_FIELDS_SCHEMA, _JSON_OPTIONS)
         ),
+        "parse + validate (current)": records.transform(
+            events.parse_json_records("value")
+        ).transform(rules.validate(now=now)),
     }
     with tempfile.TemporaryDirectory() as scratch:
         if args.against:
             old_events, old_rules = revision_modules(args.against, Path(scratch))
-            old = records.transform(old_events.parse_json_records("value")).transform(old_rules.validate(now=now))
+            old = records.transform(old_events.parse_json_records("value")).transform(
+                old_rules.validate(now=now)
+            )
             current = variants["parse + validate (current)"]
             if old.exceptAll(current).count() or current.exceptAll(old).count():
-                raise SystemExit(f"bench: {args.against}'s parser and rules give other rows than the current ones")
+                raise SystemExit(
+                    f"bench: {args.against}'s parser and rules give other rows than the current ones"
+                )
             variants[f"parse + validate ({args.against})"] = old
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.runs):
@@ -112,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(xs) for name, xs in times.items()}
     print(f"{n:,} records, {args.runs} runs each, local[2]; load average {load_average()}")
     for name, median in medians.items():
-        print(f"  {name:34s} median {median:6.2f} s  {n / median:>10,.0f} records/s  {[round(x, 2) for x in times[name]]}")
+        print(
+            f"  {name:34s} median {median:6.2f} s  {n / median:>10,.0f} records/s  {[round(x, 2) for x in times[name]]}"
+        )
     current_s = medians["parse + validate (current)"]
     print(f"  ratio current / baseline time: {current_s / medians['baseline: from_json only']:.2f}")
     if args.against:
-        print(f"  ratio {args.against} / current time: {medians[f'parse + validate ({args.against})'] / current_s:.2f}")
+        print(
+            f"  ratio {args.against} / current time: {medians[f'parse + validate ({args.against})'] / current_s:.2f}"
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / "results.jsonl").open("a") as out:
         result: dict[str, Any] = {

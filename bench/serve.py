@@ -83,12 +83,33 @@ PAGE = 1000
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", default="10M", help="events in the master dataset (10M, 1M, 500k ...)")
-    parser.add_argument("--micro-batches", type=int, default=1440, help="speed micro-batches in the extra day (default 1440: one a minute)")
-    parser.add_argument("--runs", type=int, default=40, help="measured fast-path queries per view (and variant)")
-    parser.add_argument("--spark-runs", type=int, default=10, help="measured Spark-path queries per view")
-    parser.add_argument("--scratch-runs", type=int, default=3, help="measured from-scratch DuckDB aggregations per view")
-    parser.add_argument("--spark-scratch-runs", type=int, default=1, help="measured from-scratch Spark aggregations per view")
+    parser.add_argument(
+        "--events", default="10M", help="events in the master dataset (10M, 1M, 500k ...)"
+    )
+    parser.add_argument(
+        "--micro-batches",
+        type=int,
+        default=1440,
+        help="speed micro-batches in the extra day (default 1440: one a minute)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=40, help="measured fast-path queries per view (and variant)"
+    )
+    parser.add_argument(
+        "--spark-runs", type=int, default=10, help="measured Spark-path queries per view"
+    )
+    parser.add_argument(
+        "--scratch-runs",
+        type=int,
+        default=3,
+        help="measured from-scratch DuckDB aggregations per view",
+    )
+    parser.add_argument(
+        "--spark-scratch-runs",
+        type=int,
+        default=1,
+        help="measured from-scratch Spark aggregations per view",
+    )
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument("--rows-per-file", type=int, default=250_000)
@@ -106,7 +127,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50_s": statistics.median(values), "p95_s": percentile(values, 0.95), "max_s": max(values), "n": len(values)}
+    return {
+        "p50_s": statistics.median(values),
+        "p95_s": percentile(values, 0.95),
+        "max_s": max(values),
+        "n": len(values),
+    }
 
 
 # --------------------------------------------------------------------------- set-up
@@ -146,37 +172,63 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if generation is None:
         print("publishing generation 1 ...", flush=True)
         t = time.perf_counter()
-        generation = recompute_and_publish(spark, lakehouse, run_id="bench-serve", published_at=datetime.now(timezone.utc), keep_generations=3)
+        generation = recompute_and_publish(
+            spark,
+            lakehouse,
+            run_id="bench-serve",
+            published_at=datetime.now(timezone.utc),
+            keep_generations=3,
+        )
         info["publish_s"] = round(time.perf_counter() - t, 1)
     mark = generation.handoff[SPEED_STREAM]
 
     # One more day, after the 90 generated ones, through the speed layer.
     day_events = max(args.micro_batches, n // SPAN_DAYS)
     day_start = BASE_EPOCH + SPAN_DAYS * 86_400
-    print(f"a day of {day_events:,} speed events in {args.micro_batches} micro-batches ...", flush=True)
+    print(
+        f"a day of {day_events:,} speed events in {args.micro_batches} micro-batches ...",
+        flush=True,
+    )
     t = time.perf_counter()
     master_df = spark.read.format("delta").load(lakehouse.master_dataset)
     day = (
-        master_df.limit(day_events).withColumn("_i", F.monotonically_increasing_id())
+        master_df.limit(day_events)
+        .withColumn("_i", F.monotonically_increasing_id())
         .withColumn("_row", (F.row_number().over(Window.orderBy("_i")) - 1).cast("long"))
-        .withColumns({
-            "event_id": F.format_string("day-%09d", F.col("_row")),
-            "event_time": F.timestamp_seconds(F.lit(day_start) + (F.col("_row") * 86_400 / F.lit(day_events)).cast("long")),
-        })
-        .withColumns({
-            "event_date": F.to_date("event_time"), "event_hour": F.date_trunc("hour", "event_time"),
-            "month": F.date_format("event_time", "yyyy-MM"),
-            "source": F.lit("kafka"), "source_name": F.lit("sales-events"),
-            "ingest_layer": F.lit("speed"), "ingest_run": F.lit(SPEED_STREAM),
-            "ingest_batch": (F.lit(mark + 1) + F.floor(F.col("_row") * args.micro_batches / F.lit(day_events))).cast("long"),
-            "ingested_at": F.col("event_time"),
-        })
+        .withColumns(
+            {
+                "event_id": F.format_string("day-%09d", F.col("_row")),
+                "event_time": F.timestamp_seconds(
+                    F.lit(day_start) + (F.col("_row") * 86_400 / F.lit(day_events)).cast("long")
+                ),
+            }
+        )
+        .withColumns(
+            {
+                "event_date": F.to_date("event_time"),
+                "event_hour": F.date_trunc("hour", "event_time"),
+                "month": F.date_format("event_time", "yyyy-MM"),
+                "source": F.lit("kafka"),
+                "source_name": F.lit("sales-events"),
+                "ingest_layer": F.lit("speed"),
+                "ingest_run": F.lit(SPEED_STREAM),
+                "ingest_batch": (
+                    F.lit(mark + 1)
+                    + F.floor(F.col("_row") * args.micro_batches / F.lit(day_events))
+                ).cast("long"),
+                "ingested_at": F.col("event_time"),
+            }
+        )
         .select(*[F.col(f.name).cast(f.dataType) for f in MASTER_SCHEMA.fields])
     )
     day.write.format("delta").mode("append").save(lakehouse.master_dataset)
     ensure_speed_tables(spark, lakehouse)
     spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
-    day_rows = spark.read.format("delta").load(lakehouse.master_dataset).where(F.col("ingest_batch") > mark)
+    day_rows = (
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .where(F.col("ingest_batch") > mark)
+    )
     for name, view in VIEWS.items():
         # compute_view per micro-batch: grouping by the micro-batch too gives each one's increment.
         per_batch = (
@@ -188,15 +240,21 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             per_batch.select(F.lit(SPEED_STREAM).alias("stream"), "batch_id", *view.columns)
             # one file per micro-batch, as the streaming job writes them
             .repartitionByRange(args.micro_batches, "batch_id")
-            .write.format("delta").mode("append").save(lakehouse.speed_increments(name))
+            .write.format("delta")
+            .mode("append")
+            .save(lakehouse.speed_increments(name))
         )
     spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
     info["speed_day_s"] = round(time.perf_counter() - t, 1)
-    info["increment_files"] = {name: len(delta_active_files(lakehouse.speed_increments(name))) for name in VIEWS}
+    info["increment_files"] = {
+        name: len(delta_active_files(lakehouse.speed_increments(name))) for name in VIEWS
+    }
     info["day_events"] = day_events
     t = time.perf_counter()
     for name in VIEWS:
-        spark.sql(f"OPTIMIZE delta.`{lakehouse.batch_view(name)}` WHERE generation = {generation.generation}")
+        spark.sql(
+            f"OPTIMIZE delta.`{lakehouse.batch_view(name)}` WHERE generation = {generation.generation}"
+        )
     info["optimize_s"] = round(time.perf_counter() - t, 1)
     info["build_s"] = round(time.perf_counter() - started, 1)
     info["generation"] = current_generation(spark, lakehouse).generation  # type: ignore[union-attr]
@@ -211,17 +269,31 @@ def typical_queries() -> dict[str, list[Any]]:
     """Per view: the first page of the whole view, and a filtered query a dashboard makes."""
     from serving_layer.query import build_query
 
-    last_day = datetime.fromtimestamp(BASE_EPOCH + SPAN_DAYS * 86_400, timezone.utc).date().isoformat()
-    week = datetime.fromtimestamp(BASE_EPOCH + (SPAN_DAYS - 6) * 86_400, timezone.utc).date().isoformat()
+    last_day = (
+        datetime.fromtimestamp(BASE_EPOCH + SPAN_DAYS * 86_400, timezone.utc).date().isoformat()
+    )
+    week = (
+        datetime.fromtimestamp(BASE_EPOCH + (SPAN_DAYS - 6) * 86_400, timezone.utc)
+        .date()
+        .isoformat()
+    )
     return {
-        "sales_daily": [build_query("sales_daily", limit=PAGE),
-                        build_query("sales_daily", ["region=north"], date_from=week, date_to=last_day)],
-        "sales_hourly": [build_query("sales_hourly", limit=PAGE),
-                         build_query("sales_hourly", ["channel=web"], date_from=last_day, date_to=last_day)],
-        "customer_totals": [build_query("customer_totals", limit=PAGE),
-                            build_query("customer_totals", ["customer_id=cus-000042"])],
-        "revenue_category_monthly": [build_query("revenue_category_monthly", limit=PAGE),
-                                     build_query("revenue_category_monthly", ["revenue_category=high"])],
+        "sales_daily": [
+            build_query("sales_daily", limit=PAGE),
+            build_query("sales_daily", ["region=north"], date_from=week, date_to=last_day),
+        ],
+        "sales_hourly": [
+            build_query("sales_hourly", limit=PAGE),
+            build_query("sales_hourly", ["channel=web"], date_from=last_day, date_to=last_day),
+        ],
+        "customer_totals": [
+            build_query("customer_totals", limit=PAGE),
+            build_query("customer_totals", ["customer_id=cus-000042"]),
+        ],
+        "revenue_category_monthly": [
+            build_query("revenue_category_monthly", limit=PAGE),
+            build_query("revenue_category_monthly", ["revenue_category=high"]),
+        ],
     }
 
 
@@ -234,7 +306,9 @@ def timed(fn: Any) -> tuple[float, Any]:
 def scratch_duck(con: Any, files: list[str], view: Any) -> tuple[float, list[dict[str, Any]]]:
     from serving_layer.query import normalise_value
 
-    sql = duck_view_sql(view, f"read_parquet({_sql_list(files)})").replace("SELECT 1::BIGINT AS generation, ", "SELECT ")
+    sql = duck_view_sql(view, f"read_parquet({_sql_list(files)})").replace(
+        "SELECT 1::BIGINT AS generation, ", "SELECT "
+    )
     seconds, table = timed(lambda: con.sql(sql).to_arrow_table())
     cols = list(view.columns)
     rows = [{c: normalise_value(r[c]) for c in cols} for r in table.to_pylist()]
@@ -251,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     from serving_layer.query import ViewQuery
 
     machine = machine_info()
-    print(f"machine: {machine['cpu_model']}, {machine['nproc']} CPUs, {machine['mem_total_gib']} GiB; load {load_average()}", flush=True)
+    print(
+        f"machine: {machine['cpu_model']}, {machine['nproc']} CPUs, {machine['mem_total_gib']} GiB; load {load_average()}",
+        flush=True,
+    )
     spark, _config, startup = start_spark(args)
     print(f"Spark session {startup['session_s']:.1f} s (not in any figure)", flush=True)
     lakehouse, info = build(spark, args)
@@ -268,11 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         scratch.sort(key=lambda r: tuple(r[k] for k in key))
         fast_rows = reader.answer(ViewQuery(view)).rows
         if fast_rows != scratch:
-            raise SystemExit(f"bench: the fast path's merged {name} differs from the from-scratch view")
+            raise SystemExit(
+                f"bench: the fast path's merged {name} differs from the from-scratch view"
+            )
         if name != "customer_totals":  # 100k rows through py4j: checked on the fast path only
             spark_rows = merge.answer(spark, lakehouse, ViewQuery(view)).rows
             if spark_rows != scratch:
-                raise SystemExit(f"bench: the Spark path's merged {name} differs from the from-scratch view")
+                raise SystemExit(
+                    f"bench: the Spark path's merged {name} differs from the from-scratch view"
+                )
         print(f"  {name}: merged == from scratch ({len(scratch):,} rows)", flush=True)
 
     results: dict[str, Any] = {}
@@ -296,18 +377,32 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             micro_batches.undo()
         if warm.merges["incremental"] != args.runs:
-            raise SystemExit(f"bench: expected {args.runs} incremental merges of {name}, got {warm.merges}")
+            raise SystemExit(
+                f"bench: expected {args.runs} incremental merges of {name}, got {warm.merges}"
+            )
         spark_reader = merge.SparkServing(spark, lakehouse)
         for q in pair:
             spark_reader.answer(q)  # warm-up: the merged view of these versions is cached
         for i in range(args.spark_runs):
             on_spark.append(timed(lambda q=pair[i % 2], r=spark_reader: r.answer(q))[0])
-        spark_uncached = [timed(lambda q=pair[i % 2]: merge.answer(spark, lakehouse, q))[0] for i in range(max(2, args.spark_runs // 3))]
+        spark_uncached = [
+            timed(lambda q=pair[i % 2]: merge.answer(spark, lakehouse, q))[0]
+            for i in range(max(2, args.spark_runs // 3))
+        ]
         duck_scratch = [scratch_duck(con, master_files, view)[0] for _ in range(args.scratch_runs)]
-        spark_scratch = [timed(lambda v=view: _spark_scratch(spark, lakehouse, v, compute_view))[0] for _ in range(args.spark_scratch_runs)]
+        spark_scratch = [
+            timed(lambda v=view: _spark_scratch(spark, lakehouse, v, compute_view))[0]
+            for _ in range(args.spark_scratch_runs)
+        ]
         results[name] = {
-            "fast": summary(fast), "fast_new_micro_batch": summary(new_batch), "fast_new_versions": summary(fresh), "fast_cold": summary(cold),
-            "spark": summary(on_spark), "spark_uncached": summary(spark_uncached), "scratch_duckdb": summary(duck_scratch), "scratch_spark": summary(spark_scratch),
+            "fast": summary(fast),
+            "fast_new_micro_batch": summary(new_batch),
+            "fast_new_versions": summary(fresh),
+            "fast_cold": summary(cold),
+            "spark": summary(on_spark),
+            "spark_uncached": summary(spark_uncached),
+            "scratch_duckdb": summary(duck_scratch),
+            "scratch_spark": summary(spark_scratch),
         }
         r = results[name]
         print(
@@ -322,8 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_report(results, info)
     record = {
-        "bench": "serve", "at": datetime.now(timezone.utc).isoformat(), "machine": machine,
-        "spark_settings": spark_settings(spark), "startup": startup, "data": info, "results": results,
+        "bench": "serve",
+        "at": datetime.now(timezone.utc).isoformat(),
+        "machine": machine,
+        "spark_settings": spark_settings(spark),
+        "startup": startup,
+        "data": info,
+        "results": results,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -353,8 +453,13 @@ class MicroBatchAppender:
         import pyarrow as pa
         from deltalake import write_deltalake
 
-        ids = pa.array([self.next_id] * self.template.num_rows, type=self.template.schema.field("batch_id").type)
-        rows = self.template.set_column(self.template.schema.get_field_index("batch_id"), "batch_id", ids)
+        ids = pa.array(
+            [self.next_id] * self.template.num_rows,
+            type=self.template.schema.field("batch_id").type,
+        )
+        rows = self.template.set_column(
+            self.template.schema.get_field_index("batch_id"), "batch_id", ids
+        )
         write_deltalake(self.path, rows, mode="append")
         self.next_id += 1
 
@@ -367,29 +472,61 @@ class MicroBatchAppender:
 
 
 def _spark_scratch(spark: Any, lakehouse: Any, view: Any, compute_view: Any) -> int:
-    rows = spark.read.format("delta").load(lakehouse.master_dataset).transform(compute_view(view)).collect()
+    rows = (
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .transform(compute_view(view))
+        .collect()
+    )
     return len(rows)
 
 
 def print_report(results: dict[str, Any], info: dict[str, Any]) -> None:
-    print(f"\n{info['events']:,} events + a day of {info.get('day_events', 0):,} in {info['micro_batches']} speed micro-batches")
-    header = ("view", "fast p50 ms", "fast p95 ms", "new micro-batch p50 / p95 ms", "full re-merge p95 ms", "cold p50 s", "spark p50 s", "spark p95 s", "spark uncached p50 s",
-              "scratch duckdb s", "scratch spark s", "duckdb/fast", "spark scratch/merged")
+    print(
+        f"\n{info['events']:,} events + a day of {info.get('day_events', 0):,} in {info['micro_batches']} speed micro-batches"
+    )
+    header = (
+        "view",
+        "fast p50 ms",
+        "fast p95 ms",
+        "new micro-batch p50 / p95 ms",
+        "full re-merge p95 ms",
+        "cold p50 s",
+        "spark p50 s",
+        "spark p95 s",
+        "spark uncached p50 s",
+        "scratch duckdb s",
+        "scratch spark s",
+        "duckdb/fast",
+        "spark scratch/merged",
+    )
     print(" | ".join(header))
     for name, r in results.items():
-        print(" | ".join([
-            name, f"{r['fast']['p50_s'] * 1000:.1f}", f"{r['fast']['p95_s'] * 1000:.1f}",
-            f"{r['fast_new_micro_batch']['p50_s'] * 1000:.1f} / {r['fast_new_micro_batch']['p95_s'] * 1000:.1f}",
-            f"{r['fast_new_versions']['p95_s'] * 1000:.1f}", f"{r['fast_cold']['p50_s']:.2f}",
-            f"{r['spark']['p50_s']:.2f}", f"{r['spark']['p95_s']:.2f}", f"{r['spark_uncached']['p50_s']:.2f}",
-            f"{r['scratch_duckdb']['p50_s']:.2f}", f"{r['scratch_spark']['p50_s']:.2f}",
-            f"{r['scratch_duckdb']['p50_s'] / r['fast']['p50_s']:.0f}x",
-            f"{r['scratch_spark']['p50_s'] / r['spark']['p50_s']:.1f}x",
-        ]))
+        print(
+            " | ".join(
+                [
+                    name,
+                    f"{r['fast']['p50_s'] * 1000:.1f}",
+                    f"{r['fast']['p95_s'] * 1000:.1f}",
+                    f"{r['fast_new_micro_batch']['p50_s'] * 1000:.1f} / {r['fast_new_micro_batch']['p95_s'] * 1000:.1f}",
+                    f"{r['fast_new_versions']['p95_s'] * 1000:.1f}",
+                    f"{r['fast_cold']['p50_s']:.2f}",
+                    f"{r['spark']['p50_s']:.2f}",
+                    f"{r['spark']['p95_s']:.2f}",
+                    f"{r['spark_uncached']['p50_s']:.2f}",
+                    f"{r['scratch_duckdb']['p50_s']:.2f}",
+                    f"{r['scratch_spark']['p50_s']:.2f}",
+                    f"{r['scratch_duckdb']['p50_s'] / r['fast']['p50_s']:.0f}x",
+                    f"{r['scratch_spark']['p50_s'] / r['spark']['p50_s']:.1f}x",
+                ]
+            )
+        )
     fast_ok = all(r["fast"]["p95_s"] <= FAST_P95_GOAL_S for r in results.values())
     spark_ok = all(r["spark"]["p50_s"] <= SPARK_P50_GOAL_S for r in results.values())
-    print(f"goals: fast p95 <= {FAST_P95_GOAL_S * 1000:.0f} ms: {'met' if fast_ok else 'NOT met'}; "
-          f"spark p50 <= {SPARK_P50_GOAL_S} s: {'met' if spark_ok else 'NOT met'}")
+    print(
+        f"goals: fast p95 <= {FAST_P95_GOAL_S * 1000:.0f} ms: {'met' if fast_ok else 'NOT met'}; "
+        f"spark p50 <= {SPARK_P50_GOAL_S} s: {'met' if spark_ok else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,20 @@ class Bench:
 
     def producer(self, topic: str, events: int, rate: float, prefix: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            ["java", "-cp", f"{self.libs}/*", str(PRODUCER), self.bootstrap, topic, str(events), str(rate), prefix],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                "java",
+                "-cp",
+                f"{self.libs}/*",
+                str(PRODUCER),
+                self.bootstrap,
+                topic,
+                str(events),
+                str(rate),
+                prefix,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def produce(self, topic: str, events: int, rate: float, prefix: str) -> dict[str, Any]:
@@ -127,7 +139,9 @@ def throughput(bench: Bench, spark: Any, events: int, runs: int) -> dict[str, An
     if bench.topic_size(topic) != events:
         bench.create_topic(topic)
         if bench.topic_size(topic) != 0:
-            raise RuntimeError(f"topic {topic} holds another number of events: delete {bench.work / 'kafka'}")
+            raise RuntimeError(
+                f"topic {topic} holds another number of events: delete {bench.work / 'kafka'}"
+            )
         print(f"(a) pre-filling {topic} with {events:,} events", flush=True)
         filled = bench.produce(topic, events, 0, f"pre{events}")
         print(f"    {filled['rate']:,.0f} events/s through the Java producer", flush=True)
@@ -143,26 +157,41 @@ def throughput(bench: Bench, spark: Any, events: int, runs: int) -> dict[str, An
         with meter.measure() as sample:
             result = run_speed(spark, config, available_now=True, progress=lambda _m: None)
         if result.totals.input_rows != events or result.totals.valid != events:
-            raise RuntimeError(f"the stream read {result.totals.input_rows} / inserted {result.totals.valid}, expected {events}")
+            raise RuntimeError(
+                f"the stream read {result.totals.input_rows} / inserted {result.totals.valid}, expected {events}"
+            )
         speed_s.append(sample[0].wall_s)
         speed_cpu.append(sample[0].others_busy)
 
         target = str(root / "baseline")
         with stopwatch() as elapsed:
             (
-                spark.read.format("kafka").option("kafka.bootstrap.servers", bench.bootstrap)
-                .option("subscribe", topic).option("startingOffsets", "earliest").load()
+                spark.read.format("kafka")
+                .option("kafka.bootstrap.servers", bench.bootstrap)
+                .option("subscribe", topic)
+                .option("startingOffsets", "earliest")
+                .load()
                 .select("key", "value", "topic", "partition", "offset", "timestamp")
-                .write.format("delta").mode("overwrite").save(target)
+                .write.format("delta")
+                .mode("overwrite")
+                .save(target)
             )
         baseline_s.append(elapsed())
-        print(f"    run {run + 1}: speed --available-now {speed_s[-1]:6.1f}s ({events / speed_s[-1]:,.0f} ev/s, "
-              f"{result.totals.batches} micro-batches)   baseline read+write {baseline_s[-1]:6.1f}s "
-              f"({events / baseline_s[-1]:,.0f} ev/s)   others busy {speed_cpu[-1]:.0%}", flush=True)
+        print(
+            f"    run {run + 1}: speed --available-now {speed_s[-1]:6.1f}s ({events / speed_s[-1]:,.0f} ev/s, "
+            f"{result.totals.batches} micro-batches)   baseline read+write {baseline_s[-1]:6.1f}s "
+            f"({events / baseline_s[-1]:,.0f} ev/s)   others busy {speed_cpu[-1]:.0%}",
+            flush=True,
+        )
     speed, base = statistics.median(speed_s), statistics.median(baseline_s)
     return {
-        "events": events, "runs": runs, "speed_s": speed_s, "baseline_s": baseline_s,
-        "others_busy": speed_cpu, "speed_events_per_s": round(events / speed), "baseline_events_per_s": round(events / base),
+        "events": events,
+        "runs": runs,
+        "speed_s": speed_s,
+        "baseline_s": baseline_s,
+        "others_busy": speed_cpu,
+        "speed_events_per_s": round(events / speed),
+        "baseline_events_per_s": round(events / base),
         "ratio_speed_over_baseline": round(speed / base, 2),
     }
 
@@ -181,7 +210,9 @@ class RunningStream:
 
         def target() -> None:
             try:
-                run_speed(spark, config, trigger=trigger, stop=self.stop_event, progress=lambda _m: None)
+                run_speed(
+                    spark, config, trigger=trigger, stop=self.stop_event, progress=lambda _m: None
+                )
             except BaseException as exc:  # reported by stop()
                 self.error = exc
 
@@ -235,7 +266,9 @@ def start_stream(bench: Bench, spark: Any, kind: str, rate: int) -> tuple[str, A
     return topic, Lakehouse(config.lakehouse.root), stream
 
 
-def sustained(bench: Bench, spark: Any, rate: int, duration: int, warmup: int = 30) -> dict[str, Any]:
+def sustained(
+    bench: Bench, spark: Any, rate: int, duration: int, warmup: int = 30
+) -> dict[str, Any]:
     topic, lakehouse, stream = start_stream(bench, spark, "sustained", rate)
     try:
         started = datetime.now(timezone.utc)
@@ -250,7 +283,10 @@ def sustained(bench: Bench, spark: Any, rate: int, duration: int, warmup: int = 
             while time.monotonic() < deadline:
                 rows = stream_metrics(spark, lakehouse.stream_metrics)
                 last = rows[-1]
-                if last["kafka_lag"] == 0 and last["ended_at"].replace(tzinfo=timezone.utc) > stopped:
+                if (
+                    last["kafka_lag"] == 0
+                    and last["ended_at"].replace(tzinfo=timezone.utc) > stopped
+                ):
                     drained_s = elapsed()
                     break
                 time.sleep(1)
@@ -265,17 +301,31 @@ def sustained(bench: Bench, spark: Any, rate: int, duration: int, warmup: int = 
     ]
     slope = lag_slope(points)
     batch_ms = statistics.median(r["duration_ms"] for r in rows) if rows else None
-    kept_up = produced["rate"] >= 0.97 * rate and slope < 0.02 * rate and drained_s is not None and drained_s < 30
+    kept_up = (
+        produced["rate"] >= 0.97 * rate
+        and slope < 0.02 * rate
+        and drained_s is not None
+        and drained_s < 30
+    )
     result = {
-        "rate": rate, "duration_s": duration, "published_rate": produced["rate"],
-        "producer_max_behind_ms": produced["max_behind_ms"], "lag_slope_per_s": round(slope, 1),
-        "lag_max": max((p[1] for p in points), default=None), "drain_s": None if drained_s is None else round(drained_s, 1),
-        "median_batch_ms": batch_ms, "micro_batches": len(rows), "others_busy": round(sample[0].others_busy, 3),
+        "rate": rate,
+        "duration_s": duration,
+        "published_rate": produced["rate"],
+        "producer_max_behind_ms": produced["max_behind_ms"],
+        "lag_slope_per_s": round(slope, 1),
+        "lag_max": max((p[1] for p in points), default=None),
+        "drain_s": None if drained_s is None else round(drained_s, 1),
+        "median_batch_ms": batch_ms,
+        "micro_batches": len(rows),
+        "others_busy": round(sample[0].others_busy, 3),
         "kept_up": kept_up,
     }
-    print(f"    {rate:>7,}/s for {duration}s: published {produced['rate']:,.0f}/s, lag slope {slope:,.0f}/s, "
-          f"max lag {result['lag_max']}, drained in {result['drain_s']}s, median micro-batch {batch_ms} ms "
-          f"→ {'kept up' if kept_up else 'fell behind'}", flush=True)
+    print(
+        f"    {rate:>7,}/s for {duration}s: published {produced['rate']:,.0f}/s, lag slope {slope:,.0f}/s, "
+        f"max lag {result['lag_max']}, drained in {result['drain_s']}s, median micro-batch {batch_ms} ms "
+        f"→ {'kept up' if kept_up else 'fell behind'}",
+        flush=True,
+    )
     return result
 
 
@@ -289,7 +339,13 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
         produced = bench.produce(topic, rate * duration, rate, f"f{rate}")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            done = spark.read.format("delta").load(lakehouse.stream_metrics).agg(F.sum("valid")).first()[0] or 0
+            done = (
+                spark.read.format("delta")
+                .load(lakehouse.stream_metrics)
+                .agg(F.sum("valid"))
+                .first()[0]
+                or 0
+            )
             if done >= rate * duration:
                 break
             time.sleep(1)
@@ -315,7 +371,8 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
                 visible[batch] = timestamp
     visible_df = spark.createDataFrame(list(visible.items()), "batch_id long, visible_ms long")
     latency = (
-        spark.read.format("delta").load(lakehouse.master_dataset)
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
         .join(visible_df, F.col("ingest_batch") == F.col("batch_id"))
         .select((F.col("visible_ms") - F.unix_millis("event_time")).alias("latency_ms"))
         .agg(
@@ -327,14 +384,22 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
     )
     metrics = [r for r in stream_metrics(spark, lakehouse.stream_metrics) if r["input_rows"] > 0]
     result = {
-        "rate": rate, "duration_s": duration, "published_rate": produced["rate"], "events": latency["events"],
-        "p50_s": latency["p"][0] / 1000, "p95_s": latency["p"][1] / 1000, "p99_s": latency["p"][2] / 1000,
-        "max_s": latency["max"] / 1000, "median_batch_ms": statistics.median(r["duration_ms"] for r in metrics),
+        "rate": rate,
+        "duration_s": duration,
+        "published_rate": produced["rate"],
+        "events": latency["events"],
+        "p50_s": latency["p"][0] / 1000,
+        "p95_s": latency["p"][1] / 1000,
+        "p99_s": latency["p"][2] / 1000,
+        "max_s": latency["max"] / 1000,
+        "median_batch_ms": statistics.median(r["duration_ms"] for r in metrics),
         "micro_batches": len(metrics),
     }
-    print(f"    {rate:,}/s, 1 s trigger, {duration}s: freshness p50 {result['p50_s']:.2f}s, p95 {result['p95_s']:.2f}s, "
-          f"p99 {result['p99_s']:.2f}s over {result['events']:,} events; median micro-batch {result['median_batch_ms']} ms",
-          flush=True)
+    print(
+        f"    {rate:,}/s, 1 s trigger, {duration}s: freshness p50 {result['p50_s']:.2f}s, p95 {result['p95_s']:.2f}s, "
+        f"p99 {result['p99_s']:.2f}s over {result['events']:,} events; median micro-batch {result['median_batch_ms']} ms",
+        flush=True,
+    )
     return result
 
 
@@ -349,20 +414,38 @@ def kafka_python_rate(bench: Bench, events: int) -> dict[str, Any]:
     with stopwatch() as elapsed:
         sent = publish_records(records, config.sources.kafka, partitions=PARTITIONS)
     java = bench.produce(topic, events, 0, "javacheck")
-    result = {"events": sent, "kafka_python_events_per_s": round(sent / elapsed()), "java_events_per_s": round(java["rate"])}
-    print(f"    publishers: kafka-python {result['kafka_python_events_per_s']:,}/s, Java client {result['java_events_per_s']:,}/s",
-          flush=True)
+    result = {
+        "events": sent,
+        "kafka_python_events_per_s": round(sent / elapsed()),
+        "java_events_per_s": round(java["rate"]),
+    }
+    print(
+        f"    publishers: kafka-python {result['kafka_python_events_per_s']:,}/s, Java client {result['java_events_per_s']:,}/s",
+        flush=True,
+    )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("throughput", "sustained", "freshness", "publishers"), action="append")
-    parser.add_argument("--events", type=parse_count, default=1_000_000, help="(a) topic size (default 1M)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", choices=("throughput", "sustained", "freshness", "publishers"), action="append"
+    )
+    parser.add_argument(
+        "--events", type=parse_count, default=1_000_000, help="(a) topic size (default 1M)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="(a) measured runs (default 3)")
-    parser.add_argument("--rates", default="20000,35000,50000", help="(b) publish rates to try, events/s")
-    parser.add_argument("--duration", type=int, default=300, help="(b) seconds at each rate (default 300)")
-    parser.add_argument("--fresh-rate", type=int, default=10_000, help="(c) publish rate (default 10k/s)")
+    parser.add_argument(
+        "--rates", default="20000,35000,50000", help="(b) publish rates to try, events/s"
+    )
+    parser.add_argument(
+        "--duration", type=int, default=300, help="(b) seconds at each rate (default 300)"
+    )
+    parser.add_argument(
+        "--fresh-rate", type=int, default=10_000, help="(c) publish rate (default 10k/s)"
+    )
     parser.add_argument("--fresh-duration", type=int, default=120, help="(c) seconds (default 120)")
     args = parser.parse_args(argv)
     parts = args.only or ["publishers", "throughput", "sustained", "freshness"]
@@ -372,11 +455,18 @@ def main(argv: list[str] | None = None) -> int:
     work = OUT / "stream"
     work.mkdir(parents=True, exist_ok=True)
     bench = Bench(work)
-    results: dict[str, Any] = {"bench": "stream", "at": datetime.now(timezone.utc).isoformat(), "machine": machine_info(),
-                               "load_before": load_average(), "args": vars(args)}
+    results: dict[str, Any] = {
+        "bench": "stream",
+        "at": datetime.now(timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "load_before": load_average(),
+        "args": vars(args),
+    }
     try:
         with stopwatch() as jvm:
-            spark = get_spark(config_for(bench, work / "session", "unused").spark, app_name="bench-stream")
+            spark = get_spark(
+                config_for(bench, work / "session", "unused").spark, app_name="bench-stream"
+            )
         print(f"Spark session in {jvm():.1f}s; broker at {bench.bootstrap}", flush=True)
         if "publishers" in parts:
             print("publishers (100k events):", flush=True)
@@ -385,16 +475,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(a) throughput over {args.events:,} events, {args.runs} run(s):", flush=True)
             results["throughput"] = throughput(bench, spark, args.events, args.runs)
             t = results["throughput"]
-            print(f"    median: speed {t['speed_events_per_s']:,} ev/s, baseline {t['baseline_events_per_s']:,} ev/s, "
-                  f"ratio speed/baseline time {t['ratio_speed_over_baseline']}", flush=True)
+            print(
+                f"    median: speed {t['speed_events_per_s']:,} ev/s, baseline {t['baseline_events_per_s']:,} ev/s, "
+                f"ratio speed/baseline time {t['ratio_speed_over_baseline']}",
+                flush=True,
+            )
         if "sustained" in parts:
             print(f"(b) sustained rate, {args.duration}s per rate:", flush=True)
             rates = [int(r) for r in args.rates.split(",")]
             trials = [sustained(bench, spark, rate, args.duration) for rate in rates]
             kept = [t["rate"] for t in trials if t["kept_up"]]
             results["sustained"] = {"trials": trials, "highest_kept_up": max(kept, default=None)}
-            print(f"    highest rate kept up: {results['sustained']['highest_kept_up']} events/s "
-                  f"(goal {GOALS['sustained_events_per_s']:,})", flush=True)
+            print(
+                f"    highest rate kept up: {results['sustained']['highest_kept_up']} events/s "
+                f"(goal {GOALS['sustained_events_per_s']:,})",
+                flush=True,
+            )
         if "freshness" in parts:
             print("(c) freshness:", flush=True)
             results["freshness"] = freshness(bench, spark, args.fresh_rate, args.fresh_duration)

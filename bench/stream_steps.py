@@ -67,9 +67,18 @@ def instrument(times: dict[str, list[float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=parse_count, default=1_000_000, help="size of the pre-filled topic (default 1M)")
-    parser.add_argument("--runs", type=int, default=2, help="runs from an empty lakehouse (default 2)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events",
+        type=parse_count,
+        default=1_000_000,
+        help="size of the pre-filled topic (default 1M)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=2, help="runs from an empty lakehouse (default 2)"
+    )
     args = parser.parse_args(argv)
 
     from sales_core.session import get_spark
@@ -81,24 +90,49 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(work)
     topic = f"bench-prefill-{args.events}"
     if bench.topic_size(topic) != args.events:
-        raise SystemExit(f"bench: topic {topic} is missing: run bench/stream.py --only throughput --events {args.events} first")
-    spark = get_spark(config_for(bench, work / "session", "unused").spark, app_name="bench-stream-steps")
-    results: dict[str, Any] = {"bench": "stream_steps", "at": datetime.now(timezone.utc).isoformat(),
-                               "machine": machine_info(), "load_before": load_average(), "args": vars(args), "runs": []}
+        raise SystemExit(
+            f"bench: topic {topic} is missing: run bench/stream.py --only throughput --events {args.events} first"
+        )
+    spark = get_spark(
+        config_for(bench, work / "session", "unused").spark, app_name="bench-stream-steps"
+    )
+    results: dict[str, Any] = {
+        "bench": "stream_steps",
+        "at": datetime.now(timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "load_before": load_average(),
+        "args": vars(args),
+        "runs": [],
+    }
     for run in range(args.runs):
         root = work / "steps"
         shutil.rmtree(root, ignore_errors=True)
         times.clear()
         started = time.monotonic()
-        outcome = job.run_speed(spark, config_for(bench, root, topic), available_now=True, progress=lambda _m: None)
+        outcome = job.run_speed(
+            spark, config_for(bench, root, topic), available_now=True, progress=lambda _m: None
+        )
         total = time.monotonic() - started
         rows = [int(r) for r in _batch_rows(spark, root)]
-        print(f"run {run + 1}: {total:.1f}s for {outcome.totals.input_rows:,} events in micro-batches of {rows}", flush=True)
+        print(
+            f"run {run + 1}: {total:.1f}s for {outcome.totals.input_rows:,} events in micro-batches of {rows}",
+            flush=True,
+        )
         for _module, _attribute, label in STEPS:
             spent = times.get(label, [])
-            print(f"    {label:50s} {sum(spent):7.1f}s  ({', '.join(f'{s:.1f}' for s in spent)})", flush=True)
-        results["runs"].append({"total_s": round(total, 1), "batch_rows": rows,
-                                "steps_s": {label: [round(s, 2) for s in times.get(label, [])] for *_x, label in STEPS}})
+            print(
+                f"    {label:50s} {sum(spent):7.1f}s  ({', '.join(f'{s:.1f}' for s in spent)})",
+                flush=True,
+            )
+        results["runs"].append(
+            {
+                "total_s": round(total, 1),
+                "batch_rows": rows,
+                "steps_s": {
+                    label: [round(s, 2) for s in times.get(label, [])] for *_x, label in STEPS
+                },
+            }
+        )
     results["load_after"] = load_average()
     with (OUT / "results.jsonl").open("a") as handle:
         handle.write(json.dumps(results) + "\n")

@@ -36,7 +36,9 @@ class DagRunStatus:
     end_date: str | None
 
     def line(self) -> str:
-        times = " ".join(f"{k}={v}" for k, v in (("started", self.start_date), ("ended", self.end_date)) if v)
+        times = " ".join(
+            f"{k}={v}" for k, v in (("started", self.start_date), ("ended", self.end_date)) if v
+        )
         return f"{self.dag_id} {self.run_id} {self.state}" + (f" {times}" if times else "")
 
 
@@ -50,7 +52,9 @@ def _fail(conf: AirflowConf, what: str, exc: BaseException) -> PipelineError:
     if status == 404:
         return PipelineError(f"Airflow at {conf.url} could not {what}: not found (HTTP 404)")
     reason = getattr(exc, "reason", None) or exc
-    return PipelineError(f"cannot {what} at {conf.url}: {str(reason).strip().splitlines()[0] if str(reason).strip() else type(exc).__name__}")
+    return PipelineError(
+        f"cannot {what} at {conf.url}: {str(reason).strip().splitlines()[0] if str(reason).strip() else type(exc).__name__}"
+    )
 
 
 def fetch_token(conf: AirflowConf) -> str:
@@ -80,7 +84,9 @@ class AirflowRest:
         import airflow_client.client as client
 
         self.conf = conf
-        configuration = client.Configuration(host=conf.url.rstrip("/"), access_token=fetch_token(conf))
+        configuration = client.Configuration(
+            host=conf.url.rstrip("/"), access_token=fetch_token(conf)
+        )
         self._api = client.ApiClient(configuration)
 
     def __enter__(self) -> AirflowRest:
@@ -107,9 +113,14 @@ class AirflowRest:
 
         dag = self._call(f"read DAG {dag_id}", lambda: DAGApi(self._api).get_dag(dag_id))
         if dag.is_paused:
-            self._call(f"unpause DAG {dag_id}", lambda: DAGApi(self._api).patch_dag(dag_id, DAGPatchBody(is_paused=False)))
+            self._call(
+                f"unpause DAG {dag_id}",
+                lambda: DAGApi(self._api).patch_dag(dag_id, DAGPatchBody(is_paused=False)),
+            )
         body = TriggerDAGRunPostBody(logical_date=None, conf=conf or {})
-        run = self._call(f"trigger DAG {dag_id}", lambda: DagRunApi(self._api).trigger_dag_run(dag_id, body))
+        run = self._call(
+            f"trigger DAG {dag_id}", lambda: DagRunApi(self._api).trigger_dag_run(dag_id, body)
+        )
         return _status(run)
 
     def status(self, dag_id: str, run_id: str | None = None) -> DagRunStatus:
@@ -118,14 +129,26 @@ class AirflowRest:
 
         api = DagRunApi(self._api)
         if run_id:
-            return _status(self._call(f"read run {run_id} of DAG {dag_id}", lambda: api.get_dag_run(dag_id, run_id)))
-        runs = self._call(f"list runs of DAG {dag_id}", lambda: api.get_dag_runs(dag_id, limit=1, order_by=["-run_after"]))
+            return _status(
+                self._call(
+                    f"read run {run_id} of DAG {dag_id}", lambda: api.get_dag_run(dag_id, run_id)
+                )
+            )
+        runs = self._call(
+            f"list runs of DAG {dag_id}",
+            lambda: api.get_dag_runs(dag_id, limit=1, order_by=["-run_after"]),
+        )
         if not runs.dag_runs:
             raise PipelineError(f"DAG {dag_id} has no runs yet")
         return _status(runs.dag_runs[0])
 
     def wait(
-        self, dag_id: str, run_id: str, *, timeout_seconds: float, on_change: Callable[[DagRunStatus], None] | None = None
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        timeout_seconds: float,
+        on_change: Callable[[DagRunStatus], None] | None = None,
     ) -> DagRunStatus:
         """Poll until the run ends; raises :class:`AirflowRunFailed` unless it succeeded."""
         deadline = time.monotonic() + timeout_seconds
@@ -138,7 +161,9 @@ class AirflowRest:
             if current.state in TERMINAL_STATES:
                 break
             if time.monotonic() >= deadline:
-                raise PipelineError(f"DAG run {run_id} still {current.state} after {timeout_seconds:g}s")
+                raise PipelineError(
+                    f"DAG run {run_id} still {current.state} after {timeout_seconds:g}s"
+                )
             time.sleep(self.conf.poll_seconds)
         if current.state != "success":
             raise AirflowRunFailed(f"DAG run {run_id} of {dag_id} ended {current.state}")
@@ -150,4 +175,6 @@ def _status(run: Any) -> DagRunStatus:
         return value.isoformat() if value is not None else None
 
     state = getattr(run.state, "value", run.state)
-    return DagRunStatus(run.dag_id, run.dag_run_id, str(state), iso(run.start_date), iso(run.end_date))
+    return DagRunStatus(
+        run.dag_id, run.dag_run_id, str(state), iso(run.start_date), iso(run.end_date)
+    )

@@ -25,12 +25,20 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
-            print(f"[{self.job} {time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+            print(
+                f"[{self.job} {time.monotonic() - self.started:7.1f}s] {message}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", metavar="PATH", help="TOML file layered over conf/ defaults")
-    parser.add_argument("--env", choices=("local", "cluster", "databricks"), help="conf/ environment (default: $LAMBDA_SALES_ENV or local)")
+    parser.add_argument(
+        "--env",
+        choices=("local", "cluster", "databricks"),
+        help="conf/ environment (default: $LAMBDA_SALES_ENV or local)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -43,20 +51,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batch", help="the nightly job: ingest, recompute every batch view, publish")
     _common(p)
-    p.add_argument("--accept-low-quality", action="store_true", help="publish even below quality.min_score")
+    p.add_argument(
+        "--accept-low-quality", action="store_true", help="publish even below quality.min_score"
+    )
     p.set_defaults(handler=cmd_batch)
 
     p = sub.add_parser("query", help="rows of a merged view (batch generation + speed increments)")
     _common(p)
-    p.add_argument("view", help="sales_daily | sales_hourly | customer_totals | revenue_category_monthly")
-    p.add_argument("--where", action="append", default=[], metavar="COL=VALUE", help="filter (repeatable)")
-    p.add_argument("--from", dest="date_from", metavar="DATE", help="first UTC day (YYYY-MM-DD) on the view's time key")
-    p.add_argument("--to", dest="date_to", metavar="DATE", help="last UTC day (YYYY-MM-DD), included")
+    p.add_argument(
+        "view", help="sales_daily | sales_hourly | customer_totals | revenue_category_monthly"
+    )
+    p.add_argument(
+        "--where", action="append", default=[], metavar="COL=VALUE", help="filter (repeatable)"
+    )
+    p.add_argument(
+        "--from",
+        dest="date_from",
+        metavar="DATE",
+        help="first UTC day (YYYY-MM-DD) on the view's time key",
+    )
+    p.add_argument(
+        "--to", dest="date_to", metavar="DATE", help="last UTC day (YYYY-MM-DD), included"
+    )
     p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"))
     p.add_argument("--limit", default=None, metavar="N", help="at most N rows")
-    p.add_argument("--offset", default=None, metavar="N", help="skip N rows first (rows are ordered by the view's keys)")
-    p.add_argument("--engine", default="fast", choices=("fast", "spark"),
-                   help="fast: delta-rs + DuckDB, no JVM (default); spark: the cluster path")
+    p.add_argument(
+        "--offset",
+        default=None,
+        metavar="N",
+        help="skip N rows first (rows are ordered by the view's keys)",
+    )
+    p.add_argument(
+        "--engine",
+        default="fast",
+        choices=("fast", "spark"),
+        help="fast: delta-rs + DuckDB, no JVM (default); spark: the cluster path",
+    )
     p.set_defaults(handler=cmd_query)
 
     p = sub.add_parser("serve", help="the HTTP JSON API over the merged views (no JVM)")
@@ -65,31 +95,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="default: serving.port (8000)")
     p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser("sql-views", help="register the merged views in the Spark catalog (<view>_merged)")
+    p = sub.add_parser(
+        "sql-views", help="register the merged views in the Spark catalog (<view>_merged)"
+    )
     _common(p)
-    p.add_argument("--database", metavar="NAME", default=None, help="schema (or catalog.schema) to create them in")
+    p.add_argument(
+        "--database",
+        metavar="NAME",
+        default=None,
+        help="schema (or catalog.schema) to create them in",
+    )
     p.add_argument("--temporary", action="store_true", help="temporary views (this session only)")
-    p.add_argument("--print", dest="print_sql", action="store_true", help="print the SQL instead of running it (no Spark)")
+    p.add_argument(
+        "--print",
+        dest="print_sql",
+        action="store_true",
+        help="print the SQL instead of running it (no Spark)",
+    )
     p.set_defaults(handler=cmd_sql_views)
 
-    p = sub.add_parser("speed", help="the streaming job: Kafka into the master dataset and the speed increments")
+    p = sub.add_parser(
+        "speed", help="the streaming job: Kafka into the master dataset and the speed increments"
+    )
     _common(p)
-    p.add_argument("--available-now", action="store_true", help="process what is in the topic now, then exit")
-    p.add_argument("--trigger", metavar="INTERVAL", default=None, help='micro-batch interval, e.g. "1 second" (default: speed.trigger_interval)')
+    p.add_argument(
+        "--available-now", action="store_true", help="process what is in the topic now, then exit"
+    )
+    p.add_argument(
+        "--trigger",
+        metavar="INTERVAL",
+        default=None,
+        help='micro-batch interval, e.g. "1 second" (default: speed.trigger_interval)',
+    )
     p.set_defaults(handler=cmd_speed)
 
-    p = sub.add_parser("generate", help="realistic synthetic sales to Kafka, landing files or the database")
+    p = sub.add_parser(
+        "generate", help="realistic synthetic sales to Kafka, landing files or the database"
+    )
     _common(p)
     p.add_argument("--to", choices=("files", "database", "kafka"), default="files")
     p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bad-share", type=float, default=0.02, help="share of records to reject (0-1)")
-    p.add_argument("--duplicate-share", type=float, default=0.02, help="share of duplicated events (0-1)")
+    p.add_argument(
+        "--duplicate-share", type=float, default=0.02, help="share of duplicated events (0-1)"
+    )
     p.add_argument("--late-share", type=float, default=0.05, help="share of late events (0-1)")
     p.add_argument("--days", type=int, default=7, help="events spread over the last N days")
-    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="landing file format")
+    p.add_argument(
+        "--format", choices=("jsonl", "csv", "parquet"), default="jsonl", help="landing file format"
+    )
     p.add_argument("--rows-per-file", type=int, default=50_000)
-    p.add_argument("--partitions", type=int, default=3, help="partitions of the Kafka topic, when it is created")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=3,
+        help="partitions of the Kafka topic, when it is created",
+    )
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("demo", help="the whole pipeline end to end on the embedded defaults")
@@ -106,19 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_config)
 
-    p = sub.add_parser("kafka", help="a local single-node Apache Kafka broker (KRaft) for development")
+    p = sub.add_parser(
+        "kafka", help="a local single-node Apache Kafka broker (KRaft) for development"
+    )
     _common(p)
     p.add_argument("action", choices=("start", "stop", "status"))
-    p.add_argument("--port", type=int, default=None, help="default: the port of sources.kafka.bootstrap_servers")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="default: the port of sources.kafka.bootstrap_servers",
+    )
     p.set_defaults(handler=cmd_kafka)
 
-    p = sub.add_parser("airflow", help="trigger the nightly DAG on Airflow, or follow a run (REST API)")
+    p = sub.add_parser(
+        "airflow", help="trigger the nightly DAG on Airflow, or follow a run (REST API)"
+    )
     _common(p)
     p.add_argument("action", choices=("trigger", "status", "wait"))
-    p.add_argument("run_id", nargs="?", help="the DAG run (status: default the latest; wait: required)")
+    p.add_argument(
+        "run_id", nargs="?", help="the DAG run (status: default the latest; wait: required)"
+    )
     p.add_argument("--dag-id", default=None, help="default: airflow.dag_id")
     p.add_argument("--wait", action="store_true", help="trigger: wait until the run ends")
-    p.add_argument("--timeout", type=float, default=6 * 3600.0, metavar="SECONDS", help="wait at most this long")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=6 * 3600.0,
+        metavar="SECONDS",
+        help="wait at most this long",
+    )
     p.set_defaults(handler=cmd_airflow)
     return parser
 
@@ -145,7 +224,9 @@ def _jvm_output_to_log(app: str) -> None:
         return
     from pathlib import Path
 
-    log_dir = Path(os.environ.get("LAMBDA_SALES_LOG_DIR", Path.home() / ".cache" / "lambda-sales" / "logs"))
+    log_dir = Path(
+        os.environ.get("LAMBDA_SALES_LOG_DIR", Path.home() / ".cache" / "lambda-sales" / "logs")
+    )
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
         path = log_dir / f"spark-{app}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
@@ -175,7 +256,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     progress = Progress("batch", quiet=args.quiet)
     progress("starting Spark")
     spark = _spark(config, "batch")
-    record = run_batch(spark, config, options=BatchOptions(args.accept_low_quality), progress=progress)
+    record = run_batch(
+        spark, config, options=BatchOptions(args.accept_low_quality), progress=progress
+    )
     print(format_run_summary(record))
     return EXIT_OK
 
@@ -191,14 +274,30 @@ def format_run_summary(record: Any) -> str:
         {"item": "  valid (new events)", "value": record.valid},
         {"item": "  duplicates", "value": record.duplicates},
         {"item": "  quarantined", "value": record.quarantined},
-        {"item": "quality score", "value": f"{record.quality_score:.2f}" if record.quality_score is not None else ""},
+        {
+            "item": "quality score",
+            "value": f"{record.quality_score:.2f}" if record.quality_score is not None else "",
+        },
         {"item": "generation published", "value": record.generation},
         {"item": "events in views", "value": details.get("events_in_views")},
-        {"item": "duration", "value": f"{(record.ended_at - record.started_at).total_seconds():.1f}s" if record.ended_at else ""},
+        {
+            "item": "duration",
+            "value": f"{(record.ended_at - record.started_at).total_seconds():.1f}s"
+            if record.ended_at
+            else "",
+        },
     ]
     for reason, n in sorted((details.get("rejected_by_reason") or {}).items()):
         rows.append({"item": f"  rejected {reason}", "value": n})
-    return render([{k: ("" if v is None else str(v)) for k, v in r.items()} for r in rows], ["item", "value"], "table").rsplit("(", 1)[0].rstrip()
+    return (
+        render(
+            [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in rows],
+            ["item", "value"],
+            "table",
+        )
+        .rsplit("(", 1)[0]
+        .rstrip()
+    )
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -208,7 +307,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     config = _config(args)
     query = build_query(
-        args.view, args.where, date_from=args.date_from, date_to=args.date_to, limit=args.limit, offset=args.offset
+        args.view,
+        args.where,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        limit=args.limit,
+        offset=args.offset,
     )
     if args.engine == "fast":
         from serving_layer.fast import FastServing
@@ -228,8 +332,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     host, port = args.host or config.serving.host, args.port or config.serving.port
     if not args.quiet:
-        print(f"serving the merged views of {config.lakehouse.root} at http://{host}:{port} (OpenAPI page: /docs)",
-              file=sys.stderr, flush=True)
+        print(
+            f"serving the merged views of {config.lakehouse.root} at http://{host}:{port} (OpenAPI page: /docs)",
+            file=sys.stderr,
+            flush=True,
+        )
     serve(config.lakehouse.root, host=host, port=port)
     return EXIT_OK
 
@@ -241,10 +348,14 @@ def cmd_sql_views(args: argparse.Namespace) -> int:
     config = _config(args)
     lakehouse = Lakehouse(config.lakehouse.root)
     if args.print_sql:
-        statements = merged_view_statements(lakehouse, database=args.database, temporary=args.temporary)
+        statements = merged_view_statements(
+            lakehouse, database=args.database, temporary=args.temporary
+        )
         print(";\n\n".join(statements) + ";")
         return EXIT_OK
-    names = register_merged_views(_spark(config, "sql-views"), lakehouse, database=args.database, temporary=args.temporary)
+    names = register_merged_views(
+        _spark(config, "sql-views"), lakehouse, database=args.database, temporary=args.temporary
+    )
     print("registered " + ", ".join(names))
     return EXIT_OK
 
@@ -259,20 +370,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     spec = GeneratorSpec(
-        events=args.events, seed=args.seed, bad_share=args.bad_share,
-        duplicate_share=args.duplicate_share, late_share=args.late_share, days=args.days,
+        events=args.events,
+        seed=args.seed,
+        bad_share=args.bad_share,
+        duplicate_share=args.duplicate_share,
+        late_share=args.late_share,
+        days=args.days,
     )
     records = generate_records(spec)
     if args.to == "files":
-        paths = write_landing_files(records, config.sources.files.landing, fmt=args.format, rows_per_file=args.rows_per_file)
-        print(f"wrote {spec.events} records to {len(paths)} {args.format} file(s) in {config.sources.files.landing}")
+        paths = write_landing_files(
+            records, config.sources.files.landing, fmt=args.format, rows_per_file=args.rows_per_file
+        )
+        print(
+            f"wrote {spec.events} records to {len(paths)} {args.format} file(s) in {config.sources.files.landing}"
+        )
     elif args.to == "kafka":
         from speed_layer.kafka_client import publish_records
 
         if args.partitions < 1:
             raise ValueError(f"--partitions must be at least 1, got {args.partitions}")
         kafka = config.sources.kafka
-        sent = publish_records(records, kafka, partitions=args.partitions, progress=Progress("generate", quiet=args.quiet))
+        sent = publish_records(
+            records,
+            kafka,
+            partitions=args.partitions,
+            progress=Progress("generate", quiet=args.quiet),
+        )
         print(f"published {sent} records to Kafka topic {kafka.topic} at {kafka.bootstrap_servers}")
     else:
         from batch_layer.database import JdbcSource
@@ -280,9 +404,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         jdbc = config.sources.jdbc
         JdbcSource.from_conf(jdbc)  # validates table and column names
         if not jdbc.password:
-            raise ConfigError("the database password is not set: export LAMBDA_SALES__SOURCES__JDBC__PASSWORD")
-        inserted, skipped = write_database(records, url=jdbc.url, user=jdbc.user, password=jdbc.password.get(), table=jdbc.table)
-        print(f"inserted {inserted} rows into {jdbc.table}" + (f" ({skipped} records not representable in a typed table skipped)" if skipped else ""))
+            raise ConfigError(
+                "the database password is not set: export LAMBDA_SALES__SOURCES__JDBC__PASSWORD"
+            )
+        inserted, skipped = write_database(
+            records, url=jdbc.url, user=jdbc.user, password=jdbc.password.get(), table=jdbc.table
+        )
+        print(
+            f"inserted {inserted} rows into {jdbc.table}"
+            + (
+                f" ({skipped} records not representable in a typed table skipped)"
+                if skipped
+                else ""
+            )
+        )
     return EXIT_OK
 
 
@@ -293,11 +428,20 @@ def cmd_speed(args: argparse.Namespace) -> int:
     check_trigger(args.trigger or config.speed.trigger_interval)
     stop = stop_on_sigterm()
     if not args.quiet:
-        logging.getLogger("speed_layer.metrics").setLevel(logging.INFO)  # one JSON line a micro-batch
+        logging.getLogger("speed_layer.metrics").setLevel(
+            logging.INFO
+        )  # one JSON line a micro-batch
     progress = Progress("speed", quiet=args.quiet)
     progress("starting Spark")
     spark = _spark(config, "speed")
-    run = run_speed(spark, config, available_now=args.available_now, trigger=args.trigger, stop=stop, progress=progress)
+    run = run_speed(
+        spark,
+        config,
+        available_now=args.available_now,
+        trigger=args.trigger,
+        stop=stop,
+        progress=progress,
+    )
     print(run.summary())
     return EXIT_OK
 
@@ -316,8 +460,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not DeltaTable.isDeltaTable(spark, path):
         print("no runs recorded yet")
         return EXIT_OK
-    columns = ["run_id", "job", "status", "started_at", "records_read", "valid", "duplicates", "quarantined", "quality_score", "generation"]
-    rows = spark.read.format("delta").load(path).orderBy(F.col("started_at").desc()).limit(args.limit).select(*columns).collect()
+    columns = [
+        "run_id",
+        "job",
+        "status",
+        "started_at",
+        "records_read",
+        "valid",
+        "duplicates",
+        "quarantined",
+        "quality_score",
+        "generation",
+    ]
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .orderBy(F.col("started_at").desc())
+        .limit(args.limit)
+        .select(*columns)
+        .collect()
+    )
     sys.stdout.write(render([r.asDict() for r in rows], columns, "table"))
     return EXIT_OK
 
@@ -326,7 +488,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from jobs.demo import run_demo
 
     return run_demo(
-        _config(args), events=args.events, progress=Progress("demo", quiet=args.quiet),
+        _config(args),
+        events=args.events,
+        progress=Progress("demo", quiet=args.quiet),
         spark_factory=lambda config: _spark(config, "demo"),
     )
 
@@ -371,7 +535,12 @@ def cmd_airflow(args: argparse.Namespace) -> int:
             run_id = run.run_id
         else:
             run_id = args.run_id
-        final = airflow.wait(dag_id, run_id, timeout_seconds=args.timeout, on_change=lambda s: progress(f"{s.run_id}: {s.state}"))
+        final = airflow.wait(
+            dag_id,
+            run_id,
+            timeout_seconds=args.timeout,
+            on_change=lambda s: progress(f"{s.run_id}: {s.state}"),
+        )
         print(final.line())
     return EXIT_OK
 
@@ -404,7 +573,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # unexpected: still one line, the traceback on request
         if os.environ.get("LAMBDA_SALES_DEBUG"):
             raise
-        print(f"lambda-sales {args.command}: failed: {_one_line(exc)} (set LAMBDA_SALES_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"lambda-sales {args.command}: failed: {_one_line(exc)} (set LAMBDA_SALES_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -74,7 +74,9 @@ def post_alert(
         retryable = True
         try:
             request = urllib.request.Request(
-                url, data=body, method="POST",
+                url,
+                data=body,
+                method="POST",
                 headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
             )
             with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
@@ -92,10 +94,18 @@ def post_alert(
             reason = f"{type(exc).__name__}"
             retryable = False
         if not retryable or attempt == attempts - 1:
-            log.warning("alert %s not delivered after %d attempt(s): %s", alert.kind, attempt + 1, reason)
+            log.warning(
+                "alert %s not delivered after %d attempt(s): %s", alert.kind, attempt + 1, reason
+            )
             return False
         delay = backoff_seconds * 2**attempt
-        log.info("alert %s attempt %d failed (%s); retrying in %.2fs", alert.kind, attempt + 1, reason, delay)
+        log.info(
+            "alert %s attempt %d failed (%s); retrying in %.2fs",
+            alert.kind,
+            attempt + 1,
+            reason,
+            delay,
+        )
         time.sleep(delay)
     return False
 
@@ -118,8 +128,11 @@ def notify(
             return False
         log.info("alert %s: %s", kind, summary)
         return post_alert(
-            alerts.webhook_url.get(), alert, timeout_seconds=alerts.timeout_seconds,
-            retries=alerts.retries, backoff_seconds=alerts.backoff_seconds,
+            alerts.webhook_url.get(),
+            alert,
+            timeout_seconds=alerts.timeout_seconds,
+            retries=alerts.retries,
+            backoff_seconds=alerts.backoff_seconds,
         )
     except Exception:  # an alert must never fail the job that sends it
         log.exception("alert %s could not be sent", kind)
@@ -146,17 +159,33 @@ class StreamAlerts:
         conf = self.conf
         if conf.max_lag > 0 and kafka_lag is not None and kafka_lag > conf.max_lag:
             if self._due(STREAM_LAG):
-                self._send(STREAM_LAG, f"stream {self.stream} is {kafka_lag} messages behind (threshold {conf.max_lag})",
-                           {"stream": self.stream, "batch_id": batch_id, "kafka_lag": kafka_lag, "max_lag": conf.max_lag})
+                self._send(
+                    STREAM_LAG,
+                    f"stream {self.stream} is {kafka_lag} messages behind (threshold {conf.max_lag})",
+                    {
+                        "stream": self.stream,
+                        "batch_id": batch_id,
+                        "kafka_lag": kafka_lag,
+                        "max_lag": conf.max_lag,
+                    },
+                )
                 raised.append(STREAM_LAG)
         freshness_s = None if freshness_ms is None else freshness_ms / 1000
-        if conf.max_freshness_seconds > 0 and freshness_s is not None and freshness_s > conf.max_freshness_seconds:
+        if (
+            conf.max_freshness_seconds > 0
+            and freshness_s is not None
+            and freshness_s > conf.max_freshness_seconds
+        ):
             if self._due(STREAM_FRESHNESS):
                 self._send(
                     STREAM_FRESHNESS,
                     f"stream {self.stream} serves data {freshness_s:.1f}s old (threshold {conf.max_freshness_seconds:g}s)",
-                    {"stream": self.stream, "batch_id": batch_id, "freshness_seconds": freshness_s,
-                     "max_freshness_seconds": conf.max_freshness_seconds},
+                    {
+                        "stream": self.stream,
+                        "batch_id": batch_id,
+                        "freshness_seconds": freshness_s,
+                        "max_freshness_seconds": conf.max_freshness_seconds,
+                    },
                 )
                 raised.append(STREAM_FRESHNESS)
         return raised
@@ -171,7 +200,10 @@ class StreamAlerts:
 
     def _send(self, kind: str, summary: str, details: dict[str, Any]) -> None:
         thread = threading.Thread(
-            target=notify, args=(self.conf, kind, summary, details), name=f"alert-{kind}", daemon=True
+            target=notify,
+            args=(self.conf, kind, summary, details),
+            name=f"alert-{kind}",
+            daemon=True,
         )
         thread.start()
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
@@ -179,8 +211,13 @@ class StreamAlerts:
     def close(self, timeout_seconds: float | None = None) -> None:
         """Wait for alerts still being sent, at most about one full retry cycle."""
         conf = self.conf
-        budget = timeout_seconds if timeout_seconds is not None else (
-            (conf.retries + 1) * conf.timeout_seconds + conf.backoff_seconds * (2 ** max(0, conf.retries))
+        budget = (
+            timeout_seconds
+            if timeout_seconds is not None
+            else (
+                (conf.retries + 1) * conf.timeout_seconds
+                + conf.backoff_seconds * (2 ** max(0, conf.retries))
+            )
         )
         deadline = time.monotonic() + budget
         for thread in self._threads:

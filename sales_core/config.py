@@ -178,7 +178,12 @@ class Config:
 
 # Keys that may only come from the environment (or a secret scope mapped into it).
 SECRET_KEYS = frozenset(
-    {"sources.jdbc.password", "sources.kafka.sasl_password", "alerts.webhook_url", "airflow.password"}
+    {
+        "sources.jdbc.password",
+        "sources.kafka.sasl_password",
+        "alerts.webhook_url",
+        "airflow.password",
+    }
 )
 # Keys holding local paths or URIs, resolved against the working directory when relative.
 PATH_KEYS = frozenset({"lakehouse.root", "sources.files.landing"})
@@ -231,7 +236,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
 
 
-def _record_origins(data: Mapping[str, Any], origin: str, origins: dict[str, str], prefix: str = "") -> None:
+def _record_origins(
+    data: Mapping[str, Any], origin: str, origins: dict[str, str], prefix: str = ""
+) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping):
@@ -259,7 +266,9 @@ def _parse_scalar(text: str, target: Any, key: str, origin: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"configuration key '{key}' must be true or false, got {text!r} ({origin})")
+        raise ConfigError(
+            f"configuration key '{key}' must be true or false, got {text!r} ({origin})"
+        )
     if target is int:
         try:
             return int(text)
@@ -284,12 +293,16 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = name[len(ENV_PREFIX):].split("__")
+        parts = name[len(ENV_PREFIX) :].split("__")
         # Section and key names are case-insensitive; Spark setting names are not.
-        parts = [p if i >= 2 and [q.lower() for q in parts[:2]] == ["spark", "conf"] else p.lower()
-                 for i, p in enumerate(parts)]
+        parts = [
+            p if i >= 2 and [q.lower() for q in parts[:2]] == ["spark", "conf"] else p.lower()
+            for i, p in enumerate(parts)
+        ]
         if not all(parts):
-            raise ConfigError(f"environment variable {name} is not of the form {ENV_PREFIX}SECTION__KEY")
+            raise ConfigError(
+                f"environment variable {name} is not of the form {ENV_PREFIX}SECTION__KEY"
+            )
         node = overrides
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -370,7 +383,9 @@ def load_config(
     environ = os.environ if environ is None else environ
     env_name = env_name or environ.get(ENV_NAME_VAR) or "local"
     if env_name not in ENVIRONMENTS:
-        raise ConfigError(f"unknown environment '{env_name}': choose one of {', '.join(ENVIRONMENTS)}")
+        raise ConfigError(
+            f"unknown environment '{env_name}': choose one of {', '.join(ENVIRONMENTS)}"
+        )
     origins: dict[str, str] = {}
     data: dict[str, Any] = {}
     files = [CONF_DIR / "base.toml", CONF_DIR / f"{env_name}.toml"]
@@ -412,7 +427,9 @@ def dumps_toml(data: Mapping[str, Any], prefix: str = "") -> str:
         if isinstance(value, Mapping):
             name = f"{prefix}{key}"
             body = dumps_toml(value, name + ".")
-            tables.append(f"[{name}]\n{body}" if body and not body.startswith("[") else body or f"[{name}]\n")
+            tables.append(
+                f"[{name}]\n{body}" if body and not body.startswith("[") else body or f"[{name}]\n"
+            )
         else:
             scalars.append(f"{_quote_key(key)} = {_toml_value(value)}")
     out = "\n".join(scalars)

@@ -75,15 +75,17 @@ _EXACT_NUMBERS_SCHEMA = T.StructType(
         T.StructField("quantity", T.DecimalType(38, 18), True),
     ]
 )
-_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, "allowSingleQuotes": "false"}
+_JSON_OPTIONS = {
+    "mode": "PERMISSIVE",
+    "columnNameOfCorruptRecord": _CORRUPT,
+    "allowSingleQuotes": "false",
+}
 
 
 _MALFORMED = "_malformed"
 
 
-def _envelope(
-    df: DataFrame, fields: Column, malformed: Column, raw_record: Column
-) -> DataFrame:
+def _envelope(df: DataFrame, fields: Column, malformed: Column, raw_record: Column) -> DataFrame:
     """Project ``df`` (already carrying the position columns) onto the envelope schema.
 
     ``malformed`` is evaluated once, in a projection of its own: every field depends on it,
@@ -163,7 +165,9 @@ def csv_header_fields(header_line: str) -> list[str]:
     return [name.strip().lower() for name in row]
 
 
-def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callable[[DataFrame], DataFrame]:
+def parse_csv_records(
+    header: Sequence[str], value_col: str = "value"
+) -> Callable[[DataFrame], DataFrame]:
     """Parse CSV data lines that share ``header`` into the envelope.
 
     A line whose token count differs from the header, or that Spark cannot read, is flagged
@@ -190,11 +194,15 @@ def parse_csv_records(header: Sequence[str], value_col: str = "value") -> Callab
         with_parsed = df.withColumn("_parsed", parsed)
         fields = F.struct(
             *[
-                (F.col(f"_parsed.`{name}`") if name in unique else F.lit(None).cast("string")).alias(name)
+                (
+                    F.col(f"_parsed.`{name}`") if name in unique else F.lit(None).cast("string")
+                ).alias(name)
                 for name in EVENT_FIELDS
             ]
         )
-        malformed = value.isNull() | (F.trim(value) == "") | F.col(f"_parsed.{_CORRUPT}").isNotNull()
+        malformed = (
+            value.isNull() | (F.trim(value) == "") | F.col(f"_parsed.{_CORRUPT}").isNotNull()
+        )
         return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value)
 
     return transform
@@ -208,7 +216,11 @@ def _field_as_text(df: DataFrame, name: str) -> Column:
     column = F.col(f"`{name}`")
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
         # An explicit offset makes the text mean the same instant whatever the session zone.
-        pattern = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX" if isinstance(dtype, T.TimestampType) else "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+        pattern = (
+            "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+            if isinstance(dtype, T.TimestampType)
+            else "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+        )
         return F.date_format(column, pattern)
     if isinstance(dtype, (T.StructType, T.ArrayType, T.MapType)):
         return F.to_json(column)
@@ -221,7 +233,11 @@ def parse_typed_records(df: DataFrame) -> DataFrame:
     Column names are matched case-insensitively; extra columns are ignored. The raw record
     is the whole row as JSON.
     """
-    lowered = df.toDF(*[c.lower() for c in df.columns]) if len(set(c.lower() for c in df.columns)) == len(df.columns) else df
+    lowered = (
+        df.toDF(*[c.lower() for c in df.columns])
+        if len(set(c.lower() for c in df.columns)) == len(df.columns)
+        else df
+    )
     payload = [c for c in lowered.columns if c not in POSITION_FIELDS]
     fields = F.struct(*[_field_as_text(lowered, name).alias(name) for name in EVENT_FIELDS])
     raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in payload]))

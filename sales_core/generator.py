@@ -31,14 +31,35 @@ CATEGORIES = {  # category: (typical amount, spread)
 }
 REGIONS = ("north", "south", "east", "west", "central")
 CHANNELS = ("web", "mobile", "store", "marketplace")
-FIELDS = ("event_id", "order_id", "product_id", "customer_id", "category", "region", "channel",
-          "quantity", "amount", "event_time")
+FIELDS = (
+    "event_id",
+    "order_id",
+    "product_id",
+    "customer_id",
+    "category",
+    "region",
+    "channel",
+    "quantity",
+    "amount",
+    "event_time",
+)
 
 BAD_KINDS = (
-    "missing_event_id", "missing_order_id", "blank_product_id", "missing_quantity",
-    "text_quantity", "zero_quantity", "missing_amount", "text_amount", "negative_amount",
-    "huge_amount", "missing_event_time", "bad_event_time", "ancient_event_time",
-    "future_event_time", "malformed",
+    "missing_event_id",
+    "missing_order_id",
+    "blank_product_id",
+    "missing_quantity",
+    "text_quantity",
+    "zero_quantity",
+    "missing_amount",
+    "text_amount",
+    "negative_amount",
+    "huge_amount",
+    "missing_event_time",
+    "bad_event_time",
+    "ancient_event_time",
+    "future_event_time",
+    "malformed",
 )
 
 
@@ -81,7 +102,9 @@ def generate_records(spec: GeneratorSpec) -> Iterator[dict[str, Any] | str]:
             continue
         category = rng.choice(list(CATEGORIES))
         typical, spread = CATEGORIES[category]
-        amount = Decimal(str(round(rng.lognormvariate(0, spread) * typical, rng.choice((2, 2, 2, 3)))))
+        amount = Decimal(
+            str(round(rng.lognormvariate(0, spread) * typical, rng.choice((2, 2, 2, 3))))
+        )
         if rng.random() < spec.late_share:
             event_time = end - timedelta(days=spec.days + rng.uniform(1, 60))
         else:
@@ -108,7 +131,9 @@ def generate_records(spec: GeneratorSpec) -> Iterator[dict[str, Any] | str]:
         yield record
 
 
-def _make_bad(record: dict[str, Any], kind: str, end: datetime, rng: random.Random) -> dict[str, Any] | str:
+def _make_bad(
+    record: dict[str, Any], kind: str, end: datetime, rng: random.Random
+) -> dict[str, Any] | str:
     bad = dict(record)
     if kind == "malformed":
         return rng.choice(('{"event_id": "broken', "not json at all", "[1, 2, 3]", "42"))
@@ -140,8 +165,12 @@ def to_json_line(record: dict[str, Any] | str) -> str:
 
 
 def write_landing_files(
-    records: Iterator[dict[str, Any] | str], landing: str | Path, *, fmt: str = "jsonl",
-    rows_per_file: int = 50_000, prefix: str = "sales",
+    records: Iterator[dict[str, Any] | str],
+    landing: str | Path,
+    *,
+    fmt: str = "jsonl",
+    rows_per_file: int = 50_000,
+    prefix: str = "sales",
 ) -> list[Path]:
     """Write records as landing files (``jsonl``, ``csv`` or ``parquet``); returns the paths.
 
@@ -243,12 +272,21 @@ def jdbc_url_parts(url: str) -> tuple[str, int, str]:
 
     if not url.startswith("jdbc:postgresql://"):
         raise ValueError(f"not a PostgreSQL JDBC URL: {url.split('?')[0]}")
-    parsed = urlparse(url[len("jdbc:"):])
-    return parsed.hostname or "127.0.0.1", parsed.port or 5432, parsed.path.lstrip("/") or "postgres"
+    parsed = urlparse(url[len("jdbc:") :])
+    return (
+        parsed.hostname or "127.0.0.1",
+        parsed.port or 5432,
+        parsed.path.lstrip("/") or "postgres",
+    )
 
 
 def write_database(
-    records: Iterator[dict[str, Any] | str], *, url: str, user: str, password: str, table: str,
+    records: Iterator[dict[str, Any] | str],
+    *,
+    url: str,
+    user: str,
+    password: str,
+    table: str,
     batch_size: int = 5_000,
 ) -> tuple[int, int]:
     """Insert records into PostgreSQL ``table`` (created if missing).

@@ -170,7 +170,10 @@ def ensure_master_dataset(spark: SparkSession, lakehouse: Lakehouse) -> None:
 
 def ensure_quarantine(spark: SparkSession, lakehouse: Lakehouse) -> None:
     ensure_table(
-        spark, lakehouse.quarantine, QUARANTINE_TABLE_SCHEMA, properties={"delta.appendOnly": "true"}
+        spark,
+        lakehouse.quarantine,
+        QUARANTINE_TABLE_SCHEMA,
+        properties={"delta.appendOnly": "true"},
     )
 
 
@@ -178,7 +181,10 @@ def ensure_serving_tables(spark: SparkSession, lakehouse: Lakehouse) -> None:
     ensure_table(spark, lakehouse.generations, GENERATIONS_SCHEMA)
     for name in VIEWS:
         ensure_table(
-            spark, lakehouse.batch_view(name), view_table_schema(name), partitioned_by=("generation",)
+            spark,
+            lakehouse.batch_view(name),
+            view_table_schema(name),
+            partitioned_by=("generation",),
         )
 
 
@@ -198,7 +204,10 @@ def table_version(spark: SparkSession, path: str) -> int:
             delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
             version = int(delta_log.update(False, none, none).version())
         except Exception as exc:  # noqa: BLE001 - any failure: the public API below, from now on
-            log.info("Delta's log API is not usable here (%s); table versions come from the history", type(exc).__name__)
+            log.info(
+                "Delta's log API is not usable here (%s); table versions come from the history",
+                type(exc).__name__,
+            )
             _DELTA_LOG_API["usable"] = False
         else:
             if version >= 0:

@@ -27,9 +27,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_CONFLICT_MARKERS = ("DELTA_CONCURRENT_", "ConcurrentAppendException", "ConcurrentDeleteReadException",
-                     "ConcurrentDeleteDeleteException", "ConcurrentTransactionException",
-                     "MetadataChangedException", "ProtocolChangedException")
+_CONFLICT_MARKERS = (
+    "DELTA_CONCURRENT_",
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+)
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -58,8 +64,13 @@ def with_conflict_retry(action: Callable[[], T], *, what: str, retries: int = 10
                     f"{what}: still conflicting with concurrent writers after {retries} retries"
                 ) from exc
             delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
-            log.warning("%s conflicted with a concurrent write (%s); retry %d in %.1fs",
-                        what, type(exc).__name__, attempt + 1, delay)
+            log.warning(
+                "%s conflicted with a concurrent write (%s); retry %d in %.1fs",
+                what,
+                type(exc).__name__,
+                attempt + 1,
+                delay,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -83,7 +94,9 @@ def with_ingest_metadata(
     return transform
 
 
-def insert_new_events(spark: SparkSession, master_path: str, rows: DataFrame, *, retries: int) -> None:
+def insert_new_events(
+    spark: SparkSession, master_path: str, rows: DataFrame, *, retries: int
+) -> None:
     """Insert the rows whose ``event_id`` is not in the master dataset yet (idempotent)."""
 
     def merge() -> None:

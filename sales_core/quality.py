@@ -47,8 +47,12 @@ def quality_report(
     *, records: int, rejected_by_reason: Mapping[str, int], defaulted: int, duplicates: int
 ) -> QualityReport:
     """Score a run from its counts (see the module docstring for the checks)."""
-    completeness = sum(n for reason, n in rejected_by_reason.items() if reason.startswith("missing_required:"))
-    validity = sum(n for reason, n in rejected_by_reason.items() if not reason.startswith("missing_required:"))
+    completeness = sum(
+        n for reason, n in rejected_by_reason.items() if reason.startswith("missing_required:")
+    )
+    validity = sum(
+        n for reason, n in rejected_by_reason.items() if not reason.startswith("missing_required:")
+    )
     return QualityReport(
         records=records,
         completeness_issues=completeness + defaulted,

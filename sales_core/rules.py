@@ -269,9 +269,7 @@ def validate(*, now: datetime | Column) -> Callable[[DataFrame], DataFrame]:
 
 def valid_events(df: DataFrame) -> DataFrame:
     """The valid rows of :func:`validate`'s output: typed events with their positions."""
-    return df.where(F.col("reject_reason").isNull()).select(
-        *EVENT_COLUMNS, *POSITION_FIELDS
-    )
+    return df.where(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS, *POSITION_FIELDS)
 
 
 def quarantine_records(rejected_at: datetime | Column) -> Callable[[DataFrame], DataFrame]:
@@ -288,7 +286,9 @@ def quarantine_records(rejected_at: datetime | Column) -> Callable[[DataFrame], 
     return transform
 
 
-def dedupe_events(order_by: tuple[str, ...] = ("source", "source_name", "source_partition", "source_offset")) -> Callable[[DataFrame], DataFrame]:
+def dedupe_events(
+    order_by: tuple[str, ...] = ("source", "source_name", "source_partition", "source_offset"),
+) -> Callable[[DataFrame], DataFrame]:
     """Keep one event per ``event_id``: the first by position (the first one ingested wins).
 
     An aggregation (``min_by``), so it also runs on streaming DataFrames. Adds ``copies``:
@@ -300,7 +300,9 @@ def dedupe_events(order_by: tuple[str, ...] = ("source", "source_name", "source_
         # Ties on position (rows without one, e.g. database rows) fall back to the content.
         first = F.min_by(
             F.struct(*[F.col(c) for c in payload]),
-            F.struct(*[F.col(c) for c in order_by], *[F.col(c) for c in payload if c not in order_by]),
+            F.struct(
+                *[F.col(c) for c in order_by], *[F.col(c) for c in payload if c not in order_by]
+            ),
         )
         return (
             df.groupBy("event_id")

@@ -92,7 +92,10 @@ def mark_interrupted(spark: SparkSession, runs_path: str, job: str, *, except_ru
         with_conflict_retry(
             lambda: table.update(
                 stale,
-                {"status": F.lit("interrupted"), "error": F.lit("the run stopped before it finished (killed or crashed)")},
+                {
+                    "status": F.lit("interrupted"),
+                    "error": F.lit("the run stopped before it finished (killed or crashed)"),
+                },
             ),
             what="mark interrupted runs",
         )

@@ -46,7 +46,9 @@ def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(app_name or conf.app_name)
     log4j = CONF_DIR / "log4j2.properties"
     if log4j.is_file():
-        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}"
+        )
     if conf.master and not _under_launcher():
         builder = builder.master(conf.master)
     for key, value in DELTA_SETTINGS.items():

@@ -77,7 +77,11 @@ VIEWS: dict[str, ViewDef] = {
     for view in (
         ViewDef(
             "sales_daily",
-            (("event_date", T.DateType()), ("category", T.StringType()), ("region", T.StringType())),
+            (
+                ("event_date", T.DateType()),
+                ("category", T.StringType()),
+                ("region", T.StringType()),
+            ),
             (EVENTS, Measure("units", "sum", "quantity", T.LongType()), REVENUE),
         ),
         ViewDef(

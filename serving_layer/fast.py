@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 # Merged views kept per reader (each one view at one set of versions).
 MERGED_CACHE_ENTRIES = 16
 _OPERATORS = {"=": "=", ">=": ">=", "<=": "<=", "<": "<"}
-_PARQUET = pds.ParquetFileFormat(default_fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=True))
+_PARQUET = pds.ParquetFileFormat(
+    default_fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=True)
+)
 
 
 def duck_type(data_type: T.DataType) -> str:
@@ -64,8 +66,12 @@ def duck_type(data_type: T.DataType) -> str:
     if isinstance(data_type, T.DecimalType):
         return f"DECIMAL({data_type.precision},{data_type.scale})"
     names: dict[type[T.DataType], str] = {
-        T.LongType: "BIGINT", T.IntegerType: "INTEGER", T.StringType: "VARCHAR",
-        T.DateType: "DATE", T.TimestampType: "TIMESTAMPTZ", T.DoubleType: "DOUBLE",
+        T.LongType: "BIGINT",
+        T.IntegerType: "INTEGER",
+        T.StringType: "VARCHAR",
+        T.DateType: "DATE",
+        T.TimestampType: "TIMESTAMPTZ",
+        T.DoubleType: "DOUBLE",
     }
     for cls, name in names.items():
         if isinstance(data_type, cls):
@@ -93,19 +99,30 @@ def _may_hold_above(actions: pa.Table, handoff: dict[str, int]) -> list[bool]:
     """Per data file (a row of flattened add actions): False when its statistics show that
     every row is of one stream whose micro-batches up to the mark are covered."""
     n = actions.num_rows
-    if not handoff or n == 0 or not {"min.stream", "max.stream", "max.batch_id"} <= set(actions.column_names):
+    if (
+        not handoff
+        or n == 0
+        or not {"min.stream", "max.stream", "max.batch_id"} <= set(actions.column_names)
+    ):
         return [True] * n
     low, high = actions.column("min.stream").to_pylist(), actions.column("max.stream").to_pylist()
     top = actions.column("max.batch_id").to_pylist()
     nulls = [
-        actions.column(f"null_count.{c}").to_pylist() if f"null_count.{c}" in actions.column_names else [None] * n
+        actions.column(f"null_count.{c}").to_pylist()
+        if f"null_count.{c}" in actions.column_names
+        else [None] * n
         for c in ("stream", "batch_id")
     ]
     keep = []
     for i in range(n):
         covered = (
-            low[i] is not None and low[i] == high[i] and low[i] in handoff and top[i] is not None
-            and top[i] <= handoff[low[i]] and nulls[0][i] == 0 and nulls[1][i] == 0
+            low[i] is not None
+            and low[i] == high[i]
+            and low[i] in handoff
+            and top[i] is not None
+            and top[i] <= handoff[low[i]]
+            and nulls[0][i] == 0
+            and nulls[1][i] == 0
         )
         keep.append(not covered)
     return keep
@@ -123,7 +140,11 @@ def _check_readable(table: DeltaTable) -> None:
 
 
 def _read_files(
-    table: DeltaTable, storage_options: dict[str, str] | None, actions: pa.Table, paths: list[str], schema: pa.Schema
+    table: DeltaTable,
+    storage_options: dict[str, str] | None,
+    actions: pa.Table,
+    paths: list[str],
+    schema: pa.Schema,
 ) -> dict[str, pa.Table]:
     """The rows of some of ``table``'s data files (``paths`` from its flattened add ``actions``),
     read straight from Parquet: delta-rs's ``to_pyarrow_dataset`` builds a statistics expression
@@ -132,17 +153,28 @@ def _read_files(
     :func:`_check_readable` first."""
     if not paths:
         return {}
-    sizes = dict(zip(actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist(), strict=True))
+    sizes = dict(
+        zip(
+            actions.column("path").to_pylist(),
+            actions.column("size_bytes").to_pylist(),
+            strict=True,
+        )
+    )
     filesystem = pafs.PyFileSystem(DeltaStorageHandler(table.table_uri, storage_options, sizes))
     return {
-        path: _PARQUET.make_fragment(path, filesystem=filesystem, file_size=sizes[path]).to_table(schema=schema)
+        path: _PARQUET.make_fragment(path, filesystem=filesystem, file_size=sizes[path]).to_table(
+            schema=schema
+        )
         for path in paths
     }
 
 
 def above_handoff(handoff: dict[str, int]) -> pc.Expression:
     """Arrow expression: increments not covered by the hand-off mark (as in the Spark path)."""
-    covered = [(pc.field("stream") == stream) & (pc.field("batch_id") <= mark) for stream, mark in sorted(handoff.items())]
+    covered = [
+        (pc.field("stream") == stream) & (pc.field("batch_id") <= mark)
+        for stream, mark in sorted(handoff.items())
+    ]
     if not covered:
         return pc.scalar(True)
     expression = covered[0]
@@ -178,12 +210,16 @@ class FastServing:
     its DuckDB query on its own cursor.
     """
 
-    def __init__(self, lakehouse_root: str, *, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, lakehouse_root: str, *, storage_options: dict[str, str] | None = None
+    ) -> None:
         self.lakehouse = Lakehouse(lakehouse_root)
         self.storage_options = storage_options
         self._lock = threading.Lock()
         self._tables: dict[str, DeltaTable] = {}
-        self._generations: dict[tuple[str | None, int], tuple[int, dict[str, int], datetime] | None] = {}
+        self._generations: dict[
+            tuple[str | None, int], tuple[int, dict[str, int], datetime] | None
+        ] = {}
         self._gold_rows: dict[tuple[str, str | None, int], pa.Table] = {}
         self._increment_files: dict[tuple[str, str], pa.Table] = {}
         self._merged: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
@@ -216,10 +252,18 @@ class FastServing:
             return None
         key = (pinned.table_id, pinned.version)
         if key not in self._generations:
-            rows = pinned.table.to_pyarrow_table(columns=["generation", "handoff", "published_at"]).to_pylist()
+            rows = pinned.table.to_pyarrow_table(
+                columns=["generation", "handoff", "published_at"]
+            ).to_pylist()
             newest = max(rows, key=lambda r: r["generation"], default=None)
-            self._generations[key] = None if newest is None else (
-                int(newest["generation"]), {str(k): int(v) for k, v in newest["handoff"]}, normalise_value(newest["published_at"])
+            self._generations[key] = (
+                None
+                if newest is None
+                else (
+                    int(newest["generation"]),
+                    {str(k): int(v) for k, v in newest["handoff"]},
+                    normalise_value(newest["published_at"]),
+                )
             )
         return self._generations[key]
 
@@ -230,7 +274,9 @@ class FastServing:
         rows = self._gold_rows.get(key)
         if rows is None:
             assert pinned.table is not None
-            dataset = pinned.table.to_pyarrow_dataset(file_pruning_predicate=[("generation", "=", str(generation))])
+            dataset = pinned.table.to_pyarrow_dataset(
+                file_pruning_predicate=[("generation", "=", str(generation))]
+            )
             rows = dataset.to_table(columns=list(view.columns))
             # Generations replaced by newer ones are not read again.
             for old in [k for k in self._gold_rows if k[0] == view.name and k != key]:
@@ -238,7 +284,9 @@ class FastServing:
             self._gold_rows[key] = rows
         return rows
 
-    def _increment_files_above(self, pinned: _Pinned, handoff: dict[str, int]) -> tuple[dict[str, pa.Table], pa.Schema]:
+    def _increment_files_above(
+        self, pinned: _Pinned, handoff: dict[str, int]
+    ) -> tuple[dict[str, pa.Table], pa.Schema]:
         """The increments table's live data files that may hold micro-batches above the
         hand-off mark, each file's rows (all of them: filter with :func:`above_handoff`),
         and the table's schema. The files come from the table's add actions, and only files
@@ -250,41 +298,73 @@ class FastServing:
         schema = pa.schema(table.schema().to_arrow())
         actions = pa.table(table.get_add_actions(flatten=True))
         # Files whose statistics show only covered micro-batches are pruned unread.
-        live = [p for p, may_hold in zip(actions.column("path").to_pylist(), _may_hold_above(actions, handoff), strict=True) if may_hold]
+        live = [
+            p
+            for p, may_hold in zip(
+                actions.column("path").to_pylist(), _may_hold_above(actions, handoff), strict=True
+            )
+            if may_hold
+        ]
         unread = [p for p in live if (table.table_uri, p) not in self._increment_files]
         for path, rows in _read_files(table, self.storage_options, actions, unread, schema).items():
             self._increment_files[(table.table_uri, path)] = rows
         files = {path: self._increment_files[(table.table_uri, path)] for path in live}
-        for stale in [k for k in self._increment_files if k[0] == table.table_uri and k[1] not in files]:
+        for stale in [
+            k for k in self._increment_files if k[0] == table.table_uri and k[1] not in files
+        ]:
             del self._increment_files[stale]
         return files, schema
 
-    def _merged_view(self, view: ViewDef) -> tuple[pa.Table, int | None, dict[str, int], dict[str, int]]:
+    def _merged_view(
+        self, view: ViewDef
+    ) -> tuple[pa.Table, int | None, dict[str, int], dict[str, int]]:
         """The whole merged view at freshly pinned versions: (rows, generation, handoff, versions)."""
         with self._lock:
             generations = self._latest(self.lakehouse.generations)
             current = self._current_generation(generations)
-            gold = self._latest(self.lakehouse.batch_view(view.name)) if current else _Pinned(None, None, None)
+            gold = (
+                self._latest(self.lakehouse.batch_view(view.name))
+                if current
+                else _Pinned(None, None, None)
+            )
             increments = self._latest(self.lakehouse.speed_increments(view.name))
             versions = {
                 name: pinned.version
-                for name, pinned in (("generations", generations), (gold_key(view.name), gold), (increments_key(view.name), increments))
+                for name, pinned in (
+                    ("generations", generations),
+                    (gold_key(view.name), gold),
+                    (increments_key(view.name), increments),
+                )
                 if pinned.version is not None
             }
             generation, handoff = (current[0], current[1]) if current else (None, {})
-            key = (view.name, generations.table_id, gold.table_id, increments.table_id, tuple(sorted(versions.items())))
+            key = (
+                view.name,
+                generations.table_id,
+                gold.table_id,
+                increments.table_id,
+                tuple(sorted(versions.items())),
+            )
             merged = self._merged.get(key)
             if merged is not None:
                 self._merged.move_to_end(key)
                 return merged, generation, handoff, versions
-            lineage = (generations.table_id, generation, tuple(sorted(handoff.items())), gold.table_id, increments.table_id)
+            lineage = (
+                generations.table_id,
+                generation,
+                tuple(sorted(handoff.items())),
+                gold.table_id,
+                increments.table_id,
+            )
             files: dict[str, pa.Table] = {}
             if increments.table is not None:
                 files, schema = self._increment_files_above(increments, handoff)
                 # An increments table without micro-batches above the mark is an empty view part.
                 empty = schema.empty_table().select(list(view.columns))
             base = self._bases.get(view.name)
-            incremental = base is not None and base.lineage == lineage and base.files <= files.keys()
+            incremental = (
+                base is not None and base.lineage == lineage and base.files <= files.keys()
+            )
             sources: list[pa.Table] = []
             if base is not None and incremental:
                 # Only new micro-batches since the last merge: add them to it.
@@ -300,9 +380,13 @@ class FastServing:
             sources.append(empty)
         sources = [s for s in sources if s.num_rows] or sources[:1]
         if not sources:
-            raise NoViewsError("no views yet: run `lambda-sales batch` or `lambda-sales speed` first")
+            raise NoViewsError(
+                "no views yet: run `lambda-sales batch` or `lambda-sales speed` first"
+            )
         if base is not None and incremental and len(sources) == 1 and sources[0] is base.rows:
-            merged = base.rows  # nothing new above the mark (a covered file, another table's commit)
+            merged = (
+                base.rows
+            )  # nothing new above the mark (a covered file, another table's commit)
         else:
             merged = self._merge(view, sources)
         with self._lock:
@@ -320,7 +404,11 @@ class FastServing:
         try:
             cursor.register("partials", partials)
             # Kept in key order: a page of the unfiltered view is then a slice, with no sort.
-            ordered = merge_sql(view, "partials") + " ORDER BY " + ", ".join(_ident(k) for k in view.key_names)
+            ordered = (
+                merge_sql(view, "partials")
+                + " ORDER BY "
+                + ", ".join(_ident(k) for k in view.key_names)
+            )
             return cursor.sql(ordered).to_arrow_table()
         finally:
             cursor.close()
@@ -382,27 +470,52 @@ class FastServing:
             generations = self._latest(self.lakehouse.generations)
             current = self._current_generation(generations)
             metrics = self._latest(self.lakehouse.stream_metrics)
-        batch: dict[str, Any] = {"generation": None, "published_at": None, "seconds_since_publish": None, "handoff": {}}
+        batch: dict[str, Any] = {
+            "generation": None,
+            "published_at": None,
+            "seconds_since_publish": None,
+            "handoff": {},
+        }
         if current:
             generation, handoff, published_at = current
             batch = {
-                "generation": generation, "published_at": published_at,
-                "seconds_since_publish": round((now - published_at).total_seconds(), 3), "handoff": handoff,
+                "generation": generation,
+                "published_at": published_at,
+                "seconds_since_publish": round((now - published_at).total_seconds(), 3),
+                "handoff": handoff,
             }
-        speed: dict[str, Any] = {"last_micro_batch": None, "last_micro_batch_at": None, "newest_event_at": None,
-                                 "seconds_since_last_micro_batch": None, "seconds_since_newest_event": None}
+        speed: dict[str, Any] = {
+            "last_micro_batch": None,
+            "last_micro_batch_at": None,
+            "newest_event_at": None,
+            "seconds_since_last_micro_batch": None,
+            "seconds_since_newest_event": None,
+        }
         if metrics.table is not None:
             last = _newest_metrics(metrics.table, self.storage_options)
             if last:
                 speed["last_micro_batch"] = last["batch_id"]
-                for name, value in (("last_micro_batch_at", last["ended_at"]), ("newest_event_at", last["newest_message_at"])):
+                for name, value in (
+                    ("last_micro_batch_at", last["ended_at"]),
+                    ("newest_event_at", last["newest_message_at"]),
+                ):
                     speed[name] = value
-                    seconds_key = "seconds_since_last_micro_batch" if name == "last_micro_batch_at" else "seconds_since_newest_event"
+                    seconds_key = (
+                        "seconds_since_last_micro_batch"
+                        if name == "last_micro_batch_at"
+                        else "seconds_since_newest_event"
+                    )
                     speed[seconds_key] = round((now - value).total_seconds(), 3) if value else None
         return {
             "status": "ok" if current or metrics.table is not None else "empty",
-            "now": now, "batch": batch, "speed": speed,
-            "versions": {k: v.version for k, v in (("generations", generations), ("stream_metrics", metrics)) if v.version is not None},
+            "now": now,
+            "batch": batch,
+            "speed": speed,
+            "versions": {
+                k: v.version
+                for k, v in (("generations", generations), ("stream_metrics", metrics))
+                if v.version is not None
+            },
         }
 
 
@@ -414,31 +527,50 @@ def arrow_rows(table: pa.Table, columns: tuple[str, ...]) -> list[dict[str, Any]
         column = table.column(name)
         if pa.types.is_timestamp(column.type):
             naive = column.cast(pa.timestamp(column.type.unit))  # UTC wall time, no zone
-            values.append([v if v is None else v.replace(tzinfo=timezone.utc) for v in naive.to_pylist()])
+            values.append(
+                [v if v is None else v.replace(tzinfo=timezone.utc) for v in naive.to_pylist()]
+            )
         else:
             values.append(column.to_pylist())
     return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
-def _newest_metrics(table: DeltaTable, storage_options: dict[str, str] | None) -> dict[str, Any] | None:
+def _newest_metrics(
+    table: DeltaTable, storage_options: dict[str, str] | None
+) -> dict[str, Any] | None:
     """The newest micro-batch's metrics: ``stream_metrics`` gets one small file per
     micro-batch, so only the files whose statistics hold the highest ``batch_id`` are read."""
     _check_readable(table)
     actions = pa.table(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
     top = None
-    if actions.num_rows and "max.batch_id" in actions.column_names and actions.column("max.batch_id").null_count == 0:
+    if (
+        actions.num_rows
+        and "max.batch_id" in actions.column_names
+        and actions.column("max.batch_id").null_count == 0
+    ):
         top = pc.max(actions.column("max.batch_id")).as_py()
-        paths = [p for p, m in zip(paths, actions.column("max.batch_id").to_pylist(), strict=True) if m == top]
+        paths = [
+            p
+            for p, m in zip(paths, actions.column("max.batch_id").to_pylist(), strict=True)
+            if m == top
+        ]
     columns = ["batch_id", "ended_at", "newest_message_at"]
-    parts = [t.select(columns) for t in _read_files(table, storage_options, actions, paths, pa.schema(table.schema().to_arrow())).values()]
+    parts = [
+        t.select(columns)
+        for t in _read_files(
+            table, storage_options, actions, paths, pa.schema(table.schema().to_arrow())
+        ).values()
+    ]
     rows = pa.concat_tables(parts).to_pylist() if parts else []
     if top is not None:
         rows = [r for r in rows if r["batch_id"] == top]
     if not rows:
         return None
     newest = max(rows, key=lambda r: r["batch_id"])
-    newest_event = max((r["newest_message_at"] for r in rows if r["newest_message_at"] is not None), default=None)
+    newest_event = max(
+        (r["newest_message_at"] for r in rows if r["newest_message_at"] is not None), default=None
+    )
     return {
         "batch_id": int(newest["batch_id"]),
         "ended_at": normalise_value(newest["ended_at"]),

@@ -42,7 +42,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def answer_body(rows: list[dict[str, Any]], columns: tuple[str, ...], generation: int | None) -> str:
+def answer_body(
+    rows: list[dict[str, Any]], columns: tuple[str, ...], generation: int | None
+) -> str:
     """``{"rows": [...], "generation": N}`` with each row as ``query --format jsonl`` prints it."""
     encoded = ", ".join(dumps_row({c: r[c] for c in columns}) for r in rows)
     return '{"rows": [' + encoded + '], "generation": ' + json.dumps(generation) + "}"
@@ -56,41 +58,65 @@ def _view_endpoint(view: ViewDef, reader: FastServing) -> Callable[..., Response
         allowed = set(view.columns) | set(PAGING)
         for name in params:
             if name not in allowed:
-                return _error(400, f"unknown parameter '{name}' for view {view.name}: choose one of {', '.join(view.columns + PAGING)}")
+                return _error(
+                    400,
+                    f"unknown parameter '{name}' for view {view.name}: choose one of {', '.join(view.columns + PAGING)}",
+                )
             if len(params.getlist(name)) > 1:
                 return _error(400, f"parameter '{name}' is given more than once")
         try:
             query = build_query(
                 view.name,
                 [f"{name}={params[name]}" for name in params if name in view.columns],
-                date_from=params.get("from"), date_to=params.get("to"),
-                limit=params.get("limit"), offset=params.get("offset"),
-                default_limit=DEFAULT_LIMIT, max_limit=MAX_LIMIT,
+                date_from=params.get("from"),
+                date_to=params.get("to"),
+                limit=params.get("limit"),
+                offset=params.get("offset"),
+                default_limit=DEFAULT_LIMIT,
+                max_limit=MAX_LIMIT,
             )
             result = reader.answer(query)
         except FilterError as exc:
             return _error(400, str(exc))
         except NoViewsError as exc:
             return _error(503, str(exc))
-        return Response(answer_body(result.rows, view.columns, result.generation), media_type="application/json")
+        return Response(
+            answer_body(result.rows, view.columns, result.generation), media_type="application/json"
+        )
 
     types = {f.name: f.dataType.simpleString() for f in view.schema.fields}
-    documented = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
+    documented = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)
+    ]
     for column in view.columns:
-        documented.append(inspect.Parameter(
-            column, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-            default=Query(None, description=f"only rows with {column} equal to this ({types[column]})"),
-        ))
+        documented.append(
+            inspect.Parameter(
+                column,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=str | None,
+                default=Query(
+                    None, description=f"only rows with {column} equal to this ({types[column]})"
+                ),
+            )
+        )
     for name, alias, description in (
         ("date_from", "from", "first UTC day (YYYY-MM-DD) on the view's time key; see the README"),
         ("date_to", "to", "last UTC day (YYYY-MM-DD), included"),
-        ("limit", "limit", f"at most this many rows (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})"),
+        (
+            "limit",
+            "limit",
+            f"at most this many rows (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})",
+        ),
         ("offset", "offset", "skip this many rows first (rows are ordered by the view's keys)"),
     ):
-        documented.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-            default=Query(None, alias=alias, description=description),
-        ))
+        documented.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=str | None,
+                default=Query(None, alias=alias, description=description),
+            )
+        )
     endpoint.__signature__ = inspect.Signature(documented)  # type: ignore[attr-defined]
     endpoint.__name__ = f"get_{view.name}"
     return endpoint
@@ -107,20 +133,31 @@ def create_app(lakehouse_root: str, *, reader: FastServing | None = None) -> Fas
     for name, view in VIEWS.items():
         keys = ", ".join(view.key_names)
         app.add_api_route(
-            f"/views/{name}", _view_endpoint(view, reader), methods=["GET"], tags=["views"],
+            f"/views/{name}",
+            _view_endpoint(view, reader),
+            methods=["GET"],
+            tags=["views"],
             summary=f"Rows of the merged {name} view",
             description=f"Keys: {keys}; measures: {', '.join(m.name for m in view.measures)}. "
-            f"Rows are ordered by {keys}. Answers {{\"rows\": [...], \"generation\": N}}.",
+            f'Rows are ordered by {keys}. Answers {{"rows": [...], "generation": N}}.',
             response_class=Response,
         )
 
-    @app.get("/views/{view}", tags=["views"], summary="Any other name: 404", include_in_schema=False)
+    @app.get(
+        "/views/{view}", tags=["views"], summary="Any other name: 404", include_in_schema=False
+    )
     def unknown_view(view: str) -> JSONResponse:
         return _error(404, f"unknown view '{view}': choose one of {', '.join(VIEW_NAMES)}")
 
-    @app.get("/health", tags=["health"], summary="Freshness of both layers and the current batch generation")
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Freshness of both layers and the current batch generation",
+    )
     def health() -> Response:
-        return Response(json.dumps(reader.health(), default=_json_default), media_type="application/json")
+        return Response(
+            json.dumps(reader.health(), default=_json_default), media_type="application/json"
+        )
 
     return app
 

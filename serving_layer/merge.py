@@ -55,7 +55,9 @@ class Snapshot:
         return dict(self.generation.handoff) if self.generation else {}
 
 
-def pin_snapshot(spark: SparkSession, lakehouse: Lakehouse, view_names: tuple[str, ...] = tuple(VIEWS)) -> Snapshot:
+def pin_snapshot(
+    spark: SparkSession, lakehouse: Lakehouse, view_names: tuple[str, ...] = tuple(VIEWS)
+) -> Snapshot:
     """Pin the generations table, then the tables of ``view_names`` (in this order)."""
     versions: dict[str, int] = {}
     generation = None
@@ -73,13 +75,18 @@ def pin_snapshot(spark: SparkSession, lakehouse: Lakehouse, view_names: tuple[st
 def above_handoff(handoff: dict[str, int]) -> Column:
     """Increments not covered by ``handoff``: per stream, ``batch_id`` above its mark; every
     increment of a stream the mark does not name."""
-    covered = [(F.col("stream") == stream) & (F.col("batch_id") <= mark) for stream, mark in sorted(handoff.items())]
+    covered = [
+        (F.col("stream") == stream) & (F.col("batch_id") <= mark)
+        for stream, mark in sorted(handoff.items())
+    ]
     if not covered:
         return F.lit(True)
     return ~reduce(lambda a, b: a | b, covered)
 
 
-def merged_view(spark: SparkSession, lakehouse: Lakehouse, view_name: str, snapshot: Snapshot | None = None) -> DataFrame:
+def merged_view(
+    spark: SparkSession, lakehouse: Lakehouse, view_name: str, snapshot: Snapshot | None = None
+) -> DataFrame:
     """The merged view ``view_name`` at ``snapshot`` (pinned now when not given).
 
     Raises:
@@ -90,14 +97,16 @@ def merged_view(spark: SparkSession, lakehouse: Lakehouse, view_name: str, snaps
     parts: list[DataFrame] = []
     if snapshot.generation is not None and gold_key(view.name) in snapshot.versions:
         parts.append(
-            spark.read.format("delta").option("versionAsOf", snapshot.versions[gold_key(view.name)])
+            spark.read.format("delta")
+            .option("versionAsOf", snapshot.versions[gold_key(view.name)])
             .load(lakehouse.batch_view(view.name))
             .where(F.col("generation") == snapshot.generation.generation)
             .select(*view.columns)
         )
     if increments_key(view.name) in snapshot.versions:
         parts.append(
-            spark.read.format("delta").option("versionAsOf", snapshot.versions[increments_key(view.name)])
+            spark.read.format("delta")
+            .option("versionAsOf", snapshot.versions[increments_key(view.name)])
             .load(lakehouse.speed_increments(view.name))
             .where(above_handoff(snapshot.handoff))
             .select(*view.columns)
@@ -126,7 +135,9 @@ def select(rows: DataFrame, query: ViewQuery) -> DataFrame:
     return rows
 
 
-def query_merged(spark: SparkSession, lakehouse: Lakehouse, query: ViewQuery) -> tuple[DataFrame, Snapshot]:
+def query_merged(
+    spark: SparkSession, lakehouse: Lakehouse, query: ViewQuery
+) -> tuple[DataFrame, Snapshot]:
     """The rows ``query`` asks for, ordered by the view's keys, and the snapshot they come from."""
     view = query.view
     snapshot = pin_snapshot(spark, lakehouse, (view.name,))
@@ -142,7 +153,9 @@ def answer(spark: SparkSession, lakehouse: Lakehouse, query: ViewQuery) -> Answe
     """The rows of ``query`` as dicts (the same values the fast path answers)."""
     rows, snapshot = query_merged(spark, lakehouse, query)
     generation = snapshot.generation.generation if snapshot.generation else None
-    return Answer(to_rows(rows, query.view.columns), generation, snapshot.handoff, dict(snapshot.versions))
+    return Answer(
+        to_rows(rows, query.view.columns), generation, snapshot.handoff, dict(snapshot.versions)
+    )
 
 
 class SparkServing:
@@ -170,7 +183,9 @@ class SparkServing:
         if generation is not None:
             versions[gold_key(view_name)] = table_version(spark, lakehouse.batch_view(view_name))
         if DeltaTable.isDeltaTable(spark, lakehouse.speed_increments(view_name)):
-            versions[increments_key(view_name)] = table_version(spark, lakehouse.speed_increments(view_name))
+            versions[increments_key(view_name)] = table_version(
+                spark, lakehouse.speed_increments(view_name)
+            )
         return Snapshot(generation, versions)
 
     def answer(self, query: ViewQuery) -> Answer:
@@ -185,4 +200,6 @@ class SparkServing:
                 self._merged.pop(next(iter(self._merged))).unpersist()
         rows = select(merged, query)
         generation = snapshot.generation.generation if snapshot.generation else None
-        return Answer(to_rows(rows, view.columns), generation, snapshot.handoff, dict(snapshot.versions))
+        return Answer(
+            to_rows(rows, view.columns), generation, snapshot.handoff, dict(snapshot.versions)
+        )

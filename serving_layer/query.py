@@ -76,7 +76,9 @@ def _start_of(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=timezone.utc)
 
 
-def range_predicates(view: ViewDef, date_from: date | None, date_to: date | None) -> list[Predicate]:
+def range_predicates(
+    view: ViewDef, date_from: date | None, date_to: date | None
+) -> list[Predicate]:
     """The conditions of a ``from``/``to`` range on ``view`` (see the module docstring)."""
     out: list[Predicate] = []
     if view.name == "sales_daily":
@@ -111,7 +113,9 @@ def parse_date(text: str, what: str) -> date:
         raise FilterError(f"bad date {text!r} for {what}: use YYYY-MM-DD") from None
 
 
-def parse_count(text: str | int | None, what: str, *, default: int | None, maximum: int | None = None) -> int | None:
+def parse_count(
+    text: str | int | None, what: str, *, default: int | None, maximum: int | None = None
+) -> int | None:
     if text is None:
         return default
     try:
@@ -119,7 +123,11 @@ def parse_count(text: str | int | None, what: str, *, default: int | None, maxim
     except ValueError:
         raise FilterError(f"bad {what} {text!r}: use a whole number") from None
     if value < 0 or (maximum is not None and value > maximum):
-        raise FilterError(f"bad {what} {value}: use 0 to {maximum}" if maximum is not None else f"bad {what} {value}: use 0 or more")
+        raise FilterError(
+            f"bad {what} {value}: use 0 to {maximum}"
+            if maximum is not None
+            else f"bad {what} {value}: use 0 or more"
+        )
     return value
 
 

@@ -26,7 +26,9 @@ def parse_value(view: ViewDef, column: str, text: str) -> Any:
     """``text`` as a value of ``column``'s type in ``view``."""
     types = {f.name: f.dataType for f in view.schema.fields}
     if column not in types:
-        raise FilterError(f"unknown column '{column}' for view {view.name}: choose one of {', '.join(view.columns)}")
+        raise FilterError(
+            f"unknown column '{column}' for view {view.name}: choose one of {', '.join(view.columns)}"
+        )
     dtype = types[column]
     try:
         if isinstance(dtype, T.DateType):
@@ -39,7 +41,9 @@ def parse_value(view: ViewDef, column: str, text: str) -> Any:
         if isinstance(dtype, T.DecimalType):
             return Decimal(text)
     except (ValueError, InvalidOperation):
-        raise FilterError(f"bad value {text!r} for column '{column}' ({dtype.simpleString()})") from None
+        raise FilterError(
+            f"bad value {text!r} for column '{column}' ({dtype.simpleString()})"
+        ) from None
     return text
 
 
@@ -104,7 +108,10 @@ def render(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: str) 
     numeric = [bool(rows) and isinstance(rows[0][c], (int, float, Decimal)) for c in columns]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=False)).rstrip()
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w)
+            for v, w, n in zip(values, widths, numeric, strict=False)
+        ).rstrip()
 
     out = [line(list(columns)), line(["-" * w for w in widths])]
     out += [line(row) for row in cells]

@@ -38,8 +38,14 @@ def _path_literal(path: str) -> str:
 
 def _check_identifier(name: str, what: str) -> str:
     parts = name.split(".")
-    if not parts or not all(p.replace("_", "").isalnum() and not p[0].isdigit() for p in parts if p) or "" in parts:
-        raise ValueError(f"bad {what} name {name!r}: use letters, digits and _ (catalog.schema allowed)")
+    if (
+        not parts
+        or not all(p.replace("_", "").isalnum() and not p[0].isdigit() for p in parts if p)
+        or "" in parts
+    ):
+        raise ValueError(
+            f"bad {what} name {name!r}: use letters, digits and _ (catalog.schema allowed)"
+        )
     return name
 
 
@@ -52,7 +58,8 @@ def merged_view_select(view: ViewDef, lakehouse: Lakehouse) -> str:
     combine = {"count": "sum", "sum": "sum", "min": "min", "max": "max"}
     keys = ", ".join(view.key_names)
     measures = ",\n       ".join(
-        f"CAST({combine[m.kind]}({m.name}) AS {m.data_type.simpleString()}) AS {m.name}" for m in view.measures
+        f"CAST({combine[m.kind]}({m.name}) AS {m.data_type.simpleString()}) AS {m.name}"
+        for m in view.measures
     )
     gens = _path_literal(lakehouse.generations)
     gold = _path_literal(lakehouse.batch_view(view.name))
@@ -74,7 +81,9 @@ FROM partials
 GROUP BY {keys}"""
 
 
-def merged_view_statements(lakehouse: Lakehouse, *, database: str | None = None, temporary: bool = False) -> list[str]:
+def merged_view_statements(
+    lakehouse: Lakehouse, *, database: str | None = None, temporary: bool = False
+) -> list[str]:
     """``CREATE OR REPLACE VIEW`` statements for the four merged views."""
     if database:
         _check_identifier(database, "database")
@@ -84,7 +93,9 @@ def merged_view_statements(lakehouse: Lakehouse, *, database: str | None = None,
         statements.append(f"CREATE SCHEMA IF NOT EXISTS {database}")
     for name, view in VIEWS.items():
         target = merged_view_name(name, None if temporary else database)
-        statements.append(f"CREATE OR REPLACE {kind} {target} AS\n{merged_view_select(view, lakehouse)}")
+        statements.append(
+            f"CREATE OR REPLACE {kind} {target} AS\n{merged_view_select(view, lakehouse)}"
+        )
     return statements
 
 
@@ -98,7 +109,11 @@ def ensure_view_sources(spark: SparkSession, lakehouse: Lakehouse) -> None:
 
 
 def register_merged_views(
-    spark: SparkSession, lakehouse: Lakehouse, *, database: str | None = None, temporary: bool = False
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    *,
+    database: str | None = None,
+    temporary: bool = False,
 ) -> list[str]:
     """Create or replace the four merged views; returns their names.
 

@@ -63,9 +63,9 @@ class CheckpointState:
 def local_path(location: str) -> Path | None:
     """The local path of ``location`` (a plain path or ``file:`` URI), else None."""
     if location.startswith("file://"):
-        return Path(location[len("file://"):])
+        return Path(location[len("file://") :])
     if location.startswith("file:"):
-        return Path(location[len("file:"):])
+        return Path(location[len("file:") :])
     if "://" in location or location.startswith("dbfs:"):
         return None
     return Path(location)
@@ -149,7 +149,12 @@ def read_checkpoint_state(spark: SparkSession, location: str) -> CheckpointState
 
 
 def disagreement(
-    state: CheckpointState, *, topic: str, stream: str, master_batch: int | None, metrics_batch: int | None
+    state: CheckpointState,
+    *,
+    topic: str,
+    stream: str,
+    master_batch: int | None,
+    metrics_batch: int | None,
 ) -> str | None:
     """Why the checkpoint and the tables disagree, in one line; None when they agree."""
     where = f"speed checkpoint {state.location}"
@@ -190,7 +195,9 @@ def disagreement(
     return None
 
 
-def check_start(spark: SparkSession, lakehouse: Lakehouse, *, stream: str, topic: str) -> CheckpointState:
+def check_start(
+    spark: SparkSession, lakehouse: Lakehouse, *, stream: str, topic: str
+) -> CheckpointState:
     """Refuse to start when the checkpoint and the tables disagree.
 
     Returns:

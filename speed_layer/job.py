@@ -78,7 +78,9 @@ def check_trigger(interval: str) -> str:
         ValueError: a one-line reason, before Spark starts.
     """
     if not _TRIGGER.match(interval):
-        raise ValueError(f"invalid trigger interval '{interval}': use a number and a unit, e.g. \"1 second\" or \"500 milliseconds\"")
+        raise ValueError(
+            f'invalid trigger interval \'{interval}\': use a number and a unit, e.g. "1 second" or "500 milliseconds"'
+        )
     return interval.strip()
 
 
@@ -98,7 +100,9 @@ class _GatedSink(SpeedSink):
     """The sink, refusing micro-batches that start after a stop was requested, and checking
     each micro-batch's lag and freshness against the alert thresholds."""
 
-    def __init__(self, settings: SinkSettings, stop: threading.Event, alerts: StreamAlerts | None = None) -> None:
+    def __init__(
+        self, settings: SinkSettings, stop: threading.Event, alerts: StreamAlerts | None = None
+    ) -> None:
         super().__init__(settings)
         self._stop = stop
         self._alerts = alerts
@@ -125,7 +129,9 @@ def _stop_between_micro_batches(query: StreamingQuery, progress: Progress) -> No
     query.stop()
 
 
-def _await(query: StreamingQuery, sink: _GatedSink, stop: threading.Event, progress: Progress) -> bool:
+def _await(
+    query: StreamingQuery, sink: _GatedSink, stop: threading.Event, progress: Progress
+) -> bool:
     """Wait for the query to end; True when it ended because a stop was requested."""
     try:
         while not query.awaitTermination(POLL_SECONDS):
@@ -192,10 +198,18 @@ def run_speed(
         .option("checkpointLocation", lakehouse.speed_checkpoint)
         .foreachBatch(sink.write_micro_batch)
     )
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=interval)
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=interval)
+    )
     progress(
         f"streaming {kafka_conf.topic} at {kafka_conf.bootstrap_servers} "
-        + ("until it is drained (available-now)" if available_now else f"every {interval}; SIGTERM stops cleanly")
+        + (
+            "until it is drained (available-now)"
+            if available_now
+            else f"every {interval}; SIGTERM stops cleanly"
+        )
     )
     try:
         query = writer.start()
@@ -209,8 +223,12 @@ def run_speed(
         record.error = one_line(exc)
         _record_totals(record, sink.totals)
         save_run(spark, lakehouse.pipeline_runs, record)
-        notify(config, JOB_FAILED, f"speed run {record.run_id} failed: {record.error}",
-               {"run_id": record.run_id, "job": "speed", "error": record.error})
+        notify(
+            config,
+            JOB_FAILED,
+            f"speed run {record.run_id} failed: {record.error}",
+            {"run_id": record.run_id, "job": "speed", "error": record.error},
+        )
         if isinstance(exc, PipelineError):
             raise
         raise PipelineError(f"the streaming query failed: {record.error}") from exc

@@ -39,7 +39,9 @@ def client_options(conf: KafkaSourceConf) -> dict[str, Any]:
 
 
 def _unreachable(conf: KafkaSourceConf, exc: BaseException) -> SourceError:
-    return SourceError(f"cannot reach Kafka at {conf.bootstrap_servers}: {type(exc).__name__}: {exc}".rstrip(": "))
+    return SourceError(
+        f"cannot reach Kafka at {conf.bootstrap_servers}: {type(exc).__name__}: {exc}".rstrip(": ")
+    )
 
 
 def ensure_topic(conf: KafkaSourceConf, topic: str, *, partitions: int) -> bool:
@@ -88,7 +90,9 @@ class LatestOffsets:
 
         if self._consumer is None:
             self._consumer = KafkaConsumer(
-                client_id="lambda-sales-speed-lag", enable_auto_commit=False, **client_options(self._conf)
+                client_id="lambda-sales-speed-lag",
+                enable_auto_commit=False,
+                **client_options(self._conf),
             )
         wanted = [TopicPartition(topic, p) for p in sorted(set(partitions))]
         if not wanted:
@@ -157,5 +161,7 @@ def publish_records(
         )
     if progress:
         elapsed = time.monotonic() - started
-        progress(f"published {sent} records to {conf.topic} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f}/s)")
+        progress(
+            f"published {sent} records to {conf.topic} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f}/s)"
+        )
     return sent

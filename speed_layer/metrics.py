@@ -70,7 +70,10 @@ class MicroBatchMetrics:
         """The log line: one JSON object."""
         row = self.as_row()
         return json.dumps(
-            {"event": "speed_micro_batch", **{k: row[k] for k in STREAM_METRICS_SCHEMA.fieldNames()}},
+            {
+                "event": "speed_micro_batch",
+                **{k: row[k] for k in STREAM_METRICS_SCHEMA.fieldNames()},
+            },
             default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
         )
 
@@ -82,7 +85,9 @@ def kafka_lag(latest: dict[int, int], processed: dict[int, int]) -> int | None:
     return sum(known) if known else None
 
 
-def record_metrics(spark: SparkSession, metrics_path: str, metrics: MicroBatchMetrics, *, replay: bool) -> None:
+def record_metrics(
+    spark: SparkSession, metrics_path: str, metrics: MicroBatchMetrics, *, replay: bool
+) -> None:
     """Log ``metrics`` as one JSON line and append it to ``stream_metrics``.
 
     Args:
@@ -91,13 +96,16 @@ def record_metrics(spark: SparkSession, metrics_path: str, metrics: MicroBatchMe
     log.info(metrics.as_json())
     if replay:
         recorded = (
-            spark.read.format("delta").load(metrics_path)
+            spark.read.format("delta")
+            .load(metrics_path)
             .where((F.col("stream") == metrics.stream) & (F.col("batch_id") == metrics.batch_id))
-            .limit(1).count()
+            .limit(1)
+            .count()
         )
         if recorded:
             return
     row = spark.createDataFrame([metrics.as_row()], STREAM_METRICS_SCHEMA)
     with_conflict_retry(
-        lambda: row.write.format("delta").mode("append").save(metrics_path), what="append stream metrics"
+        lambda: row.write.format("delta").mode("append").save(metrics_path),
+        what="append stream metrics",
     )

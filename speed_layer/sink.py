@@ -63,7 +63,9 @@ log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _POSITION = ["source_name", "source_partition", "source_offset"]
 # Columns of the master dataset the views need.
-_VIEW_INPUTS = sorted({c for v in VIEWS.values() for c in v.key_names} | {"amount", "quantity", "event_time"})
+_VIEW_INPUTS = sorted(
+    {c for v in VIEWS.values() for c in v.key_names} | {"amount", "quantity", "event_time"}
+)
 
 LatestOffsetsFn = Callable[[str, Iterable[int]], dict[int, int]]
 
@@ -137,8 +139,12 @@ def _look_at(received: DataFrame) -> _Received:
     )
     return _Received(
         rows=sum(int(r["rows"]) for r in rows),
-        batch_time=_from_micros(max((r["batch_us"] for r in rows if r["batch_us"] is not None), default=None)),
-        newest_message_at=_from_micros(max((r["newest_us"] for r in rows if r["newest_us"] is not None), default=None)),
+        batch_time=_from_micros(
+            max((r["batch_us"] for r in rows if r["batch_us"] is not None), default=None)
+        ),
+        newest_message_at=_from_micros(
+            max((r["newest_us"] for r in rows if r["newest_us"] is not None), default=None)
+        ),
         next_offsets={int(r["partition"]): int(r["last_offset"]) + 1 for r in rows},
     )
 
@@ -151,7 +157,9 @@ def publish_dead_letters(rejected: DataFrame, conf: KafkaSourceConf) -> None:
     """
 
     def header(name: str, value: Column) -> Column:
-        return F.struct(F.lit(name).alias("key"), value.cast("string").cast("binary").alias("value"))
+        return F.struct(
+            F.lit(name).alias("key"), value.cast("string").cast("binary").alias("value")
+        )
 
     (
         rejected.select(
@@ -182,7 +190,9 @@ class SpeedSink:
     metrics or makes it more careful, never less.
     """
 
-    def __init__(self, settings: SinkSettings, *, latest_offsets: LatestOffsetsFn | None = None) -> None:
+    def __init__(
+        self, settings: SinkSettings, *, latest_offsets: LatestOffsetsFn | None = None
+    ) -> None:
         self.settings = settings
         self.totals = StreamTotals()
         self.last_metrics: MicroBatchMetrics | None = None
@@ -212,7 +222,9 @@ class SpeedSink:
             ensure_speed_tables(spark, settings.lakehouse)
             self._tables_ready = True
 
-        received_df = batch_df.select(*KAFKA_COLUMNS, BATCH_TIME).persist(StorageLevel.MEMORY_AND_DISK)
+        received_df = batch_df.select(*KAFKA_COLUMNS, BATCH_TIME).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
         try:
             received = _look_at(received_df)
             batch_time = received.batch_time or started_at
@@ -220,7 +232,9 @@ class SpeedSink:
         finally:
             received_df.unpersist()
 
-        valid = self._write_increments(spark, batch_id, replay=replay) if by_reason.get(None, 0) else 0
+        valid = (
+            self._write_increments(spark, batch_id, replay=replay) if by_reason.get(None, 0) else 0
+        )
         fault_point("speed.after_increments")
 
         rejected = {str(reason): n for reason, n in by_reason.items() if reason is not None}
@@ -245,7 +259,13 @@ class SpeedSink:
         self.last_metrics = metrics
 
     def _write_records(
-        self, spark: SparkSession, received: DataFrame, batch_id: int, batch_time: datetime, *, replay: bool
+        self,
+        spark: SparkSession,
+        received: DataFrame,
+        batch_id: int,
+        batch_time: datetime,
+        *,
+        replay: bool,
     ) -> dict[str | None, int]:
         """Quarantine, dead-letter topic and master dataset; returns records per reject reason
         (``None``: valid, duplicates included)."""
@@ -258,31 +278,36 @@ class SpeedSink:
         try:
             by_reason: dict[str | None, int] = {
                 r["reject_reason"]: int(r["records"])
-                for r in validated.groupBy("reject_reason").agg(F.count(F.lit(1)).alias("records")).collect()
+                for r in validated.groupBy("reject_reason")
+                .agg(F.count(F.lit(1)).alias("records"))
+                .collect()
             }
             if any(reason is not None for reason in by_reason):
-                quarantine_rows = (
-                    validated.transform(quarantine_records(batch_time))
-                    .withColumns(
-                        {
-                            "source_key": storable_text(F.col("source_key")),
-                            "raw_record": storable_text(F.col("raw_record")),
-                            "ingest_layer": F.lit("speed"),
-                            "ingest_run": F.lit(settings.stream),
-                        }
-                    )
+                quarantine_rows = validated.transform(quarantine_records(batch_time)).withColumns(
+                    {
+                        "source_key": storable_text(F.col("source_key")),
+                        "raw_record": storable_text(F.col("raw_record")),
+                        "ingest_layer": F.lit("speed"),
+                        "ingest_run": F.lit(settings.stream),
+                    }
                 )
                 if replay:
                     quarantine_rows = quarantine_rows.join(
                         self._quarantined_positions(spark), on=_POSITION, how="left_anti"
                     )
                 with_conflict_retry(
-                    lambda: quarantine_rows.write.format("delta").mode("append").save(settings.lakehouse.quarantine),
+                    lambda: (
+                        quarantine_rows.write.format("delta")
+                        .mode("append")
+                        .save(settings.lakehouse.quarantine)
+                    ),
                     what="append to quarantine",
                 )
             fault_point("speed.after_quarantine")
             if any(reason is not None for reason in by_reason):
-                publish_dead_letters(validated.where(F.col("reject_reason").isNotNull()), settings.kafka)
+                publish_dead_letters(
+                    validated.where(F.col("reject_reason").isNotNull()), settings.kafka
+                )
 
             if by_reason.get(None, 0):
                 new_events = (
@@ -292,12 +317,18 @@ class SpeedSink:
                     .withColumn("source_key", storable_text(F.col("source_key")))
                     .transform(
                         with_ingest_metadata(
-                            layer="speed", run=settings.stream, batch=batch_id, ingested_at=batch_time
+                            layer="speed",
+                            run=settings.stream,
+                            batch=batch_id,
+                            ingested_at=batch_time,
                         )
                     )
                 )
                 insert_new_events(
-                    spark, settings.lakehouse.master_dataset, new_events, retries=settings.conflict_retries
+                    spark,
+                    settings.lakehouse.master_dataset,
+                    new_events,
+                    retries=settings.conflict_retries,
                 )
             fault_point("speed.after_master_insert")
         finally:
@@ -307,7 +338,8 @@ class SpeedSink:
     def _quarantined_positions(self, spark: SparkSession) -> DataFrame:
         """Kafka positions this stream already quarantined (for a replay)."""
         return (
-            spark.read.format("delta").load(self.settings.lakehouse.quarantine)
+            spark.read.format("delta")
+            .load(self.settings.lakehouse.quarantine)
             .where(
                 (F.col("ingest_layer") == "speed")
                 & (F.col("ingest_run") == self.settings.stream)
@@ -320,7 +352,8 @@ class SpeedSink:
         """Append the views over the master rows this micro-batch inserted; returns their count."""
         settings = self.settings
         tagged = (
-            spark.read.format("delta").load(settings.lakehouse.master_dataset)
+            spark.read.format("delta")
+            .load(settings.lakehouse.master_dataset)
             .where(
                 (F.col("ingest_layer") == "speed")
                 & (F.col("ingest_run") == settings.stream)
@@ -343,7 +376,13 @@ class SpeedSink:
                         )
                         .coalesce(1)  # one micro-batch's aggregates: one small file per view
                     )
-                    self._append_increment(spark, increment, settings.lakehouse.speed_increments(name), batch_id, replay=replay)
+                    self._append_increment(
+                        spark,
+                        increment,
+                        settings.lakehouse.speed_increments(name),
+                        batch_id,
+                        replay=replay,
+                    )
                     fault_point(f"speed.after_increment_{number}")
 
                 # The four tables are independent and each append is idempotent on its own, so
@@ -352,7 +391,9 @@ class SpeedSink:
                 # threads carry this one's Spark local properties (the query's job group and
                 # SQL execution), as the appends would in the micro-batch's own thread.
                 in_query = inheritable_thread_target(spark)(append)
-                with ThreadPoolExecutor(max_workers=len(VIEWS), thread_name_prefix="speed-increment") as pool:
+                with ThreadPoolExecutor(
+                    max_workers=len(VIEWS), thread_name_prefix="speed-increment"
+                ) as pool:
                     appends = [
                         pool.submit(in_query, number, name, view)
                         for number, (name, view) in enumerate(VIEWS.items(), start=1)
@@ -368,9 +409,11 @@ class SpeedSink:
     ) -> None:
         if replay:
             written = (
-                spark.read.format("delta").load(path)
+                spark.read.format("delta")
+                .load(path)
                 .where((F.col("stream") == self.settings.stream) & (F.col("batch_id") == batch_id))
-                .limit(1).count()
+                .limit(1)
+                .count()
             )
             if written:
                 return

@@ -65,7 +65,8 @@ def last_master_batch(spark: SparkSession, lakehouse: Lakehouse, stream: str) ->
     if not DeltaTable.isDeltaTable(spark, lakehouse.master_dataset):
         return None
     row = (
-        spark.read.format("delta").load(lakehouse.master_dataset)
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
         .where((F.col("ingest_layer") == "speed") & (F.col("ingest_run") == stream))
         .agg(F.max("ingest_batch").alias("last"))
         .first()
@@ -78,7 +79,8 @@ def last_metrics_batch(spark: SparkSession, lakehouse: Lakehouse, stream: str) -
     if not DeltaTable.isDeltaTable(spark, lakehouse.stream_metrics):
         return None
     row = (
-        spark.read.format("delta").load(lakehouse.stream_metrics)
+        spark.read.format("delta")
+        .load(lakehouse.stream_metrics)
         .where(F.col("stream") == stream)
         .agg(F.max("batch_id").alias("last"))
         .first()

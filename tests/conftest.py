@@ -19,9 +19,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # `make test` runs) the two workers then end at about the same time instead of one of them
 # starting a 12-minute module last. A stable sort: tests keep their order within a module.
 LONGEST_FIRST = (
-    "test_speed_crash.py", "test_batch_crash.py", "test_cluster.py", "test_airflow.py",
-    "test_speed_ops.py", "test_speed_layer.py", "test_serving.py", "test_jdbc_source.py",
-    "test_landing_files.py", "test_lambda_property.py",
+    "test_speed_crash.py",
+    "test_batch_crash.py",
+    "test_cluster.py",
+    "test_airflow.py",
+    "test_speed_ops.py",
+    "test_speed_layer.py",
+    "test_serving.py",
+    "test_jdbc_source.py",
+    "test_landing_files.py",
+    "test_lambda_property.py",
 )
 
 
@@ -83,7 +90,9 @@ def write_jsonl(path: Path, records: list) -> Path:  # type: ignore[type-arg]
     return path
 
 
-def write_stream_conf(base: Path, *, bootstrap: str, topic: str, landing: Path, kafka_extra: str = "") -> Path:
+def write_stream_conf(
+    base: Path, *, bootstrap: str, topic: str, landing: Path, kafka_extra: str = ""
+) -> Path:
     """A ``--conf`` file for a job running in its own process (the CLI): lakehouse under
     ``base``, the given landing zone and topic, ``local[2]``, no quality gate."""
     path = base / "pipeline.toml"

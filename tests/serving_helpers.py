@@ -32,7 +32,12 @@ KAFKA_RECORD = T.StructType(
 
 
 def speed_micro_batch(
-    spark: SparkSession, config: Config, batch_id: int, records: Iterable[dict[str, Any]], *, first_offset: int,
+    spark: SparkSession,
+    config: Config,
+    batch_id: int,
+    records: Iterable[dict[str, Any]],
+    *,
+    first_offset: int,
     batch_time: datetime | None = None,
 ) -> None:
     """Run micro-batch ``batch_id`` of Kafka-shaped ``records`` through the real speed sink
@@ -40,10 +45,21 @@ def speed_micro_batch(
     valid, so nothing goes to the dead-letter topic, and the lag metric is skipped."""
     now = batch_time or datetime.now(timezone.utc)
     rows = [
-        (r["event_id"].encode(), json.dumps(r).encode(), config.sources.kafka.topic, 0, first_offset + i, now, now)
+        (
+            r["event_id"].encode(),
+            json.dumps(r).encode(),
+            config.sources.kafka.topic,
+            0,
+            first_offset + i,
+            now,
+            now,
+        )
         for i, r in enumerate(records)
     ]
-    sink = SpeedSink(SinkSettings(Lakehouse(config.lakehouse.root), config.sources.kafka), latest_offsets=lambda topic, parts: {})
+    sink = SpeedSink(
+        SinkSettings(Lakehouse(config.lakehouse.root), config.sources.kafka),
+        latest_offsets=lambda topic, parts: {},
+    )
     try:
         sink.write_micro_batch(spark.createDataFrame(rows, KAFKA_RECORD), batch_id)
     finally:

@@ -76,7 +76,9 @@ default_args = {
     "owner": "lambda-sales",
     # 3 tries more, 5 minutes apart; the variables exist for drills and tests of the failure path.
     "retries": int(os.environ.get("LAMBDA_SALES_AIRFLOW_RETRIES", "3")),
-    "retry_delay": timedelta(seconds=float(os.environ.get("LAMBDA_SALES_AIRFLOW_RETRY_DELAY_SECONDS", "300"))),
+    "retry_delay": timedelta(
+        seconds=float(os.environ.get("LAMBDA_SALES_AIRFLOW_RETRY_DELAY_SECONDS", "300"))
+    ),
     "retry_exponential_backoff": False,
     "execution_timeout": timedelta(hours=3),
     "on_failure_callback": alert_on_failure,

@@ -29,7 +29,11 @@ from tests.integration.test_alerts import Webhook
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 from tests.processes import free_port, stop_group
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "lambda_sales_nightly"
@@ -37,7 +41,9 @@ CLI = str(Path(sys.executable).with_name("lambda-sales"))
 
 EVENTS = [
     event("a1", amount="10.00", quantity=2, event_time="2024-05-01T10:00:00Z", region="north"),
-    event("a2", amount="250.50", event_time="2024-05-01T11:30:00Z", region="south", customer_id="c2"),
+    event(
+        "a2", amount="250.50", event_time="2024-05-01T11:30:00Z", region="south", customer_id="c2"
+    ),
     event("a3", amount="1200.00", event_time="2024-05-02T09:00:00Z", channel="mobile"),
 ]
 
@@ -49,19 +55,35 @@ class AirflowHome:
     env: dict[str, str]
     password: str
 
-    def airflow(self, *args: str, env: dict[str, str] | None = None, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.venv / "bin" / "airflow"), *args], env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout, cwd=self.home)
+    def airflow(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 1200
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.venv / "bin" / "airflow"), *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.home,
+        )
 
 
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
     """Airflow installed (once, cached under .cache/) and a fresh SQLite metadata database."""
     started = time.monotonic()
-    venv = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "airflow-venv.sh")], capture_output=True,
-                          text=True, timeout=1800, cwd=PROJECT_ROOT)
+    venv = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "airflow-venv.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=PROJECT_ROOT,
+    )
     assert venv.returncode == 0, venv.stderr[-4000:]
-    print(f"airflow venv ready in {time.monotonic() - started:.0f}s: {venv.stderr.strip()}", file=sys.stderr)
+    print(
+        f"airflow venv ready in {time.monotonic() - started:.0f}s: {venv.stderr.strip()}",
+        file=sys.stderr,
+    )
     home = tmp_path_factory.mktemp("airflow-home")
     password = secrets.token_urlsafe(12)
     (home / "passwords.json").write_text(json.dumps({"admin": password}))
@@ -92,7 +114,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
     return af
 
 
-def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(airflow_home: AirflowHome) -> None:
+def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(
+    airflow_home: AirflowHome,
+) -> None:
     """The DAG as Airflow itself loads it (its own DagBag, no test overrides)."""
     script = (
         "import json; from airflow.dag_processing.dagbag import DagBag\n"
@@ -104,9 +128,13 @@ def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(airflow_home
         "  'timeout': t.execution_timeout.total_seconds(), 'callbacks': [c.__name__ for c in cbs if c],\n"
         "  'command': t.bash_command, 'tasks': [x.task_id for x in dag.tasks]}))\n"
     )
-    result = subprocess.run([str(airflow_home.venv / "bin" / "python"), "-c", script],
-                            env={k: v for k, v in airflow_home.env.items() if not k.startswith("LAMBDA_SALES")},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(airflow_home.venv / "bin" / "python"), "-c", script],
+        env={k: v for k, v in airflow_home.env.items() if not k.startswith("LAMBDA_SALES")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     dag = json.loads(result.stdout.strip().splitlines()[-1])
     assert dag["errors"] == {}
@@ -118,13 +146,20 @@ def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(airflow_home
     assert dag["command"].endswith("spark-submit.sh batch --quiet")
 
 
-def test_dags_test_runs_the_batch_and_publishes_the_views(airflow_home: AirflowHome, spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dags_test_runs_the_batch_and_publishes_the_views(
+    airflow_home: AirflowHome, spark, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     write_jsonl(tmp_path / "landing" / "day-1.jsonl", [raw_json(e) for e in EVENTS] + ["not json"])
     lakehouse = Lakehouse(str(tmp_path / "lakehouse"))
-    result = airflow_home.airflow("dags", "test", DAG_ID, env={
-        "LAMBDA_SALES__LAKEHOUSE__ROOT": lakehouse.root,
-        "LAMBDA_SALES__SOURCES__FILES__LANDING": str(tmp_path / "landing"),
-    })
+    result = airflow_home.airflow(
+        "dags",
+        "test",
+        DAG_ID,
+        env={
+            "LAMBDA_SALES__LAKEHOUSE__ROOT": lakehouse.root,
+            "LAMBDA_SALES__SOURCES__FILES__LANDING": str(tmp_path / "landing"),
+        },
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "state=success" in result.stdout + result.stderr
     generation = current_generation(spark, lakehouse)
@@ -135,29 +170,45 @@ def test_dags_test_runs_the_batch_and_publishes_the_views(airflow_home: AirflowH
         assert rows_to_view([r.asDict() for r in rows], name) == view, name
 
 
-def test_a_failing_batch_is_retried_then_alerts_the_webhook(airflow_home: AirflowHome, tmp_path: Path) -> None:
+def test_a_failing_batch_is_retried_then_alerts_the_webhook(
+    airflow_home: AirflowHome, tmp_path: Path
+) -> None:
     with Webhook([200]) as hook:
-        result = airflow_home.airflow("dags", "test", DAG_ID, env={
-            "LAMBDA_SALES__LAKEHOUSE__ROOT": str(tmp_path / "lakehouse"),
-            "LAMBDA_SALES__SOURCES__FILES__LANDING": str(tmp_path / "no-such-landing"),
-            "LAMBDA_SALES__ALERTS__WEBHOOK_URL": hook.url,
-            "LAMBDA_SALES_AIRFLOW_RETRIES": "1",
-            "LAMBDA_SALES_AIRFLOW_RETRY_DELAY_SECONDS": "1",
-        })
+        result = airflow_home.airflow(
+            "dags",
+            "test",
+            DAG_ID,
+            env={
+                "LAMBDA_SALES__LAKEHOUSE__ROOT": str(tmp_path / "lakehouse"),
+                "LAMBDA_SALES__SOURCES__FILES__LANDING": str(tmp_path / "no-such-landing"),
+                "LAMBDA_SALES__ALERTS__WEBHOOK_URL": hook.url,
+                "LAMBDA_SALES_AIRFLOW_RETRIES": "1",
+                "LAMBDA_SALES_AIRFLOW_RETRY_DELAY_SECONDS": "1",
+            },
+        )
     output = result.stdout + result.stderr
     assert "landing location does not exist" in output, output[-6000:]
     assert "state=failed" in output, output[-6000:]
     # The batch job's own alert on each try, then the DAG's once the retry failed too.
     kinds = [(r["json"]["kind"], r["json"]["details"].get("scheduler")) for r in hook.requests]
     assert kinds.count(("job_failed", "airflow")) == 1, kinds
-    airflow_alert = next(r["json"] for r in hook.requests if r["json"]["details"].get("scheduler") == "airflow")
-    assert airflow_alert["details"]["dag_id"] == DAG_ID and airflow_alert["details"]["task_id"] == "batch"
+    airflow_alert = next(
+        r["json"] for r in hook.requests if r["json"]["details"].get("scheduler") == "airflow"
+    )
+    assert (
+        airflow_alert["details"]["dag_id"] == DAG_ID
+        and airflow_alert["details"]["task_id"] == "batch"
+    )
     assert airflow_alert["details"]["try_number"] == 2  # the first try and one retry
-    assert airflow_alert["text"].startswith("[lambda-sales] job_failed: Airflow lambda_sales_nightly.batch failed")
+    assert airflow_alert["text"].startswith(
+        "[lambda-sales] job_failed: Airflow lambda_sales_nightly.batch failed"
+    )
 
 
 @pytest.fixture
-def airflow_server(airflow_home: AirflowHome, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def airflow_server(
+    airflow_home: AirflowHome, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
     """API server, scheduler and DAG processor, sharing the metadata database; stopped after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -177,24 +228,42 @@ def airflow_server(airflow_home: AirflowHome, tmp_path: Path) -> Iterator[tuple[
     }
     processes = []
     try:
-        for name, args in (("api-server", ["api-server", "--port", str(port), "--host", "127.0.0.1"]),
-                           ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
+        for name, args in (
+            ("api-server", ["api-server", "--port", str(port), "--host", "127.0.0.1"]),
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+        ):
             log = (tmp_path / f"{name}.log").open("wb")
-            processes.append(subprocess.Popen([str(airflow_home.venv / "bin" / "airflow"), *args],
-                                              env={**airflow_home.env, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True, cwd=airflow_home.home))
+            processes.append(
+                subprocess.Popen(
+                    [str(airflow_home.venv / "bin" / "airflow"), *args],
+                    env={**airflow_home.env, **env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=airflow_home.home,
+                )
+            )
         deadline = time.monotonic() + 300
         while True:
-            assert all(p.poll() is None for p in processes), f"an Airflow process exited; logs in {tmp_path}"
+            assert all(p.poll() is None for p in processes), (
+                f"an Airflow process exited; logs in {tmp_path}"
+            )
             try:
                 with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
                     health = json.loads(response.read())
-                processor = health.get("dag_processor") or {"status": "healthy"}  # not reported by every version
-                if (health.get("scheduler") or {}).get("status") == "healthy" and processor.get("status") == "healthy":
+                processor = health.get("dag_processor") or {
+                    "status": "healthy"
+                }  # not reported by every version
+                if (health.get("scheduler") or {}).get("status") == "healthy" and processor.get(
+                    "status"
+                ) == "healthy":
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"Airflow did not become healthy in 300 s; logs in {tmp_path}"
+            assert time.monotonic() < deadline, (
+                f"Airflow did not become healthy in 300 s; logs in {tmp_path}"
+            )
             time.sleep(2)
         yield url, env
     finally:
@@ -202,19 +271,34 @@ def airflow_server(airflow_home: AirflowHome, tmp_path: Path) -> Iterator[tuple[
             stop_group(p)
 
 
-def _cli(*args: str, env: dict[str, str], timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str], timeout: float = 1500
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
-    return subprocess.run([CLI, "airflow", *args], env={**clean, **env}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [CLI, "airflow", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.timeout(2400)
-def test_cli_triggers_the_dag_and_waits_for_it_through_the_rest_api(airflow_home: AirflowHome, airflow_server: tuple[str, dict[str, str]], spark) -> None:  # type: ignore[no-untyped-def]
+def test_cli_triggers_the_dag_and_waits_for_it_through_the_rest_api(
+    airflow_home: AirflowHome, airflow_server: tuple[str, dict[str, str]], spark
+) -> None:  # type: ignore[no-untyped-def]
     url, server_env = airflow_server
-    credentials = {"LAMBDA_SALES__AIRFLOW__URL": url, "LAMBDA_SALES__AIRFLOW__PASSWORD": airflow_home.password}
+    credentials = {
+        "LAMBDA_SALES__AIRFLOW__URL": url,
+        "LAMBDA_SALES__AIRFLOW__PASSWORD": airflow_home.password,
+    }
 
     wrong = _cli("status", env={**credentials, "LAMBDA_SALES__AIRFLOW__PASSWORD": "wrong"})
     assert wrong.returncode == 1
-    assert "refused to log in (HTTP 401)" in wrong.stderr and airflow_home.password not in wrong.stderr
+    assert (
+        "refused to log in (HTTP 401)" in wrong.stderr and airflow_home.password not in wrong.stderr
+    )
 
     # The DAG processor must have parsed the DAG before it can be triggered (until then: 404).
     # It has no start date, so nothing runs before the next 02:00 unless triggered; runs of
@@ -247,7 +331,14 @@ def test_cli_triggers_the_dag_and_waits_for_it_through_the_rest_api(airflow_home
 
 
 def test_cli_reports_an_unreachable_airflow_in_one_line() -> None:
-    result = _cli("status", env={"LAMBDA_SALES__AIRFLOW__URL": f"http://127.0.0.1:{free_port()}", "LAMBDA_SALES__AIRFLOW__PASSWORD": "x"}, timeout=120)
+    result = _cli(
+        "status",
+        env={
+            "LAMBDA_SALES__AIRFLOW__URL": f"http://127.0.0.1:{free_port()}",
+            "LAMBDA_SALES__AIRFLOW__PASSWORD": "x",
+        },
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("lambda-sales airflow: cannot log in at http://127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1

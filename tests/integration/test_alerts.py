@@ -43,10 +43,13 @@ class Webhook:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with lock:
                     index = len(webhook.requests)
-                    webhook.requests.append({
-                        "path": self.path, "content_type": self.headers.get("Content-Type"),
-                        "json": json.loads(body),
-                    })
+                    webhook.requests.append(
+                        {
+                            "path": self.path,
+                            "content_type": self.headers.get("Content-Type"),
+                            "json": json.loads(body),
+                        }
+                    )
                     webhook.times.append(time.monotonic())
                 if webhook.delay:
                     time.sleep(webhook.delay)
@@ -85,7 +88,9 @@ class Webhook:
 
 def alerts_conf(url: str, **overrides: Any) -> Any:
     config = load_config(environ={"LAMBDA_SALES__ALERTS__WEBHOOK_URL": url})
-    return replace(config.alerts, **{"timeout_seconds": 1.0, "retries": 2, "backoff_seconds": 0.2, **overrides})
+    return replace(
+        config.alerts, **{"timeout_seconds": 1.0, "retries": 2, "backoff_seconds": 0.2, **overrides}
+    )
 
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -93,7 +98,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::Depre
 
 def test_delivers_slack_compatible_json_with_structured_fields() -> None:
     with Webhook([200]) as hook:
-        delivered = alerts.notify(alerts_conf(hook.url), alerts.RECONCILIATION_DRIFT, "sales_daily differs by 3 rows", {"view": "sales_daily", "rows": 3})
+        delivered = alerts.notify(
+            alerts_conf(hook.url),
+            alerts.RECONCILIATION_DRIFT,
+            "sales_daily differs by 3 rows",
+            {"view": "sales_daily", "rows": 3},
+        )
     assert delivered is True
     assert len(hook.requests) == 1
     request = hook.requests[0]
@@ -102,22 +112,32 @@ def test_delivers_slack_compatible_json_with_structured_fields() -> None:
     body = request["json"]
     assert body["text"] == "[lambda-sales] reconciliation_drift: sales_daily differs by 3 rows"
     assert (body["kind"], body["summary"], body["details"], body["source"]) == (
-        "reconciliation_drift", "sales_daily differs by 3 rows", {"view": "sales_daily", "rows": 3}, "lambda-sales")
+        "reconciliation_drift",
+        "sales_daily differs by 3 rows",
+        {"view": "sales_daily", "rows": 3},
+        "lambda-sales",
+    )
     assert body["at"].endswith("+00:00")
 
 
 def test_500_is_retried_with_exponential_backoff_until_accepted() -> None:
     with Webhook([500, 503, 200]) as hook:
-        delivered = alerts.notify(alerts_conf(hook.url, retries=3, backoff_seconds=0.3), alerts.JOB_FAILED, "boom")
+        delivered = alerts.notify(
+            alerts_conf(hook.url, retries=3, backoff_seconds=0.3), alerts.JOB_FAILED, "boom"
+        )
     assert delivered is True
     assert hook.kinds() == ["job_failed"] * 3
     gaps = [b - a for a, b in zip(hook.times, hook.times[1:], strict=False)]
     assert gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps  # 0.3 s, then 0.6 s
 
 
-def test_webhook_that_always_fails_gives_up_after_the_retries_without_raising(caplog: pytest.LogCaptureFixture) -> None:
+def test_webhook_that_always_fails_gives_up_after_the_retries_without_raising(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with Webhook([500]) as hook:
-        delivered = alerts.notify(alerts_conf(hook.url, retries=2, backoff_seconds=0.05), alerts.JOB_FAILED, "boom")
+        delivered = alerts.notify(
+            alerts_conf(hook.url, retries=2, backoff_seconds=0.05), alerts.JOB_FAILED, "boom"
+        )
     assert delivered is False
     assert len(hook.requests) == 3
     assert "secret-token" not in caplog.text  # the URL is a secret, even in failure logs
@@ -126,14 +146,23 @@ def test_webhook_that_always_fails_gives_up_after_the_retries_without_raising(ca
 
 def test_client_error_is_not_retried() -> None:
     with Webhook([404]) as hook:
-        assert alerts.notify(alerts_conf(hook.url, retries=3, backoff_seconds=0.05), alerts.JOB_FAILED, "boom") is False
+        assert (
+            alerts.notify(
+                alerts_conf(hook.url, retries=3, backoff_seconds=0.05), alerts.JOB_FAILED, "boom"
+            )
+            is False
+        )
     assert len(hook.requests) == 1
 
 
 def test_webhook_that_hangs_times_out_each_attempt_and_gives_up() -> None:
     with Webhook([200], delay=3.0) as hook:
         started = time.monotonic()
-        delivered = alerts.notify(alerts_conf(hook.url, timeout_seconds=0.5, retries=2, backoff_seconds=0.1), alerts.JOB_FAILED, "boom")
+        delivered = alerts.notify(
+            alerts_conf(hook.url, timeout_seconds=0.5, retries=2, backoff_seconds=0.1),
+            alerts.JOB_FAILED,
+            "boom",
+        )
         elapsed = time.monotonic() - started
     assert delivered is False
     assert len(hook.requests) == 3
@@ -147,16 +176,24 @@ def test_unreachable_webhook_and_no_webhook_never_raise() -> None:
     conf = alerts_conf(f"http://127.0.0.1:{closed_port}/hook", retries=1, backoff_seconds=0.01)
     assert alerts.notify(conf, alerts.JOB_FAILED, "boom") is False
     assert alerts.notify(replace(conf, webhook_url=Secret("")), alerts.JOB_FAILED, "boom") is False
-    assert alerts.notify(replace(conf, webhook_url=Secret("not a url")), alerts.JOB_FAILED, "boom") is False
+    assert (
+        alerts.notify(replace(conf, webhook_url=Secret("not a url")), alerts.JOB_FAILED, "boom")
+        is False
+    )
 
 
 def test_stream_alerts_are_rate_limited_per_kind() -> None:
     now = [1000.0]
     with Webhook([200]) as hook:
-        conf = alerts_conf(hook.url, max_lag=10, max_freshness_seconds=60.0, min_interval_seconds=300.0)
+        conf = alerts_conf(
+            hook.url, max_lag=10, max_freshness_seconds=60.0, min_interval_seconds=300.0
+        )
         stream = alerts.StreamAlerts(conf, "speed", clock=lambda: now[0])
         assert stream.observe(0, kafka_lag=5, freshness_ms=1_000) == []
-        assert stream.observe(1, kafka_lag=11, freshness_ms=61_000) == ["stream_lag", "stream_freshness"]
+        assert stream.observe(1, kafka_lag=11, freshness_ms=61_000) == [
+            "stream_lag",
+            "stream_freshness",
+        ]
         now[0] += 299
         assert stream.observe(2, kafka_lag=50, freshness_ms=120_000) == []  # within the interval
         now[0] += 2
@@ -171,10 +208,15 @@ def test_stream_alerts_are_rate_limited_per_kind() -> None:
 # --- the jobs that send them --------------------------------------------------------------
 
 
-def test_batch_quality_refusal_alerts_even_when_the_webhook_hangs(spark, make_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_quality_refusal_alerts_even_when_the_webhook_hangs(
+    spark, make_config, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from batch_layer.job import run_batch
 
-    write_jsonl(tmp_path / "landing" / "part-1.jsonl", [raw_json(event("q1", amount="5.00")), "not json", "{}"])
+    write_jsonl(
+        tmp_path / "landing" / "part-1.jsonl",
+        [raw_json(event("q1", amount="5.00")), "not json", "{}"],
+    )
     with Webhook([200], delay=2.0) as hook:
         config = make_config(
             LAMBDA_SALES__QUALITY__MIN_SCORE="99",
@@ -187,7 +229,11 @@ def test_batch_quality_refusal_alerts_even_when_the_webhook_hangs(spark, make_co
             run_batch(spark, config)
     assert hook.kinds() == ["quality_below_threshold"] * 2  # the first attempt and one retry
     details = hook.requests[0]["json"]["details"]
-    assert details["job"] == "batch" and details["min_score"] == 99.0 and details["quality_score"] < 99.0
+    assert (
+        details["job"] == "batch"
+        and details["min_score"] == 99.0
+        and details["quality_score"] < 99.0
+    )
 
 
 KAFKA_PORT = 19097
@@ -204,7 +250,9 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     kafka_service.stop(data_dir=data_dir)
 
 
-def test_speed_job_succeeds_while_freshness_alerts_get_500(spark, make_config, bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+def test_speed_job_succeeds_while_freshness_alerts_get_500(
+    spark, make_config, bootstrap: str
+) -> None:  # type: ignore[no-untyped-def]
     from kafka import KafkaProducer
 
     from sales_core.devservices import kafka as kafka_service
@@ -217,7 +265,12 @@ def test_speed_job_succeeds_while_freshness_alerts_get_500(spark, make_config, b
         # Message timestamps an hour old: every micro-batch serves stale data.
         old_ms = int((time.time() - 3600) * 1000)
         for i in range(6):
-            producer.send(topic, key=f"f{i}".encode(), value=json.dumps(raw_json(event(f"f{i}", amount="1.00"))).encode(), timestamp_ms=old_ms)
+            producer.send(
+                topic,
+                key=f"f{i}".encode(),
+                value=json.dumps(raw_json(event(f"f{i}", amount="1.00"))).encode(),
+                timestamp_ms=old_ms,
+            )
         producer.flush()
     finally:
         producer.close()

@@ -41,8 +41,12 @@ def write_inputs(landing: Path, part: str) -> None:
 
     File names are fixed, so positions (file, line) compare equal across lakehouses.
     """
-    spec = GeneratorSpec(events=400, seed=1 if part == "a" else 2, end=END, bad_share=0.05, duplicate_share=0.05)
-    written = write_landing_files(generate_records(spec), landing, fmt="jsonl", rows_per_file=150, prefix=f"part-{part}")
+    spec = GeneratorSpec(
+        events=400, seed=1 if part == "a" else 2, end=END, bad_share=0.05, duplicate_share=0.05
+    )
+    written = write_landing_files(
+        generate_records(spec), landing, fmt="jsonl", rows_per_file=150, prefix=f"part-{part}"
+    )
     if part == "b":
         again = list(generate_records(GeneratorSpec(events=60, seed=1, end=END, bad_share=0.05)))
         written += write_landing_files(iter(again), landing, fmt="csv", prefix="part-b-replay")
@@ -54,7 +58,13 @@ def views(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def]
     generation = current_generation(spark, lakehouse)
     assert generation is not None
     return {
-        name: rows_to_view([r.asDict() for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()], name)
+        name: rows_to_view(
+            [
+                r.asDict()
+                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
+            ],
+            name,
+        )
         for name in VIEWS
     }
 
@@ -66,8 +76,15 @@ def outcome(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def
     name = F.regexp_extract("source_name", r"([^/]+)$", 1)
     return {
         "views": views(spark, lakehouse),
-        "master": sorted(tuple(r) for r in master.select("event_id", "amount", "event_time", name, "source_offset").collect()),
-        "quarantine": sorted(tuple(r) for r in quarantine.select(name, "source_offset", "reason").collect()),
+        "master": sorted(
+            tuple(r)
+            for r in master.select(
+                "event_id", "amount", "event_time", name, "source_offset"
+            ).collect()
+        ),
+        "quarantine": sorted(
+            tuple(r) for r in quarantine.select(name, "source_offset", "reason").collect()
+        ),
     }
 
 
@@ -80,10 +97,17 @@ def conf_file(base: Path) -> Path:
     return path
 
 
-def run_killed(base: Path, *, fault_point: str | None = None, kill_after: float | None = None) -> int:
+def run_killed(
+    base: Path, *, fault_point: str | None = None, kill_after: float | None = None
+) -> int:
     env = {**os.environ, "LAMBDA_SALES_FAULT_POINT": fault_point or ""}
-    proc = subprocess.Popen([CLI, "batch", "--conf", str(conf_file(base)), "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [CLI, "batch", "--conf", str(conf_file(base)), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if kill_after is not None:
         try:
             proc.wait(timeout=kill_after)
@@ -117,7 +141,9 @@ def reference(spark, tmp_path_factory):  # type: ignore[no-untyped-def]
     return outcome(spark, Lakehouse(config.lakehouse.root))
 
 
-@pytest.mark.timeout(3000)  # six cold JVM starts in a row: past the 900 s default when two workers share the cores
+@pytest.mark.timeout(
+    3000
+)  # six cold JVM starts in a row: past the 900 s default when two workers share the cores
 def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, reference) -> None:  # type: ignore[no-untyped-def]
     """Kill the job at every step, each run resuming from the state the last kill left.
 
@@ -136,7 +162,9 @@ def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, refe
     write_inputs(tmp_path / "landing", "b")
 
     for fault_point in FAULT_POINTS:
-        assert run_killed(tmp_path, fault_point=fault_point) == -signal.SIGKILL, f"{fault_point} was never reached"
+        assert run_killed(tmp_path, fault_point=fault_point) == -signal.SIGKILL, (
+            f"{fault_point} was never reached"
+        )
         # A reader during (and after) the killed run sees a whole generation: the previous one,
         # unless the kill came after the new one was published.
         if fault_point == "batch.after_publish":
@@ -149,12 +177,20 @@ def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, refe
     rerun = run_batch(spark, config)
     assert rerun.status == "succeeded"
     assert outcome(spark, lakehouse) == reference
-    statuses = [r["status"] for r in spark.read.format("delta").load(lakehouse.pipeline_runs).orderBy("started_at").collect()]
+    statuses = [
+        r["status"]
+        for r in spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .orderBy("started_at")
+        .collect()
+    ]
     assert statuses == ["succeeded", *["interrupted"] * len(FAULT_POINTS), "succeeded"]
 
 
 @pytest.mark.parametrize("kill_after", (25.0,))
-def test_sigkill_at_an_arbitrary_moment_then_rerun_converges(spark, tmp_path, reference, kill_after) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_at_an_arbitrary_moment_then_rerun_converges(
+    spark, tmp_path, reference, kill_after
+) -> None:  # type: ignore[no-untyped-def]
     from sales_core.config import load_config
 
     config = load_config(conf_file(tmp_path))

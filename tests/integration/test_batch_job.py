@@ -23,21 +23,49 @@ def published_views(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-unt
     generation = current_generation(spark, lakehouse)
     assert generation is not None
     return {
-        name: rows_to_view([r.asDict() for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()], name)
+        name: rows_to_view(
+            [
+                r.asDict()
+                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
+            ],
+            name,
+        )
         for name in VIEWS
     }
 
 
 def master_rows(spark, lakehouse: Lakehouse) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
     df = spark.read.format("delta").load(lakehouse.master_dataset)
-    return sorted(tuple(r) for r in df.select("event_id", "amount", "event_time", "source_name", "source_offset").collect())
+    return sorted(
+        tuple(r)
+        for r in df.select(
+            "event_id", "amount", "event_time", "source_name", "source_offset"
+        ).collect()
+    )
 
 
 GOOD = [
-    event("e1", amount="10.005", quantity=2, event_time="2024-05-01T23:30:00-02:00", category="books"),
-    event("e2", amount="150.00", event_time="2024-05-02T00:10:00Z", category="books", customer_id="c2"),
-    event("e3", amount="1000.01", quantity=3, event_time="2024-05-02T01:59:59Z", category="toys", channel="mobile"),
-    event("e4", amount="99.99", event_time="2024-06-30T12:00:00+00:00", region="south", customer_id="c2"),
+    event(
+        "e1", amount="10.005", quantity=2, event_time="2024-05-01T23:30:00-02:00", category="books"
+    ),
+    event(
+        "e2", amount="150.00", event_time="2024-05-02T00:10:00Z", category="books", customer_id="c2"
+    ),
+    event(
+        "e3",
+        amount="1000.01",
+        quantity=3,
+        event_time="2024-05-02T01:59:59Z",
+        category="toys",
+        channel="mobile",
+    ),
+    event(
+        "e4",
+        amount="99.99",
+        event_time="2024-06-30T12:00:00+00:00",
+        region="south",
+        customer_id="c2",
+    ),
 ]
 
 
@@ -48,14 +76,26 @@ def test_batch_views_equal_an_independent_computation(spark, make_config, tmp_pa
     records[0]["event_time"] = "2024-05-01T23:30:00-02:00"
     noise = [
         {**raw_json(GOOD[1]), "amount": "999.00"},  # duplicate event_id: the first one wins
-        {"event_id": "bad1", "order_id": "o", "product_id": "p", "quantity": 1, "amount": -1, "event_time": "2024-05-01T00:00:00Z"},
+        {
+            "event_id": "bad1",
+            "order_id": "o",
+            "product_id": "p",
+            "quantity": 1,
+            "amount": -1,
+            "event_time": "2024-05-01T00:00:00Z",
+        },
         "this is not json",
     ]
     write_jsonl(tmp_path / "landing" / "a.jsonl", records + noise)
 
     record = run_batch(spark, config)
 
-    assert (record.records_read, record.valid, record.duplicates, record.quarantined) == (7, 4, 1, 2)
+    assert (record.records_read, record.valid, record.duplicates, record.quarantined) == (
+        7,
+        4,
+        1,
+        2,
+    )
     assert record.status == "succeeded" and record.generation == 1
     lakehouse = Lakehouse(config.lakehouse.root)
     expected_events = [dict(e) for e in GOOD]
@@ -65,9 +105,15 @@ def test_batch_views_equal_an_independent_computation(spark, make_config, tmp_pa
     daily = published_views(spark, lakehouse)["sales_daily"]
     assert (GOOD[0]["event_date"], "books", "north") in daily
     assert str(GOOD[0]["event_date"]) == "2024-05-02"
-    quarantine = spark.read.format("delta").load(lakehouse.quarantine).orderBy("source_offset").collect()
+    quarantine = (
+        spark.read.format("delta").load(lakehouse.quarantine).orderBy("source_offset").collect()
+    )
     assert [(q["reason"], q["source_offset"], q["raw_record"]) for q in quarantine] == [
-        ("negative_amount", 6, '{"event_id": "bad1", "order_id": "o", "product_id": "p", "quantity": 1, "amount": -1, "event_time": "2024-05-01T00:00:00Z"}'),
+        (
+            "negative_amount",
+            6,
+            '{"event_id": "bad1", "order_id": "o", "product_id": "p", "quantity": 1, "amount": -1, "event_time": "2024-05-01T00:00:00Z"}',
+        ),
         ("malformed", 7, "this is not json"),
     ]
     assert all(q["source_name"].endswith("/landing/a.jsonl") for q in quarantine)
@@ -84,7 +130,12 @@ def test_rerun_leaves_master_dataset_and_views_identical(spark, make_config, tmp
     second = run_batch(spark, config)
 
     assert (first.records_read, first.valid) == (4, 4)
-    assert (second.records_read, second.valid, second.duplicates, second.quarantined) == (0, 0, 0, 0)
+    assert (second.records_read, second.valid, second.duplicates, second.quarantined) == (
+        0,
+        0,
+        0,
+        0,
+    )
     assert master_rows(spark, lakehouse) == master_1
     assert published_views(spark, lakehouse) == views_1 == compute_views(GOOD)
     assert second.generation == 2
@@ -97,12 +148,23 @@ def test_duplicates_and_late_events_across_runs(spark, make_config, tmp_path) ->
     run_batch(spark, config)
 
     late = event("late-1", amount="5.00", event_time="2024-01-15T08:00:00Z", customer_id="c1")
-    write_jsonl(tmp_path / "landing" / "day2.jsonl", [raw_json(GOOD[0]), raw_json(late), raw_json(GOOD[3])])
+    write_jsonl(
+        tmp_path / "landing" / "day2.jsonl", [raw_json(GOOD[0]), raw_json(late), raw_json(GOOD[3])]
+    )
     record = run_batch(spark, config)
 
-    assert (record.records_read, record.valid, record.duplicates, record.quarantined) == (3, 2, 1, 0)
+    assert (record.records_read, record.valid, record.duplicates, record.quarantined) == (
+        3,
+        2,
+        1,
+        0,
+    )
     assert published_views(spark, lakehouse) == compute_views(GOOD + [late])
-    first_seen = spark.read.format("delta").load(lakehouse.master_dataset).where(F.col("event_id") == GOOD[0]["event_id"])
+    first_seen = (
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .where(F.col("event_id") == GOOD[0]["event_id"])
+    )
     assert [r["source_name"].rsplit("/", 1)[-1] for r in first_seen.collect()] == ["day1.jsonl"]
 
 
@@ -113,14 +175,29 @@ def test_quality_gate_keeps_the_previous_generation(spark, make_config, tmp_path
     run_batch(spark, config)
     views_before = published_views(spark, lakehouse)
 
-    bad = [{"event_id": f"b{i}", "order_id": "o", "product_id": "p", "quantity": 0, "amount": 1, "event_time": "2024-05-01T00:00:00Z"} for i in range(3)]
+    bad = [
+        {
+            "event_id": f"b{i}",
+            "order_id": "o",
+            "product_id": "p",
+            "quantity": 0,
+            "amount": 1,
+            "event_time": "2024-05-01T00:00:00Z",
+        }
+        for i in range(3)
+    ]
     write_jsonl(tmp_path / "landing" / "bad.jsonl", [raw_json(event("ok-1", amount="1.00"))] + bad)
     with pytest.raises(QualityGateError, match=r"score 25\.00 is below the threshold 90\.00"):
         run_batch(spark, config)
 
     assert current_generation(spark, lakehouse).generation == 1  # type: ignore[union-attr]
     assert published_views(spark, lakehouse) == views_before
-    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("status") == "quality_failed").collect()
+    runs = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("status") == "quality_failed")
+        .collect()
+    )
     assert len(runs) == 1 and "below the threshold" in runs[0]["error"]
 
     # The refused data is still unpublished: a rerun with nothing new is refused too...
@@ -142,8 +219,17 @@ def test_reader_sees_whole_generations_only(spark, make_config, tmp_path) -> Non
     write_jsonl(tmp_path / "landing" / "b.jsonl", [raw_json(e) for e in GOOD[2:]])
     run_batch(spark, config)
     assert published_views(spark, lakehouse) == compute_views(GOOD)
-    old = {name: rows_to_view([r.asDict() for r in read_batch_view(spark, lakehouse, name, 1).collect()], name) for name in VIEWS}
+    old = {
+        name: rows_to_view(
+            [r.asDict() for r in read_batch_view(spark, lakehouse, name, 1).collect()], name
+        )
+        for name in VIEWS
+    }
     assert old == gen1 == compute_views(GOOD[:2])
     gens = spark.read.format("delta").load(lakehouse.generations).orderBy("generation").collect()
     assert [(g["generation"], g["events"]) for g in gens] == [(1, 2), (2, 4)]
-    assert all(g["published_at"].replace(tzinfo=timezone.utc) <= gens[-1]["published_at"].replace(tzinfo=timezone.utc) for g in gens)
+    assert all(
+        g["published_at"].replace(tzinfo=timezone.utc)
+        <= gens[-1]["published_at"].replace(tzinfo=timezone.utc)
+        for g in gens
+    )

@@ -52,9 +52,13 @@ def _conf(tmp_path: Path, extra: str = "", *, landing: Path | None = None) -> Pa
     return path
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    result = subprocess.run([CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        [CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
     return result, time.monotonic() - started
 
 
@@ -74,7 +78,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *must_menti
 
 def test_unknown_key_in_conf_file(tmp_path: Path) -> None:
     conf = _conf(tmp_path)
-    conf.write_text(conf.read_text().replace('[lakehouse]\n', '[lakehouse]\nrooot = "x"\n', 1))
+    conf.write_text(conf.read_text().replace("[lakehouse]\n", '[lakehouse]\nrooot = "x"\n', 1))
     result, elapsed = _run(["batch", "--quiet", "--conf", str(conf)], _no_spark_env(), tmp_path)
     _assert_one_line_error(result, "lakehouse.rooot")
     assert elapsed < FAST_SECONDS
@@ -102,7 +106,9 @@ def test_secret_in_conf_file_is_refused_without_echoing_it(tmp_path: Path) -> No
 
 def test_query_unknown_view(tmp_path: Path) -> None:
     conf = _conf(tmp_path)
-    result, elapsed = _run(["query", "no_such_view", "--conf", str(conf)], _no_spark_env(), tmp_path)
+    result, elapsed = _run(
+        ["query", "no_such_view", "--conf", str(conf)], _no_spark_env(), tmp_path
+    )
     _assert_one_line_error(result, "no_such_view")
     assert elapsed < FAST_SECONDS
 
@@ -110,7 +116,9 @@ def test_query_unknown_view(tmp_path: Path) -> None:
 def test_query_unknown_where_column(tmp_path: Path) -> None:
     conf = _conf(tmp_path)
     result, elapsed = _run(
-        ["query", "sales_daily", "--where", "no_such_col=1", "--conf", str(conf)], _no_spark_env(), tmp_path
+        ["query", "sales_daily", "--where", "no_such_col=1", "--conf", str(conf)],
+        _no_spark_env(),
+        tmp_path,
     )
     _assert_one_line_error(result, "no_such_col")
     assert elapsed < FAST_SECONDS
@@ -147,14 +155,20 @@ def test_batch_with_an_unreadable_landing_file(tmp_path: Path) -> None:
     secret.chmod(0o000)
     conf = _conf(tmp_path, landing=landing)
     command = _without_root_file_access([CLI, "batch", "--quiet", "--conf", str(conf)])
-    result = subprocess.run(command, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        command, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+    )
 
     line = _assert_one_line_error(result, "no-read-permission.jsonl")
     assert "Permission denied" in line and "Traceback" not in line
 
     from deltalake import DeltaTable
 
-    runs = DeltaTable(str(tmp_path / "lakehouse" / "meta" / "pipeline_runs")).to_pyarrow_table().to_pylist()
+    runs = (
+        DeltaTable(str(tmp_path / "lakehouse" / "meta" / "pipeline_runs"))
+        .to_pyarrow_table()
+        .to_pylist()
+    )
     assert [(r["job"], r["status"]) for r in runs] == [("batch", "failed")]
     assert "no-read-permission.jsonl" in runs[0]["error"]
     master = tmp_path / "lakehouse" / "bronze" / "master_dataset"
@@ -168,7 +182,9 @@ def test_batch_with_unreachable_database(tmp_path: Path) -> None:
         'table = "sales_data"\nuser = "sales"\n',
     )
     result, _ = _run(
-        ["batch", "--quiet", "--conf", str(conf)], _env(LAMBDA_SALES__SOURCES__JDBC__PASSWORD=PASSWORD), tmp_path
+        ["batch", "--quiet", "--conf", str(conf)],
+        _env(LAMBDA_SALES__SOURCES__JDBC__PASSWORD=PASSWORD),
+        tmp_path,
     )
     assert PASSWORD not in result.stdout + result.stderr
     _assert_one_line_error(result, "127.0.0.1:1")
@@ -178,7 +194,7 @@ def test_batch_with_unreachable_database(tmp_path: Path) -> None:
 
 
 def test_config_masks_the_password(tmp_path: Path) -> None:
-    conf = _conf(tmp_path, '[sources.jdbc]\nenabled = true\n')
+    conf = _conf(tmp_path, "[sources.jdbc]\nenabled = true\n")
     env = _no_spark_env(LAMBDA_SALES__SOURCES__JDBC__PASSWORD=PASSWORD)
     result, _ = _run(["config", "--conf", str(conf)], env, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -191,7 +207,10 @@ def test_config_masks_the_password(tmp_path: Path) -> None:
     assert printed["lakehouse"]["root"] == str(tmp_path / "lakehouse")
 
 
-@pytest.mark.parametrize("command", ["", "batch", "query", "serve", "sql-views", "generate", "demo", "runs", "config", "kafka"])
+@pytest.mark.parametrize(
+    "command",
+    ["", "batch", "query", "serve", "sql-views", "generate", "demo", "runs", "config", "kafka"],
+)
 def test_help_works_everywhere(tmp_path: Path, command: str) -> None:
     args = [command, "--help"] if command else ["--help"]
     result, elapsed = _run(args, _no_spark_env(), tmp_path, timeout=120)

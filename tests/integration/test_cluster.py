@@ -74,18 +74,48 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
 
     def launch(name: str, args: list[str]) -> None:
         log = (base / f"{name}.log").open("wb")
-        processes.append(subprocess.Popen(
-            [spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [spark_class, *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     cluster = Cluster(f"spark://127.0.0.1:{master_port}", f"http://127.0.0.1:{ui_port}", base)
     try:
-        launch("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                          "--port", str(master_port), "--webui-port", str(ui_port)])
+        launch(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(master_port),
+                "--webui-port",
+                str(ui_port),
+            ],
+        )
         for i in range(WORKERS):
-            launch(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                   "--cores", "1", "--memory", "1g", "--webui-port", str(free_port()),
-                                   "--work-dir", str(base / f"work-{i}"), cluster.url])
+            launch(
+                f"worker-{i}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    "1g",
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(base / f"work-{i}"),
+                    cluster.url,
+                ],
+            )
         deadline = time.monotonic() + 180
         alive = 0
         while time.monotonic() < deadline:
@@ -93,7 +123,9 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
                 if p.poll() is not None:
                     raise RuntimeError(f"a Spark daemon exited ({p.args}); logs in {base}")
             try:
-                alive = sum(1 for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE")
+                alive = sum(
+                    1 for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE"
+                )
             except OSError:
                 alive = 0
             if alive == WORKERS:
@@ -120,21 +152,38 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.CompletedProcess[str]:
     command = [
-        str(SUBMIT), "--master", cluster.url, "--env", "cluster",
-        "--spark-conf", "spark.executor.memory=768m",
-        "--spark-conf", "spark.executor.cores=1",
-        "--spark-conf", f"spark.cores.max={WORKERS}",
-        "--spark-conf", "spark.driver.memory=1g",
-        "--spark-conf", "spark.ui.enabled=false",
+        str(SUBMIT),
+        "--master",
+        cluster.url,
+        "--env",
+        "cluster",
+        "--spark-conf",
+        "spark.executor.memory=768m",
+        "--spark-conf",
+        "spark.executor.cores=1",
+        "--spark-conf",
+        f"spark.cores.max={WORKERS}",
+        "--spark-conf",
+        "spark.driver.memory=1g",
+        "--spark-conf",
+        "spark.ui.enabled=false",
         # Tiny tables: a handful of tasks per Delta log replay and shuffle, not 50 or 200.
-        "--spark-conf", "spark.databricks.delta.snapshotPartitions=2",
-        "--spark-conf", "spark.sql.adaptive.coalescePartitions.initialPartitionNum=4",
+        "--spark-conf",
+        "spark.databricks.delta.snapshotPartitions=2",
+        "--spark-conf",
+        "spark.sql.adaptive.coalescePartitions.initialPartitionNum=4",
         *job,
     ]
     result = subprocess.run(
-        command, env={**os.environ, "PYTHON": sys.executable, **env}, capture_output=True, text=True, timeout=900,
+        command,
+        env={**os.environ, "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    assert result.returncode == 0, f"{' '.join(job)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(job)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-6000:]}"
+    )
     return result
 
 
@@ -142,21 +191,48 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     from sales_core.packages import cached_jars
 
     result = subprocess.run(
-        [str(SUBMIT), "--dry-run", "--master", "spark://10.0.0.5:7077", "speed", "--available-now", "--trigger", "5 seconds"],
-        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120,
+        [
+            str(SUBMIT),
+            "--dry-run",
+            "--master",
+            "spark://10.0.0.5:7077",
+            "speed",
+            "--available-now",
+            "--trigger",
+            "5 seconds",
+        ],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     import shlex
 
     argv = shlex.split(result.stdout)
     assert argv[argv.index("--master") + 1] == "spark://10.0.0.5:7077"
-    assert argv[-5:] == [str(PROJECT_ROOT / "jobs" / "run.py"), "speed", "--available-now", "--trigger", "5 seconds"]
-    assert "spark.executorEnv.LAMBDA_SALES_ENV=cluster" in argv  # the environment follows the master
+    assert argv[-5:] == [
+        str(PROJECT_ROOT / "jobs" / "run.py"),
+        "speed",
+        "--available-now",
+        "--trigger",
+        "5 seconds",
+    ]
+    assert (
+        "spark.executorEnv.LAMBDA_SALES_ENV=cluster" in argv
+    )  # the environment follows the master
     jars = cached_jars()
     assert jars is not None and argv[argv.index("--jars") + 1].split(",") == jars
     archive = Path(argv[argv.index("--py-files") + 1])
     names = set(zipfile.ZipFile(archive).namelist())
-    assert {"sales_core/config.py", "batch_layer/job.py", "speed_layer/sink.py", "jobs/cli.py", "conf/base.toml", "conf/cluster.toml"} <= names
+    assert {
+        "sales_core/config.py",
+        "batch_layer/job.py",
+        "speed_layer/sink.py",
+        "jobs/cli.py",
+        "conf/base.toml",
+        "conf/cluster.toml",
+    } <= names
     assert not any("__pycache__" in n for n in names)
 
 
@@ -171,15 +247,26 @@ def test_configuration_loads_from_the_archive_alone(tmp_path: Path) -> None:
         "conf = c.load_config(env_name='cluster', environ={})\n"
         "print(conf.spark.shuffle_partitions, conf.spark.master == '', conf.quality.min_score)\n"
     )
-    result = subprocess.run([sys.executable, "-S", "-c", script, str(archive)], cwd=tmp_path,
-                            env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(archive)],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["64", "True", "80.0"]  # conf/cluster.toml over conf/base.toml
 
 
 def test_bad_job_arguments_fail_before_spark_starts() -> None:
-    result = subprocess.run([str(SUBMIT), "batch", "--no-such-flag"], env={**os.environ, "PYTHON": sys.executable},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(SUBMIT), "batch", "--no-such-flag"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in result.stderr
 
@@ -190,16 +277,30 @@ def _inputs(landing: Path, kafka: Any) -> None:
     from speed_layer.kafka_client import publish_records
 
     end = datetime.now(timezone.utc) - timedelta(minutes=1)
-    write_landing_files(generate_records(GeneratorSpec(events=1200, seed=11, end=end)), str(landing), fmt="jsonl", rows_per_file=400)
-    write_landing_files(generate_records(GeneratorSpec(events=600, seed=12, end=end)), str(landing), fmt="csv", rows_per_file=300)
+    write_landing_files(
+        generate_records(GeneratorSpec(events=1200, seed=11, end=end)),
+        str(landing),
+        fmt="jsonl",
+        rows_per_file=400,
+    )
+    write_landing_files(
+        generate_records(GeneratorSpec(events=600, seed=12, end=end)),
+        str(landing),
+        fmt="csv",
+        rows_per_file=300,
+    )
     streamed = list(generate_records(GeneratorSpec(events=900, seed=13, end=end)))
-    streamed += list(generate_records(GeneratorSpec(events=100, seed=11, end=end)))  # in the landing files too
+    streamed += list(
+        generate_records(GeneratorSpec(events=100, seed=11, end=end))
+    )  # in the landing files too
     assert publish_records(streamed, kafka, partitions=3) == 1000
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
-def test_batch_and_speed_on_the_cluster_equal_a_local_run(spark, make_config, standalone_cluster: Cluster, bootstrap: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_and_speed_on_the_cluster_equal_a_local_run(
+    spark, make_config, standalone_cluster: Cluster, bootstrap: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
 
     from batch_layer.job import run_batch
@@ -248,13 +349,22 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(spark, make_config, st
 
     # Not vacuous: the views count every valid event once, and the stream added events.
     master = spark.read.format("delta").load(on_cluster.master_dataset)
-    by_layer = {r["ingest_layer"]: r["n"] for r in master.groupBy("ingest_layer").agg(F.count(F.lit(1)).alias("n")).collect()}
+    by_layer = {
+        r["ingest_layer"]: r["n"]
+        for r in master.groupBy("ingest_layer").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
     assert by_layer["batch"] > 1500 and by_layer["speed"] > 700, by_layer
     assert master.select("event_id").distinct().count() == master.count()
     assert sum(v["events"] for v in cluster_views["sales_daily"].values()) == master.count()
 
     def rejected(lakehouse: Lakehouse) -> dict[str, int]:
-        rows = spark.read.format("delta").load(lakehouse.quarantine).groupBy("reason").count().collect()
+        rows = (
+            spark.read.format("delta")
+            .load(lakehouse.quarantine)
+            .groupBy("reason")
+            .count()
+            .collect()
+        )
         return {r["reason"]: r["count"] for r in rows}
 
     assert rejected(on_cluster) == rejected(on_laptop) and sum(rejected(on_cluster).values()) > 20

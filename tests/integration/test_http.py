@@ -28,20 +28,38 @@ pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).with_name("lambda-sales"))
 BATCH = [
     event("h1", amount="10.00", event_time="2024-05-01T10:00:00Z", customer_id="c1"),
-    event("h2", amount="250.50", quantity=2, event_time="2024-05-01T11:30:00Z", category="toys", customer_id="c2"),
-    event("h3", amount="1500.00", event_time="2024-05-03T09:00:00Z", region="south", channel="mobile", customer_id="c3"),
+    event(
+        "h2",
+        amount="250.50",
+        quantity=2,
+        event_time="2024-05-01T11:30:00Z",
+        category="toys",
+        customer_id="c2",
+    ),
+    event(
+        "h3",
+        amount="1500.00",
+        event_time="2024-05-03T09:00:00Z",
+        region="south",
+        channel="mobile",
+        customer_id="c3",
+    ),
     event("h4", amount="0.99", event_time="2024-06-02T00:00:00Z", region="east", customer_id="c4"),
 ]
 SPEED = [
     event("h5", amount="5.00", event_time="2024-05-01T10:59:59Z", customer_id="c1"),
-    event("h6", amount="75.25", event_time="2019-01-01T00:00:00Z", region="west", customer_id="c5"),  # late
+    event(
+        "h6", amount="75.25", event_time="2019-01-01T00:00:00Z", region="west", customer_id="c5"
+    ),  # late
 ]
 EVENTS = BATCH + SPEED
 
 
 def lakehouse_files(root: str) -> dict[str, int]:
     """Every file under the lakehouse with its size: any write would change this."""
-    return {str(p.relative_to(root)): p.stat().st_size for p in Path(root).rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.stat().st_size for p in Path(root).rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +74,12 @@ def server(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     env = {**os.environ, "LAMBDA_SALES__LAKEHOUSE__ROOT": config.lakehouse.root}
     port = free_port()
     process = subprocess.Popen(
-        [CLI, "serve", "--port", str(port), "--quiet"], env=env, cwd=base,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [CLI, "serve", "--port", str(port), "--quiet"],
+        env=env,
+        cwd=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -78,7 +100,15 @@ def server(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 
 def cli(server: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], env=server["env"], cwd=server["cwd"], capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [CLI, *args],
+        env=server["env"],
+        cwd=server["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def get(server: dict[str, Any], path: str, **params: Any) -> httpx.Response:
@@ -125,23 +155,52 @@ def _typed(name: str, row: dict[str, Any]) -> dict[str, Any]:
 
 def test_filters_ranges_and_paging(server) -> None:  # type: ignore[no-untyped-def]
     north = rows_of(get(server, "/views/sales_daily", region="north"))
-    assert {(r["event_date"], r["category"]) for r in north} == {("2024-05-01", "books"), ("2024-05-01", "toys")}
+    assert {(r["event_date"], r["category"]) for r in north} == {
+        ("2024-05-01", "books"),
+        ("2024-05-01", "toys"),
+    }
     books = rows_of(get(server, "/views/sales_daily", region="north", category="books"))
-    assert books == [{"event_date": "2024-05-01", "category": "books", "region": "north", "events": 2, "units": 2, "revenue": Decimal("15.00")}]
+    assert books == [
+        {
+            "event_date": "2024-05-01",
+            "category": "books",
+            "region": "north",
+            "events": 2,
+            "units": 2,
+            "revenue": Decimal("15.00"),
+        }
+    ]
     may = rows_of(get(server, "/views/sales_hourly", **{"from": "2024-05-01", "to": "2024-05-01"}))
-    assert [(r["event_hour"], r["events"]) for r in may] == [("2024-05-01T10:00:00Z", 2), ("2024-05-01T11:00:00Z", 1)]
-    active = rows_of(get(server, "/views/customer_totals", **{"from": "2024-05-02", "to": "2024-06-30"}))
+    assert [(r["event_hour"], r["events"]) for r in may] == [
+        ("2024-05-01T10:00:00Z", 2),
+        ("2024-05-01T11:00:00Z", 1),
+    ]
+    active = rows_of(
+        get(server, "/views/customer_totals", **{"from": "2024-05-02", "to": "2024-06-30"})
+    )
     assert [r["customer_id"] for r in active] == ["c3", "c4"]
     months = rows_of(get(server, "/views/revenue_category_monthly", **{"from": "2024-06-01"}))
     assert {r["month"] for r in months} == {"2024-06"}
     everything = rows_of(get(server, "/views/customer_totals"))
     assert [r["customer_id"] for r in everything] == ["c1", "c2", "c3", "c4", "c5"]
-    pages = [rows_of(get(server, "/views/customer_totals", limit=2, offset=o)) for o in (0, 2, 4, 6)]
+    pages = [
+        rows_of(get(server, "/views/customer_totals", limit=2, offset=o)) for o in (0, 2, 4, 6)
+    ]
     assert [len(p) for p in pages] == [2, 2, 1, 0]
     assert [r for p in pages for r in p] == everything
     assert rows_of(get(server, "/views/customer_totals", revenue="15.00")) == [everything[0]]
     # The same filters through the CLI.
-    printed = cli(server, "query", "sales_daily", "--where", "region=north", "--where", "category=books", "--format", "jsonl")
+    printed = cli(
+        server,
+        "query",
+        "sales_daily",
+        "--where",
+        "region=north",
+        "--where",
+        "category=books",
+        "--format",
+        "jsonl",
+    )
     assert jsonl(printed.stdout) == books
 
 
@@ -150,14 +209,39 @@ BAD_REQUESTS: list[tuple[str, dict[str, str], int, str]] = [
     ("/views/x; DROP TABLE sales_daily", {}, 404, "unknown view 'x; DROP TABLE sales_daily'"),
     ("/views/sales_daily", {"bogus": "1"}, 400, "unknown parameter 'bogus'"),
     ("/views/sales_daily", {"' OR 1=1 --": "1"}, 400, "unknown parameter '' OR 1=1 --'"),
-    ("/views/sales_daily", {"region; DROP TABLE x": "north"}, 400, "unknown parameter 'region; DROP TABLE x'"),
+    (
+        "/views/sales_daily",
+        {"region; DROP TABLE x": "north"},
+        400,
+        "unknown parameter 'region; DROP TABLE x'",
+    ),
     ("/views/sales_daily", {"from": "2024-13-01"}, 400, "bad date '2024-13-01' for from"),
     ("/views/sales_daily", {"to": "yesterday"}, 400, "bad date 'yesterday' for to"),
     ("/views/sales_daily", {"from": "2024-06-01", "to": "2024-05-01"}, 400, "the range is empty"),
-    ("/views/sales_daily", {"event_date": "' OR 1=1 --"}, 400, "bad value \"' OR 1=1 --\" for column 'event_date' (date)"),
-    ("/views/sales_daily", {"events": "1; DROP TABLE sales_daily"}, 400, "for column 'events' (bigint)"),
-    ("/views/sales_hourly", {"event_hour": "x; DROP TABLE"}, 400, "for column 'event_hour' (timestamp)"),
-    ("/views/customer_totals", {"revenue": "1 OR 1=1"}, 400, "for column 'revenue' (decimal(18,2))"),
+    (
+        "/views/sales_daily",
+        {"event_date": "' OR 1=1 --"},
+        400,
+        "bad value \"' OR 1=1 --\" for column 'event_date' (date)",
+    ),
+    (
+        "/views/sales_daily",
+        {"events": "1; DROP TABLE sales_daily"},
+        400,
+        "for column 'events' (bigint)",
+    ),
+    (
+        "/views/sales_hourly",
+        {"event_hour": "x; DROP TABLE"},
+        400,
+        "for column 'event_hour' (timestamp)",
+    ),
+    (
+        "/views/customer_totals",
+        {"revenue": "1 OR 1=1"},
+        400,
+        "for column 'revenue' (decimal(18,2))",
+    ),
     ("/views/customer_totals", {"limit": "' OR 1=1 --"}, 400, "bad limit"),
     ("/views/customer_totals", {"limit": "-1"}, 400, "bad limit -1"),
     ("/views/customer_totals", {"limit": "100001"}, 400, "bad limit 100001"),
@@ -178,7 +262,9 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(server) -> None:  # typ
     for value in ("' OR 1=1 --", "x; DROP TABLE sales_daily"):
         assert rows_of(get(server, "/views/sales_daily", region=value)) == []
     assert lakehouse_files(server["root"]) == before
-    assert len(rows_of(get(server, "/views/sales_daily"))) == len(compute_views(EVENTS)["sales_daily"])
+    assert len(rows_of(get(server, "/views/sales_daily"))) == len(
+        compute_views(EVENTS)["sales_daily"]
+    )
 
 
 def test_health_and_openapi(server) -> None:  # type: ignore[no-untyped-def]
@@ -199,11 +285,35 @@ def test_health_and_openapi(server) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_cli_query_spark_engine_matches_the_fast_path_and_errors_are_one_line(server) -> None:  # type: ignore[no-untyped-def]
-    fast = cli(server, "query", "customer_totals", "--format", "csv", "--from", "2024-05-01", "--to", "2024-05-31")
-    on_spark = cli(server, "query", "customer_totals", "--format", "csv", "--from", "2024-05-01", "--to", "2024-05-31", "--engine", "spark")
+    fast = cli(
+        server,
+        "query",
+        "customer_totals",
+        "--format",
+        "csv",
+        "--from",
+        "2024-05-01",
+        "--to",
+        "2024-05-31",
+    )
+    on_spark = cli(
+        server,
+        "query",
+        "customer_totals",
+        "--format",
+        "csv",
+        "--from",
+        "2024-05-01",
+        "--to",
+        "2024-05-31",
+        "--engine",
+        "spark",
+    )
     assert fast.returncode == 0 and on_spark.returncode == 0, on_spark.stderr
     assert fast.stdout == on_spark.stdout
-    assert fast.stdout.splitlines()[0] == "customer_id,events,revenue,first_event_time,last_event_time"
+    assert (
+        fast.stdout.splitlines()[0] == "customer_id,events,revenue,first_event_time,last_event_time"
+    )
     assert fast.stdout.splitlines()[1:] == [
         "c1,2,15.00,2024-05-01T10:00:00Z,2024-05-01T10:59:59Z",
         "c2,1,250.50,2024-05-01T11:30:00Z,2024-05-01T11:30:00Z",
@@ -218,4 +328,8 @@ def test_cli_query_spark_engine_matches_the_fast_path_and_errors_are_one_line(se
     ):
         done = cli(server, *args)
         assert done.returncode == 2, (args, done.stderr)
-        assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert (
+            done.stderr.count("\n") == 1
+            and message in done.stderr
+            and "Traceback" not in done.stderr
+        ), done.stderr

@@ -35,6 +35,7 @@ NOW = datetime.now(timezone.utc)
 # The rows
 # --------------------------------------------------------------------------------------
 
+
 def row(event_id: str | None, **overrides: Any) -> dict[str, Any]:
     key = event_id or "none"
     record: dict[str, Any] = {
@@ -54,20 +55,43 @@ def row(event_id: str | None, **overrides: Any) -> dict[str, Any]:
 
 
 FIRST_DB_ROWS = [
-    row("db-001", amount=Decimal("12.3450"), quantity=2, category="  Electronics ", region="North", channel="Store"),
+    row(
+        "db-001",
+        amount=Decimal("12.3450"),
+        quantity=2,
+        category="  Electronics ",
+        region="North",
+        channel="Store",
+    ),
     row("db-002", amount=Decimal("0.0050"), event_time="2024-07-01T23:30:00-02:00"),
     row("db-003", amount=Decimal("1000.0050"), event_time="2024-08-15T00:00:00+00:00"),
-    row("db-004", customer_id=None, category=None, region="   ", channel=None, amount=Decimal("100.0049")),
-    row("db-r01", amount=None),                                             # missing_required:amount
-    row("db-r02", amount=Decimal("-5.0000")),                               # negative_amount
-    row("db-r03", quantity=0),                                              # invalid_quantity
-    row(None),                                                              # missing_required:event_id
-    row("db-r05", event_time=(NOW + timedelta(days=2)).replace(microsecond=0).isoformat()),      # future_event_time
-    row("db-r06", event_time="1999-12-31T23:59:59+00:00"),                  # event_time_out_of_range
-    row("db-r07", amount=Decimal("1000000.0100")),                          # amount_out_of_range
-    row("db-r08", quantity=-3),                                             # invalid_quantity
-    row("db-001", amount=Decimal("12.3450"), quantity=2, category="  Electronics ", region="North", channel="Store"),
-    row("shared-001", amount=Decimal("33.3300")),                           # also in a landing file
+    row(
+        "db-004",
+        customer_id=None,
+        category=None,
+        region="   ",
+        channel=None,
+        amount=Decimal("100.0049"),
+    ),
+    row("db-r01", amount=None),  # missing_required:amount
+    row("db-r02", amount=Decimal("-5.0000")),  # negative_amount
+    row("db-r03", quantity=0),  # invalid_quantity
+    row(None),  # missing_required:event_id
+    row(
+        "db-r05", event_time=(NOW + timedelta(days=2)).replace(microsecond=0).isoformat()
+    ),  # future_event_time
+    row("db-r06", event_time="1999-12-31T23:59:59+00:00"),  # event_time_out_of_range
+    row("db-r07", amount=Decimal("1000000.0100")),  # amount_out_of_range
+    row("db-r08", quantity=-3),  # invalid_quantity
+    row(
+        "db-001",
+        amount=Decimal("12.3450"),
+        quantity=2,
+        category="  Electronics ",
+        region="North",
+        channel="Store",
+    ),
+    row("shared-001", amount=Decimal("33.3300")),  # also in a landing file
 ]
 FIRST_REJECTED = {  # order_id (identifies the row) -> reason
     "o-db-r01": "missing_required:amount",
@@ -80,13 +104,25 @@ FIRST_REJECTED = {  # order_id (identifies the row) -> reason
     "o-db-r08": "invalid_quantity",
 }
 LANDING_RECORDS = [
-    {**{k: (str(v) if isinstance(v, Decimal) else v) for k, v in row("shared-001", amount=Decimal("33.3300")).items()}},
-    {**{k: (str(v) if isinstance(v, Decimal) else v) for k, v in row("file-001", amount=Decimal("5.5")).items()}},
+    {
+        **{
+            k: (str(v) if isinstance(v, Decimal) else v)
+            for k, v in row("shared-001", amount=Decimal("33.3300")).items()
+        }
+    },
+    {
+        **{
+            k: (str(v) if isinstance(v, Decimal) else v)
+            for k, v in row("file-001", amount=Decimal("5.5")).items()
+        }
+    },
 ]
 SECOND_DB_ROWS = [
-    row("db-101", amount=Decimal("7.5000"), channel="Mobile", event_time="2024-07-03T05:06:07+00:00"),
-    row("db-102", quantity=0),                                              # invalid_quantity
-    row("db-001", amount=Decimal("99.9900")),                               # already ingested: duplicate
+    row(
+        "db-101", amount=Decimal("7.5000"), channel="Mobile", event_time="2024-07-03T05:06:07+00:00"
+    ),
+    row("db-102", quantity=0),  # invalid_quantity
+    row("db-001", amount=Decimal("99.9900")),  # already ingested: duplicate
 ]
 
 
@@ -108,13 +144,32 @@ class Event:
     revenue_category: str
 
 
-def event(event_id: str, customer: str, category: str, region: str, channel: str, quantity: int, amount: str,
-          utc_time: str, revenue_category: str) -> Event:
+def event(
+    event_id: str,
+    customer: str,
+    category: str,
+    region: str,
+    channel: str,
+    quantity: int,
+    amount: str,
+    utc_time: str,
+    revenue_category: str,
+) -> Event:
     ts = datetime.fromisoformat(utc_time)
     return Event(
-        event_id, f"o-{event_id}", f"p-{event_id}", customer, category, region, channel, quantity, Decimal(amount),
-        ts.strftime("%Y-%m-%dT%H:%M:%S.%f"), ts.date(),
-        ts.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%S.%f"), ts.strftime("%Y-%m"),
+        event_id,
+        f"o-{event_id}",
+        f"p-{event_id}",
+        customer,
+        category,
+        region,
+        channel,
+        quantity,
+        Decimal(amount),
+        ts.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        ts.date(),
+        ts.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        ts.strftime("%Y-%m"),
         revenue_category,
     )
 
@@ -123,18 +178,59 @@ def event(event_id: str, customer: str, category: str, region: str, channel: str
 FIRST_EVENTS = {
     e.event_id: e
     for e in [
-        event("db-001", "c-db-001", "electronics", "north", "store", 2, "12.35", "2024-07-01T10:00:00", "low"),
+        event(
+            "db-001",
+            "c-db-001",
+            "electronics",
+            "north",
+            "store",
+            2,
+            "12.35",
+            "2024-07-01T10:00:00",
+            "low",
+        ),
         event("db-002", "c-db-002", "home", "east", "web", 1, "0.01", "2024-07-02T01:30:00", "low"),
-        event("db-003", "c-db-003", "home", "east", "web", 1, "1000.01", "2024-08-15T00:00:00", "high"),
-        event("db-004", "anonymous", "unknown", "unknown", "unknown", 1, "100.00", "2024-07-01T10:00:00", "low"),
-        event("shared-001", "c-shared-001", "home", "east", "web", 1, "33.33", "2024-07-01T10:00:00", "low"),
-        event("file-001", "c-file-001", "home", "east", "web", 1, "5.50", "2024-07-01T10:00:00", "low"),
+        event(
+            "db-003", "c-db-003", "home", "east", "web", 1, "1000.01", "2024-08-15T00:00:00", "high"
+        ),
+        event(
+            "db-004",
+            "anonymous",
+            "unknown",
+            "unknown",
+            "unknown",
+            1,
+            "100.00",
+            "2024-07-01T10:00:00",
+            "low",
+        ),
+        event(
+            "shared-001",
+            "c-shared-001",
+            "home",
+            "east",
+            "web",
+            1,
+            "33.33",
+            "2024-07-01T10:00:00",
+            "low",
+        ),
+        event(
+            "file-001", "c-file-001", "home", "east", "web", 1, "5.50", "2024-07-01T10:00:00", "low"
+        ),
     ]
 }
-FIRST_COUNTS = {"records_read": 16, "valid": 6, "duplicates": 2, "quarantined": 8}  # 14 db rows + 2 file lines
+FIRST_COUNTS = {
+    "records_read": 16,
+    "valid": 6,
+    "duplicates": 2,
+    "quarantined": 8,
+}  # 14 db rows + 2 file lines
 SECOND_EVENTS = {
     **FIRST_EVENTS,
-    "db-101": event("db-101", "c-db-101", "home", "east", "mobile", 1, "7.50", "2024-07-03T05:06:07", "low"),
+    "db-101": event(
+        "db-101", "c-db-101", "home", "east", "mobile", 1, "7.50", "2024-07-03T05:06:07", "low"
+    ),
 }
 SECOND_COUNTS = {"records_read": 3, "valid": 1, "duplicates": 1, "quarantined": 1}
 
@@ -142,6 +238,7 @@ SECOND_COUNTS = {"records_read": 3, "valid": 1, "duplicates": 1, "quarantined": 
 # --------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def postgres_server():  # type: ignore[no-untyped-def]
@@ -160,7 +257,9 @@ def postgres_server():  # type: ignore[no-untyped-def]
 def insert(rows: list[dict[str, Any]]) -> None:
     from sales_core.generator import write_database
 
-    inserted, skipped = write_database(iter(rows), url=URL, user="sales", password=PASSWORD, table=TABLE)
+    inserted, skipped = write_database(
+        iter(rows), url=URL, user="sales", password=PASSWORD, table=TABLE
+    )
     assert (inserted, skipped) == (len(rows), 0)
 
 
@@ -203,28 +302,43 @@ def snapshot(spark, config, record) -> Snapshot:  # type: ignore[no-untyped-def]
     def readable(df):  # type: ignore[no-untyped-def]
         for field in df.schema.fields:
             if isinstance(field.dataType, T.TimestampType):
-                df = df.withColumn(field.name, F.date_format(field.name, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"))
+                df = df.withColumn(
+                    field.name, F.date_format(field.name, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
+                )
         return df
 
     lakehouse = Lakehouse(config.lakehouse.root)
     master = readable(spark.read.format("delta").load(lakehouse.master_dataset)).collect()
     quarantine = readable(spark.read.format("delta").load(lakehouse.quarantine)).collect()
     stored = (
-        spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("run_id") == record.run_id).collect()
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("run_id") == record.run_id)
+        .collect()
     )
     assert len(stored) == 1
     generation = current_generation(spark, lakehouse)
     assert generation is not None
     views = {
-        name: sorted((r.asDict() for r in readable(read_batch_view(spark, lakehouse, name, generation.generation)).collect()),
-                     key=lambda r: json.dumps(r, default=str, sort_keys=True))
+        name: sorted(
+            (
+                r.asDict()
+                for r in readable(
+                    read_batch_view(spark, lakehouse, name, generation.generation)
+                ).collect()
+            ),
+            key=lambda r: json.dumps(r, default=str, sort_keys=True),
+        )
         for name in VIEWS
     }
     return Snapshot(
         record,
         stored[0].asDict(),
         sorted((r.asDict() for r in master), key=lambda r: r["event_id"]),
-        sorted((r.asDict() for r in quarantine), key=lambda r: json.dumps(r, default=str, sort_keys=True)),
+        sorted(
+            (r.asDict() for r in quarantine),
+            key=lambda r: json.dumps(r, default=str, sort_keys=True),
+        ),
         views,
     )
 
@@ -262,6 +376,7 @@ def counts(s: Snapshot) -> list[dict[str, int]]:
 # Tests
 # --------------------------------------------------------------------------------------
 
+
 def test_first_run_master_dataset_holds_the_valid_rows_normalised(jdbc_runs) -> None:  # type: ignore[no-untyped-def]
     first = jdbc_runs["runs"][0]
     assert first.record.status == "succeeded"
@@ -295,7 +410,10 @@ def test_first_run_quarantine_has_reason_source_table_and_raw_row(jdbc_runs) -> 
             elif name == "amount":
                 assert Decimal(str(raw[name])) == value, (order_id, raw[name])
             elif name == "event_time":
-                assert datetime.fromisoformat(raw[name]) == datetime.fromisoformat(value), (order_id, raw[name])
+                assert datetime.fromisoformat(raw[name]) == datetime.fromisoformat(value), (
+                    order_id,
+                    raw[name],
+                )
             else:
                 assert raw[name] == value, (order_id, name, raw.get(name))
     assert seen == set(FIRST_REJECTED)
@@ -330,7 +448,10 @@ def test_event_in_landing_file_and_database_counts_once(jdbc_runs) -> None:  # t
         acc[0] += 1
         acc[1] += e.quantity
         acc[2] += e.amount
-    got = {(r["event_date"], r["category"], r["region"]): [r["events"], r["units"], r["revenue"]] for r in daily}
+    got = {
+        (r["event_date"], r["category"], r["region"]): [r["events"], r["units"], r["revenue"]]
+        for r in daily
+    }
     assert got == dict(expected)
 
 
@@ -346,7 +467,9 @@ def test_second_run_reads_only_the_new_rows(jdbc_runs) -> None:  # type: ignore[
     assert [r for r in second.master if r["event_id"] != "db-101"] == first.master
     new_quarantine = [q for q in second.quarantine if q not in first.quarantine]
     assert len(second.quarantine) == len(first.quarantine) + 1
-    assert [(q["reason"], json.loads(q["raw_record"])["event_id"]) for q in new_quarantine] == [("invalid_quantity", "db-102")]
+    assert [(q["reason"], json.loads(q["raw_record"])["event_id"]) for q in new_quarantine] == [
+        ("invalid_quantity", "db-102")
+    ]
 
 
 def test_third_run_with_nothing_new_changes_nothing(jdbc_runs) -> None:  # type: ignore[no-untyped-def]
@@ -373,7 +496,9 @@ def test_password_is_not_in_the_run_records_or_the_lakehouse(jdbc_runs, spark) -
             assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-def test_password_is_not_in_error_messages_or_failed_run_records(postgres_server, spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_password_is_not_in_error_messages_or_failed_run_records(
+    postgres_server, spark, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     from batch_layer.job import run_batch
     from sales_core.errors import PipelineError
     from sales_core.lakehouse import Lakehouse
@@ -381,7 +506,11 @@ def test_password_is_not_in_error_messages_or_failed_run_records(postgres_server
     insert([])  # the table exists
     wrong = "wrong-" + PASSWORD + "-x"
     cases = [
-        (load(write_conf(tmp_path / "missing-table", table="no_such_table")), PASSWORD, "no_such_table"),
+        (
+            load(write_conf(tmp_path / "missing-table", table="no_such_table")),
+            PASSWORD,
+            "no_such_table",
+        ),
         (load(write_conf(tmp_path / "bad-password"), password=wrong), wrong, "sales"),
     ]
     for config, secret, mention in cases:
@@ -391,7 +520,11 @@ def test_password_is_not_in_error_messages_or_failed_run_records(postgres_server
         assert mention in message
         assert PASSWORD not in message and secret not in message
         assert len(message.strip().splitlines()) == 1, message
-        stored = spark.read.format("delta").load(Lakehouse(config.lakehouse.root).pipeline_runs).collect()
+        stored = (
+            spark.read.format("delta")
+            .load(Lakehouse(config.lakehouse.root).pipeline_runs)
+            .collect()
+        )
         assert [r["status"] for r in stored] == ["failed"]
         text = json.dumps([r.asDict(recursive=True) for r in stored], default=str)
         assert PASSWORD not in text and secret not in text
@@ -400,11 +533,19 @@ def test_password_is_not_in_error_messages_or_failed_run_records(postgres_server
 def test_cli_batch_output_does_not_show_the_password(postgres_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import os
 
-    conf = write_conf(tmp_path, extra='[spark]\nmaster = "local[1]"\nshuffle_partitions = 2\ndriver_memory = "1g"\n')
+    conf = write_conf(
+        tmp_path,
+        extra='[spark]\nmaster = "local[1]"\nshuffle_partitions = 2\ndriver_memory = "1g"\n',
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
     env["LAMBDA_SALES__SOURCES__JDBC__PASSWORD"] = PASSWORD
     result = subprocess.run(
-        [CLI, "batch", "--conf", str(conf)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        [CLI, "batch", "--conf", str(conf)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -50,7 +50,11 @@ from tests.conftest import write_jsonl
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 from tests.serving_helpers import expected_df
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 KAFKA_PORT = 19093
 SEEDS = int(os.environ.get("LAMBDA_SALES_PROPERTY_SEEDS", "2"))
@@ -88,7 +92,9 @@ class World:
         rng = self.rng
         self.next_id += 1
         late = rng.random() < 0.25
-        when = NOW - timedelta(days=rng.randint(400, 2000) if late else rng.randint(0, 6), minutes=rng.randint(0, 1439))
+        when = NOW - timedelta(
+            days=rng.randint(400, 2000) if late else rng.randint(0, 6), minutes=rng.randint(0, 1439)
+        )
         made = event(
             f"p{self.seed}-{self.next_id}",
             amount=f"{rng.randint(1, 250_000) / 100:.2f}",
@@ -112,7 +118,13 @@ class World:
         choices = [e for e in self.sent if e["event_id"] not in taken]
         if choices and self.rng.random() < 0.6:
             original = self.rng.choice(choices)
-            events.append({**original, "amount": Decimal(f"{self.rng.randint(1, 9_999) / 100:.2f}"), "revenue_category": "low"})
+            events.append(
+                {
+                    **original,
+                    "amount": Decimal(f"{self.rng.randint(1, 9_999) / 100:.2f}"),
+                    "revenue_category": "low",
+                }
+            )
         return events
 
     def ingest(self, events: list[dict[str, Any] | None]) -> None:
@@ -121,7 +133,14 @@ class World:
                 self.ingested.setdefault(e["event_id"], e)
 
 
-BAD = {"event_id": "bad", "order_id": "o", "product_id": "p", "quantity": 0, "amount": "1.00", "event_time": "2024-01-01T00:00:00Z"}
+BAD = {
+    "event_id": "bad",
+    "order_id": "o",
+    "product_id": "p",
+    "quantity": 0,
+    "amount": "1.00",
+    "event_time": "2024-01-01T00:00:00Z",
+}
 
 
 def publish(bootstrap: str, topic: str, records: list[dict[str, Any] | str]) -> None:
@@ -131,7 +150,12 @@ def publish(bootstrap: str, topic: str, records: list[dict[str, Any] | str]) -> 
     try:
         for r in records:
             key = r["event_id"].encode() if isinstance(r, dict) else None
-            producer.send(topic, key=key, value=(json.dumps(r) if isinstance(r, dict) else r).encode(), partition=0)
+            producer.send(
+                topic,
+                key=key,
+                value=(json.dumps(r) if isinstance(r, dict) else r).encode(),
+                partition=0,
+            )
         producer.flush()
     finally:
         producer.close()
@@ -148,26 +172,38 @@ class _StopAfterFirstMicroBatch(logging.Handler):
         self.stop.set()
 
 
-def check_invariant(spark: Any, lakehouse: Lakehouse, world: World, step: str, reader: FastServing) -> None:
+def check_invariant(
+    spark: Any, lakehouse: Lakehouse, world: World, step: str, reader: FastServing
+) -> None:
     """``reader`` lives through the whole test (as the HTTP server's does): it merges only new
     micro-batches into its last merged view when it can; a new reader merges everything."""
     expected_events = list(world.ingested.values())
     expected = compute_views(expected_events)
     fast = FastServing(lakehouse.root)
     snapshot = merge.pin_snapshot(spark, lakehouse)
-    if snapshot.generation is None and not any(k.startswith("increments/") for k in snapshot.versions):
+    if snapshot.generation is None and not any(
+        k.startswith("increments/") for k in snapshot.versions
+    ):
         # Nothing published and no speed tables yet: an empty view, said as such.
-        assert not expected_events, f"no views, but {len(expected_events)} events ingested, after {step}"
+        assert not expected_events, (
+            f"no views, but {len(expected_events)} events ingested, after {step}"
+        )
         for serving in (fast, reader):
             with pytest.raises(NoViewsError):
                 serving.rows("sales_daily")
         return
     for name in VIEWS:
-        assert rows_to_view(fast.rows(name), name) == expected[name], f"fast path, {name}, after {step}"
-        assert reader.rows(name) == fast.rows(name), f"fast path, long-lived reader, {name}, after {step}"
+        assert rows_to_view(fast.rows(name), name) == expected[name], (
+            f"fast path, {name}, after {step}"
+        )
+        assert reader.rows(name) == fast.rows(name), (
+            f"fast path, long-lived reader, {name}, after {step}"
+        )
         assert_df_equality(
-            merge.merged_view(spark, lakehouse, name, snapshot), expected_df(spark, name, expected_events),
-            ignore_row_order=True, ignore_nullable=True,
+            merge.merged_view(spark, lakehouse, name, snapshot),
+            expected_df(spark, name, expected_events),
+            ignore_row_order=True,
+            ignore_nullable=True,
         )
 
 
@@ -181,9 +217,13 @@ def plan(rng: random.Random) -> list[str]:
     return steps
 
 
-@pytest.mark.timeout(1800)  # one seed is a few minutes; far more on a machine shared with other JVMs
+@pytest.mark.timeout(
+    1800
+)  # one seed is a few minutes; far more on a machine shared with other JVMs
 @pytest.mark.parametrize("seed", range(SEEDS))
-def test_merged_views_equal_a_recomputation_after_every_step(spark, make_config, bootstrap, tmp_path, seed: int) -> None:  # type: ignore[no-untyped-def]
+def test_merged_views_equal_a_recomputation_after_every_step(
+    spark, make_config, bootstrap, tmp_path, seed: int
+) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     topic = f"prop-{seed}-{uuid.uuid4().hex[:6]}"
     kafka_service.create_topic(bootstrap, topic, partitions=1)
@@ -193,7 +233,9 @@ def test_merged_views_equal_a_recomputation_after_every_step(spark, make_config,
         "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
     }
     config = make_config(**env)
-    stopping_config = make_config(**env, LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER=str(PER_TRIGGER))
+    stopping_config = make_config(
+        **env, LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER=str(PER_TRIGGER)
+    )
     lakehouse = Lakehouse(config.lakehouse.root)
     world = World(rng, seed)
     reader = FastServing(lakehouse.root)
@@ -228,16 +270,21 @@ def test_merged_views_equal_a_recomputation_after_every_step(spark, make_config,
         else:
             files += 1
             events = world.new_events(for_kafka=False)
-            lines: list[Any] = [raw_json(e) for e in events] + (["{not json"] if rng.random() < 0.5 else [])
+            lines: list[Any] = [raw_json(e) for e in events] + (
+                ["{not json"] if rng.random() < 0.5 else []
+            )
             write_jsonl(tmp_path / "landing" / f"f{files:03d}.jsonl", lines)
             if step == "batch-crash":
+
                 def crash(message: str) -> None:
                     if message.startswith("view 3/"):
                         raise CrashHere(message)
 
                 with pytest.raises(CrashHere):
                     run_batch(spark, config, progress=crash)
-                check_invariant(spark, lakehouse, world, f"{label}: readers still see the last publish", reader)
+                check_invariant(
+                    spark, lakehouse, world, f"{label}: readers still see the last publish", reader
+                )
             run_batch(spark, config)
             world.ingest(list(events))
         check_invariant(spark, lakehouse, world, label, reader)
@@ -245,4 +292,3 @@ def test_merged_views_equal_a_recomputation_after_every_step(spark, make_config,
 
 def test_seeds_are_configurable() -> None:
     assert SEEDS >= 1 and STEPS >= 2
-

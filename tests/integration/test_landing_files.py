@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.integration]
 # What we write
 # --------------------------------------------------------------------------------------
 
+
 def _json(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"))
 
@@ -52,39 +53,65 @@ def _event(event_id: str, **overrides: Any) -> dict[str, Any]:
 _DROP = object()
 
 # ---- a.jsonl (line numbers matter) ----
-L001 = _event("L-001", amount=1000.005, quantity=2, category="Electronics", event_time="2024-03-10T10:15:30Z")
-L002 = _event("L-002", customer_id="  c-2  ", category="  Books ", region=" SOUTH", channel="Mobile",
-              amount="100.004", quantity="3", coupon="SPRING", nested={"a": 1})
+L001 = _event(
+    "L-001", amount=1000.005, quantity=2, category="Electronics", event_time="2024-03-10T10:15:30Z"
+)
+L002 = _event(
+    "L-002",
+    customer_id="  c-2  ",
+    category="  Books ",
+    region=" SOUTH",
+    channel="Mobile",
+    amount="100.004",
+    quantity="3",
+    coupon="SPRING",
+    nested={"a": 1},
+)
 L008 = _event("L-008", order_id=_DROP)  # missing_required:order_id
-L009 = _event("L-009", amount=0.005, event_time="2024-03-10T23:30:00-02:00")  # crosses midnight in UTC
+L009 = _event(
+    "L-009", amount=0.005, event_time="2024-03-10T23:30:00-02:00"
+)  # crosses midnight in UTC
 L010 = _event("L-010", amount="250", event_time="2024-03-10T10:15:00")  # no zone: UTC
 # A Latin-1 producer: the bytes of this line are not UTF-8 ("Müller" encoded as latin-1).
-LATIN1_LINE = json.dumps(_event("E-003", customer_id="M\u00fcller"), separators=(",", ":"), ensure_ascii=False).encode("latin-1")
+LATIN1_LINE = json.dumps(
+    _event("E-003", customer_id="M\u00fcller"), separators=(",", ":"), ensure_ascii=False
+).encode("latin-1")
 assert b"\xfc" in LATIN1_LINE
 JSONL_LINES: list[bytes] = [
-    _json(L001).encode(),           # 1 valid
-    _json(L002).encode(),           # 2 valid (extra fields ignored, trimming, lower-casing)
-    b"",                            # 3 blank: not a record
-    b"    ",                        # 4 blank: not a record
-    b"not json",                    # 5 malformed
-    b'{"event_id": "L-006"',        # 6 truncated JSON: malformed
-    b"[1, 2, 3]",                   # 7 JSON but not an object: malformed
-    _json(L008).encode(),           # 8 missing_required:order_id
-    _json(L009).encode() + b"\r",   # 9 valid (CRLF line ending)
-    _json(L010).encode(),           # 10 valid
+    _json(L001).encode(),  # 1 valid
+    _json(L002).encode(),  # 2 valid (extra fields ignored, trimming, lower-casing)
+    b"",  # 3 blank: not a record
+    b"    ",  # 4 blank: not a record
+    b"not json",  # 5 malformed
+    b'{"event_id": "L-006"',  # 6 truncated JSON: malformed
+    b"[1, 2, 3]",  # 7 JSON but not an object: malformed
+    _json(L008).encode(),  # 8 missing_required:order_id
+    _json(L009).encode() + b"\r",  # 9 valid (CRLF line ending)
+    _json(L010).encode(),  # 10 valid
 ]
 # ---- edge.jsonl: the harder cases of "not a record" and "malformed" ----
 E001 = _event("E-001", amount=1.0)
 EDGE_LINES: list[bytes] = [
-    _json(E001).encode(),           # 1 valid
-    b" \t  ",                       # 2 blank (spaces and a tab): not a record
-    LATIN1_LINE,                     # 3 not UTF-8: malformed
-    b"not json",                    # 4 malformed
+    _json(E001).encode(),  # 1 valid
+    b" \t  ",  # 2 blank (spaces and a tab): not a record
+    LATIN1_LINE,  # 3 not UTF-8: malformed
+    b"not json",  # 4 malformed
 ]
 
 # ---- b.csv: a different column order and an extra column ----
-CSV_HEADER = ["amount", "event_time", "event_id", "extra_col", "order_id", "product_id", "quantity",
-              "customer_id", "category", "region", "channel"]
+CSV_HEADER = [
+    "amount",
+    "event_time",
+    "event_id",
+    "extra_col",
+    "order_id",
+    "product_id",
+    "quantity",
+    "customer_id",
+    "category",
+    "region",
+    "channel",
+]
 
 
 def _csv_line(values: list[Any]) -> str:
@@ -97,26 +124,66 @@ def _csv_row(record: dict[str, Any], extra: str = "x") -> str:
     return _csv_line([extra if c == "extra_col" else record.get(c) for c in CSV_HEADER])
 
 
-C001 = _event("C-001", amount="45.5", quantity=4, region="West", channel="store", event_time="2024-03-11T08:05:00Z")
-C003 = _event("C-003", quantity="two")                      # invalid_type:quantity
-C004 = _event("C-004", category="Home, Garden", customer_id="", amount="1500.00",
-              event_time="2024-04-02T12:00:00+00:00")      # a quoted comma; blank customer -> anonymous
+C001 = _event(
+    "C-001",
+    amount="45.5",
+    quantity=4,
+    region="West",
+    channel="store",
+    event_time="2024-03-11T08:05:00Z",
+)
+C003 = _event("C-003", quantity="two")  # invalid_type:quantity
+C004 = _event(
+    "C-004",
+    category="Home, Garden",
+    customer_id="",
+    amount="1500.00",
+    event_time="2024-04-02T12:00:00+00:00",
+)  # a quoted comma; blank customer -> anonymous
 CSV_LINES: list[str] = [
-    ",".join(CSV_HEADER),          # 1 header
-    _csv_row(C001),                # 2 valid
-    _csv_row(L001),                # 3 duplicate of a.jsonl line 1 (same event)
-    _csv_row(C003),                # 4 invalid_type:quantity
-    _csv_row(C004),                # 5 valid
-    "garbage",                     # 6 a row that cannot be read (one token for 11 columns): malformed
+    ",".join(CSV_HEADER),  # 1 header
+    _csv_row(C001),  # 2 valid
+    _csv_row(L001),  # 3 duplicate of a.jsonl line 1 (same event)
+    _csv_row(C003),  # 4 invalid_type:quantity
+    _csv_row(C004),  # 5 valid
+    "garbage",  # 6 a row that cannot be read (one token for 11 columns): malformed
 ]
 
 # ---- c.parquet: typed columns (decimal amount, timestamp with zone), an extra column ----
 P_ROWS = [
     # event_id, customer_id, quantity, amount, event_time (UTC), category
-    ("P-001", "c-p1", 3, Decimal("10.005"), datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=timezone.utc), "Toys"),
-    ("P-002", "c-p2", 1, Decimal("-1.000"), datetime(2024, 5, 1, 13, 0, tzinfo=timezone.utc), "toys"),  # negative_amount
-    ("P-003", "c-p3", 0, Decimal("5.000"), datetime(2024, 5, 1, 14, 0, tzinfo=timezone.utc), "toys"),   # invalid_quantity
-    ("P-004", None, 1, Decimal("150.000"), datetime(2024, 5, 2, 0, 0, 1, tzinfo=timezone.utc), "toys"),  # anonymous
+    (
+        "P-001",
+        "c-p1",
+        3,
+        Decimal("10.005"),
+        datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=timezone.utc),
+        "Toys",
+    ),
+    (
+        "P-002",
+        "c-p2",
+        1,
+        Decimal("-1.000"),
+        datetime(2024, 5, 1, 13, 0, tzinfo=timezone.utc),
+        "toys",
+    ),  # negative_amount
+    (
+        "P-003",
+        "c-p3",
+        0,
+        Decimal("5.000"),
+        datetime(2024, 5, 1, 14, 0, tzinfo=timezone.utc),
+        "toys",
+    ),  # invalid_quantity
+    (
+        "P-004",
+        None,
+        1,
+        Decimal("150.000"),
+        datetime(2024, 5, 2, 0, 0, 1, tzinfo=timezone.utc),
+        "toys",
+    ),  # anonymous
 ]
 # ---- d.parquet: a timestamp without zone (means UTC) ----
 D_ROW = ("P-101", "c-p101", 2, Decimal("7.125"), datetime(2024, 6, 1, 8, 0), "sports")
@@ -154,14 +221,33 @@ class Expected:
     revenue_category: str
 
 
-def _expected(record_id: str, customer: str, category: str, region: str, channel: str, quantity: int,
-              amount: str, event_time: str, revenue_category: str) -> Expected:
+def _expected(
+    record_id: str,
+    customer: str,
+    category: str,
+    region: str,
+    channel: str,
+    quantity: int,
+    amount: str,
+    event_time: str,
+    revenue_category: str,
+) -> Expected:
     ts = datetime.fromisoformat(event_time)
     return Expected(
-        record_id, f"o-{record_id}", f"p-{record_id}", customer, category, region, channel, quantity,
-        Decimal(amount), ts.strftime("%Y-%m-%dT%H:%M:%S.%f"), ts.date(),
+        record_id,
+        f"o-{record_id}",
+        f"p-{record_id}",
+        customer,
+        category,
+        region,
+        channel,
+        quantity,
+        Decimal(amount),
+        ts.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        ts.date(),
         ts.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%S.%f"),
-        ts.strftime("%Y-%m"), revenue_category,
+        ts.strftime("%Y-%m"),
+        revenue_category,
     )
 
 
@@ -170,22 +256,104 @@ def _expected(record_id: str, customer: str, category: str, region: str, channel
 EXPECTED_FIRST = {
     e.event_id: e
     for e in [
-        _expected("L-001", "c-L-001", "electronics", "north", "web", 2, "1000.01", "2024-03-10T10:15:30", "high"),
-        _expected("L-002", "c-2", "books", "south", "mobile", 3, "100.00", "2024-03-10T10:00:00", "low"),
-        _expected("L-009", "c-L-009", "books", "north", "web", 1, "0.01", "2024-03-11T01:30:00", "low"),
-        _expected("L-010", "c-L-010", "books", "north", "web", 1, "250.00", "2024-03-10T10:15:00", "medium"),
-        _expected("C-001", "c-C-001", "books", "west", "store", 4, "45.50", "2024-03-11T08:05:00", "low"),
-        _expected("C-004", "anonymous", "home, garden", "north", "web", 1, "1500.00", "2024-04-02T12:00:00", "high"),
-        Expected("P-001", "o-P-001", "p-P-001", "c-p1", "toys", "east", "store", 3, Decimal("10.01"),
-                 "2024-05-01T12:34:56.789000", date(2024, 5, 1), "2024-05-01T12:00:00.000000", "2024-05", "low"),
-        Expected("P-004", "o-P-004", "p-P-004", "anonymous", "toys", "east", "store", 1, Decimal("150.00"),
-                 "2024-05-02T00:00:01.000000", date(2024, 5, 2), "2024-05-02T00:00:00.000000", "2024-05", "medium"),
-        Expected("P-101", "o-P-101", "p-P-101", "c-p101", "sports", "east", "store", 2, Decimal("7.13"),
-                 "2024-06-01T08:00:00.000000", date(2024, 6, 1), "2024-06-01T08:00:00.000000", "2024-06", "low"),
-        _expected("E-001", "c-E-001", "books", "north", "web", 1, "1.00", "2024-03-10T10:00:00", "low"),
+        _expected(
+            "L-001",
+            "c-L-001",
+            "electronics",
+            "north",
+            "web",
+            2,
+            "1000.01",
+            "2024-03-10T10:15:30",
+            "high",
+        ),
+        _expected(
+            "L-002", "c-2", "books", "south", "mobile", 3, "100.00", "2024-03-10T10:00:00", "low"
+        ),
+        _expected(
+            "L-009", "c-L-009", "books", "north", "web", 1, "0.01", "2024-03-11T01:30:00", "low"
+        ),
+        _expected(
+            "L-010",
+            "c-L-010",
+            "books",
+            "north",
+            "web",
+            1,
+            "250.00",
+            "2024-03-10T10:15:00",
+            "medium",
+        ),
+        _expected(
+            "C-001", "c-C-001", "books", "west", "store", 4, "45.50", "2024-03-11T08:05:00", "low"
+        ),
+        _expected(
+            "C-004",
+            "anonymous",
+            "home, garden",
+            "north",
+            "web",
+            1,
+            "1500.00",
+            "2024-04-02T12:00:00",
+            "high",
+        ),
+        Expected(
+            "P-001",
+            "o-P-001",
+            "p-P-001",
+            "c-p1",
+            "toys",
+            "east",
+            "store",
+            3,
+            Decimal("10.01"),
+            "2024-05-01T12:34:56.789000",
+            date(2024, 5, 1),
+            "2024-05-01T12:00:00.000000",
+            "2024-05",
+            "low",
+        ),
+        Expected(
+            "P-004",
+            "o-P-004",
+            "p-P-004",
+            "anonymous",
+            "toys",
+            "east",
+            "store",
+            1,
+            Decimal("150.00"),
+            "2024-05-02T00:00:01.000000",
+            date(2024, 5, 2),
+            "2024-05-02T00:00:00.000000",
+            "2024-05",
+            "medium",
+        ),
+        Expected(
+            "P-101",
+            "o-P-101",
+            "p-P-101",
+            "c-p101",
+            "sports",
+            "east",
+            "store",
+            2,
+            Decimal("7.13"),
+            "2024-06-01T08:00:00.000000",
+            date(2024, 6, 1),
+            "2024-06-01T08:00:00.000000",
+            "2024-06",
+            "low",
+        ),
+        _expected(
+            "E-001", "c-E-001", "books", "north", "web", 1, "1.00", "2024-03-10T10:00:00", "low"
+        ),
     ]
 }
-EXPECTED_H001 = _expected("H-001", "c-H-001", "books", "north", "web", 1, "3.33", "2024-03-12T00:00:00", "low")
+EXPECTED_H001 = _expected(
+    "H-001", "c-H-001", "books", "north", "web", 1, "3.33", "2024-03-12T00:00:00", "low"
+)
 
 # (file name, source_offset or None, reason, event_id or None): every rejected record.
 # source_offset is the 1-based line for text files; for parquet rows it is not asserted.
@@ -249,6 +417,7 @@ def write_first_delivery(landing: Path) -> None:
 # Running the batch and taking snapshots
 # --------------------------------------------------------------------------------------
 
+
 def _local_path(name: str | None) -> str:
     """A Spark file URI (``file:/x``, ``file:///x``) or a path, as a local path."""
     assert name is not None
@@ -272,17 +441,26 @@ def _snapshot(spark, config, record) -> Snapshot:  # type: ignore[no-untyped-def
 
     lakehouse = Lakehouse(config.lakehouse.root)
     master = (
-        spark.read.format("delta").load(lakehouse.master_dataset)
+        spark.read.format("delta")
+        .load(lakehouse.master_dataset)
         .withColumn("event_time", F.date_format("event_time", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"))
         .withColumn("event_hour", F.date_format("event_hour", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"))
         .withColumn("ingested_at", F.unix_micros("ingested_at"))
     )
-    quarantine = spark.read.format("delta").load(lakehouse.quarantine).withColumn(
-        "rejected_at", F.unix_micros("rejected_at")
+    quarantine = (
+        spark.read.format("delta")
+        .load(lakehouse.quarantine)
+        .withColumn("rejected_at", F.unix_micros("rejected_at"))
     )
-    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("run_id") == record.run_id)
-    ledger = spark.read.format("delta").load(lakehouse.ingest_ledger).where(
-        (F.col("state") == "ingested") & (F.col("source") == "file")
+    runs = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("run_id") == record.run_id)
+    )
+    ledger = (
+        spark.read.format("delta")
+        .load(lakehouse.ingest_ledger)
+        .where((F.col("state") == "ingested") & (F.col("source") == "file"))
     )
     stored = runs.collect()
     assert len(stored) == 1, f"run {record.run_id} recorded {len(stored)} times"
@@ -290,8 +468,10 @@ def _snapshot(spark, config, record) -> Snapshot:  # type: ignore[no-untyped-def
         record,
         stored[0].asDict(),
         sorted((r.asDict() for r in master.collect()), key=lambda r: r["event_id"]),
-        sorted((r.asDict() for r in quarantine.collect()),
-               key=lambda r: (r["source_name"] or "", r["source_offset"] or -1, r["raw_record"] or "")),
+        sorted(
+            (r.asDict() for r in quarantine.collect()),
+            key=lambda r: (r["source_name"] or "", r["source_offset"] or -1, r["raw_record"] or ""),
+        ),
         sorted(_local_path(r["name"]) for r in ledger.collect()),
     )
 
@@ -315,7 +495,9 @@ def landing_runs(spark, tmp_path_factory):  # type: ignore[no-untyped-def]
     config = load_config(conf, environ={})
     first = _snapshot(spark, config, run_batch(spark, config))
     second = _snapshot(spark, config, run_batch(spark, config))
-    (landing / "h.jsonl").write_text(_json(H001) + "\n\n" + _json(L002_AGAIN) + "\n", encoding="utf-8")
+    (landing / "h.jsonl").write_text(
+        _json(H001) + "\n\n" + _json(L002_AGAIN) + "\n", encoding="utf-8"
+    )
     third = _snapshot(spark, config, run_batch(spark, config))
     return {"landing": landing, "runs": (first, second, third)}
 
@@ -331,6 +513,7 @@ def _quarantine_key(row: dict[str, Any]) -> tuple[str, int | None, str]:
 # --------------------------------------------------------------------------------------
 # The tests
 # --------------------------------------------------------------------------------------
+
 
 def _file(row: dict[str, Any]) -> str:
     return Path(_local_path(row["source_name"])).name
@@ -351,7 +534,12 @@ def test_first_run_counts_balance_and_match_what_was_written(landing_runs) -> No
         read, valid, duplicates, quarantined = counts
         assert read == valid + duplicates + quarantined, counts
         assert valid == len(first.master) and quarantined == len(first.quarantine), counts
-        assert counts == (FIRST_READ, len(EXPECTED_FIRST), FIRST_DUPLICATES, len(EXPECTED_QUARANTINE))
+        assert counts == (
+            FIRST_READ,
+            len(EXPECTED_FIRST),
+            FIRST_DUPLICATES,
+            len(EXPECTED_QUARANTINE),
+        )
 
 
 def test_valid_events_from_all_three_formats_are_normalised(landing_runs) -> None:  # type: ignore[no-untyped-def]
@@ -363,7 +551,10 @@ def test_valid_events_from_all_three_formats_are_normalised(landing_runs) -> Non
     assert sorted(main) == sorted(e for e in EXPECTED_FIRST if not e.startswith("E-"))
     by_id = {r["event_id"]: r for r in first.master}
     # Every valid event keeps its file (and line, for text files) as its position.
-    assert (_file(by_id["L-001"]), by_id["L-001"]["source_offset"]) in {("a.jsonl", 1), ("b.csv", 3)}
+    assert (_file(by_id["L-001"]), by_id["L-001"]["source_offset"]) in {
+        ("a.jsonl", 1),
+        ("b.csv", 3),
+    }
     assert _file(by_id["L-009"]) == "a.jsonl" and by_id["L-009"]["source_offset"] == 9
     assert by_id["L-010"]["source_offset"] == 10
     assert _file(by_id["C-004"]) == "b.csv" and by_id["C-004"]["source_offset"] == 5
@@ -399,11 +590,15 @@ def test_rejected_records_are_quarantined_with_file_line_and_reason(landing_runs
     assert Decimal(str(raw_p002["amount"])) == Decimal("-1.000") and raw_p002["store_no"] == 1
 
 
-def test_corrupt_parquet_file_is_one_malformed_record_and_does_not_fail_the_batch(landing_runs) -> None:  # type: ignore[no-untyped-def]
+def test_corrupt_parquet_file_is_one_malformed_record_and_does_not_fail_the_batch(
+    landing_runs,
+) -> None:  # type: ignore[no-untyped-def]
     landing = landing_runs["landing"]
     first = landing_runs["runs"][0]
     assert first.record.status == "succeeded"
-    corrupt = [r for r in first.quarantine if _local_path(r["source_name"]) == str(landing / "e.parquet")]
+    corrupt = [
+        r for r in first.quarantine if _local_path(r["source_name"]) == str(landing / "e.parquet")
+    ]
     assert len(corrupt) == 1
     assert corrupt[0]["reason"] == "malformed"
     assert corrupt[0]["raw_record"], "the quarantined record keeps (a prefix of) the file's bytes"
@@ -412,7 +607,9 @@ def test_corrupt_parquet_file_is_one_malformed_record_and_does_not_fail_the_batc
 
 def _edge_positions(first: Snapshot) -> tuple[dict[int, str], dict[int, str]]:
     master = {r["source_offset"]: r["event_id"] for r in first.master if _file(r) == "edge.jsonl"}
-    quarantine = {r["source_offset"]: r["reason"] for r in first.quarantine if _file(r) == "edge.jsonl"}
+    quarantine = {
+        r["source_offset"]: r["reason"] for r in first.quarantine if _file(r) == "edge.jsonl"
+    }
     return master, quarantine
 
 
@@ -421,8 +618,16 @@ def test_edge_jsonl_not_json_and_non_utf8_lines_are_malformed_at_their_lines(lan
     master, quarantine = _edge_positions(first)
     assert master.get(1) == "E-001"
     assert quarantine.get(4) == "malformed"
-    assert [r["raw_record"] for r in first.quarantine if (_file(r), r["source_offset"]) == ("edge.jsonl", 4)] == ["not json"]
-    accepted = [(r["event_id"], r["customer_id"]) for r in first.master if (_file(r), r["source_offset"]) == ("edge.jsonl", 3)]
+    assert [
+        r["raw_record"]
+        for r in first.quarantine
+        if (_file(r), r["source_offset"]) == ("edge.jsonl", 4)
+    ] == ["not json"]
+    accepted = [
+        (r["event_id"], r["customer_id"])
+        for r in first.master
+        if (_file(r), r["source_offset"]) == ("edge.jsonl", 3)
+    ]
     assert not accepted, (
         f"edge.jsonl line 3 is not UTF-8 (latin-1 byte 0xFC) but was accepted as a valid event: {accepted!r}"
     )
@@ -453,12 +658,16 @@ def test_blank_lines_and_other_extensions_are_not_records(landing_runs) -> None:
     )
 
 
-def test_every_written_event_id_is_in_master_or_quarantine_or_counted_as_duplicate(landing_runs) -> None:  # type: ignore[no-untyped-def]
+def test_every_written_event_id_is_in_master_or_quarantine_or_counted_as_duplicate(
+    landing_runs,
+) -> None:  # type: ignore[no-untyped-def]
     first = landing_runs["runs"][0]
     written_ids = (
-        [r["event_id"] for r in (L001, L002, L008, L009, L010, E001)] + ["E-003"]
+        [r["event_id"] for r in (L001, L002, L008, L009, L010, E001)]
+        + ["E-003"]
         + [r["event_id"] for r in (C001, L001, C003, C004)]
-        + [r[0] for r in P_ROWS] + [D_ROW[0]]
+        + [r[0] for r in P_ROWS]
+        + [D_ROW[0]]
     )
     master_ids = [r["event_id"] for r in first.master]
     quarantined_ids = []
@@ -470,7 +679,9 @@ def test_every_written_event_id_is_in_master_or_quarantine_or_counted_as_duplica
             if len(values) == len(CSV_HEADER):
                 quarantined_ids.append(values[CSV_HEADER.index("event_id")])
         elif (name, row["source_offset"]) == ("edge.jsonl", 3):
-            quarantined_ids.append("E-003")  # not UTF-8: found by its position, not by parsing it back
+            quarantined_ids.append(
+                "E-003"
+            )  # not UTF-8: found by its position, not by parsing it back
         elif name != "e.parquet":
             try:
                 parsed = json.loads(raw)
@@ -489,7 +700,12 @@ def test_every_written_event_id_is_in_master_or_quarantine_or_counted_as_duplica
 def test_second_run_with_nothing_new_reads_nothing_and_changes_nothing(landing_runs) -> None:  # type: ignore[no-untyped-def]
     first, second, _ = landing_runs["runs"]
     assert second.record.status == "succeeded"
-    assert (second.record.records_read, second.record.valid, second.record.duplicates, second.record.quarantined) == (0, 0, 0, 0)
+    assert (
+        second.record.records_read,
+        second.record.valid,
+        second.record.duplicates,
+        second.record.quarantined,
+    ) == (0, 0, 0, 0)
     assert second.master == first.master
     assert second.quarantine == first.quarantine
     assert second.ledger_files == first.ledger_files
@@ -499,9 +715,18 @@ def test_new_file_is_ingested_once_and_an_old_event_again_is_a_duplicate(landing
     first, _, third = landing_runs["runs"]
     record = third.record
     assert record.status == "succeeded"
-    assert (record.records_read, record.valid, record.duplicates, record.quarantined) == (2, 1, 1, 0)
-    assert (third.stored_run["records_read"], third.stored_run["valid"],
-            third.stored_run["duplicates"], third.stored_run["quarantined"]) == (2, 1, 1, 0)
+    assert (record.records_read, record.valid, record.duplicates, record.quarantined) == (
+        2,
+        1,
+        1,
+        0,
+    )
+    assert (
+        third.stored_run["records_read"],
+        third.stored_run["valid"],
+        third.stored_run["duplicates"],
+        third.stored_run["quarantined"],
+    ) == (2, 1, 1, 0)
     got = {r["event_id"]: r for r in third.master}
     assert sorted(got) == sorted([*(r["event_id"] for r in first.master), "H-001"])
     assert set(EXPECTED_FIRST) <= set(got)

@@ -64,15 +64,22 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert status.bootstrap is not None
     base = tmp_path_factory.mktemp("publish")
     conf = load_config(conf_file(base, status.bootstrap))
-    spec = GeneratorSpec(events=EVENTS, seed=11, end=END, bad_share=0.05, duplicate_share=0.05, late_share=0.1)
+    spec = GeneratorSpec(
+        events=EVENTS, seed=11, end=END, bad_share=0.05, duplicate_share=0.05, late_share=0.1
+    )
     assert publish_records(generate_records(spec), conf.sources.kafka, partitions=3) == EVENTS
     yield status.bootstrap
     kafka_service.stop(data_dir=data_dir)
 
 
 def conf_file(base: Path, bootstrap: str) -> Path:
-    return write_stream_conf(base, bootstrap=bootstrap, topic=TOPIC, landing=base,
-                             kafka_extra=f"max_offsets_per_trigger = {PER_TRIGGER}\n")
+    return write_stream_conf(
+        base,
+        bootstrap=bootstrap,
+        topic=TOPIC,
+        landing=base,
+        kafka_extra=f"max_offsets_per_trigger = {PER_TRIGGER}\n",
+    )
 
 
 def outcome(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
@@ -81,14 +88,31 @@ def outcome(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
     quarantine = spark.read.format("delta").load(lakehouse.quarantine)
     increments = {}
     for name, view in VIEWS.items():
-        rows = spark.read.format("delta").load(lakehouse.speed_increments(name)).transform(merge_partials(view))
+        rows = (
+            spark.read.format("delta")
+            .load(lakehouse.speed_increments(name))
+            .transform(merge_partials(view))
+        )
         increments[name] = rows_to_view([r.asDict() for r in rows.collect()], name)
     metrics = spark.read.format("delta").load(lakehouse.stream_metrics)
     return {
-        "master": sorted(tuple(r) for r in master.select("event_id", "amount", "event_time", "source_partition", "source_offset").collect()),
-        "quarantine": sorted(tuple(r) for r in quarantine.select("source_partition", "source_offset", "reason").collect()),
+        "master": sorted(
+            tuple(r)
+            for r in master.select(
+                "event_id", "amount", "event_time", "source_partition", "source_offset"
+            ).collect()
+        ),
+        "quarantine": sorted(
+            tuple(r)
+            for r in quarantine.select("source_partition", "source_offset", "reason").collect()
+        ),
         "increments": increments,
-        "micro_batches": sorted(tuple(r) for r in metrics.select("batch_id", "input_rows", "valid", "duplicates", "quarantined").collect()),
+        "micro_batches": sorted(
+            tuple(r)
+            for r in metrics.select(
+                "batch_id", "input_rows", "valid", "duplicates", "quarantined"
+            ).collect()
+        ),
     }
 
 
@@ -101,8 +125,13 @@ def views_from_scratch(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
 def start_cli(conf: Path, *args: str, stderr: Any, fault_point: str = "") -> subprocess.Popen[str]:
     """``lambda-sales speed`` in its own process (stderr to a file: a full pipe would block it)."""
     env = {**os.environ, "LAMBDA_SALES_FAULT_POINT": fault_point}
-    return subprocess.Popen([CLI, "speed", "--conf", str(conf), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    return subprocess.Popen(
+        [CLI, "speed", "--conf", str(conf), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def wait_for(proc: subprocess.Popen[str], timeout: float = 900) -> int:
@@ -136,19 +165,28 @@ def check_converged(spark: Any, lakehouse: Lakehouse, reference: dict[str, Any])
     assert len(event_ids) == len(set(event_ids)), "an event is in the master dataset twice"
     assert got["increments"] == views_from_scratch(spark, lakehouse)
     batches = got["micro_batches"]
-    assert [b[0] for b in batches] == list(range(len(batches))), "a micro-batch recorded twice or never"
+    assert [b[0] for b in batches] == list(range(len(batches))), (
+        "a micro-batch recorded twice or never"
+    )
     assert sum(b[1] for b in batches) == EVENTS
-    assert all(read == valid + duplicates + quarantined for _, read, valid, duplicates, quarantined in batches)
+    assert all(
+        read == valid + duplicates + quarantined
+        for _, read, valid, duplicates, quarantined in batches
+    )
 
 
 @pytest.mark.parametrize("fault_point", FAULT_POINTS)
-def test_sigkill_between_writes_then_restart_converges(spark, tmp_path, bootstrap, reference, fault_point) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_between_writes_then_restart_converges(
+    spark, tmp_path, bootstrap, reference, fault_point
+) -> None:  # type: ignore[no-untyped-def]
     conf = conf_file(tmp_path, bootstrap)
     config = load_config(conf)
     lakehouse = Lakehouse(config.lakehouse.root)
 
     with (tmp_path / "speed.log").open("w") as log:
-        status = wait_for(start_cli(conf, "--available-now", "--quiet", stderr=log, fault_point=fault_point))
+        status = wait_for(
+            start_cli(conf, "--available-now", "--quiet", stderr=log, fault_point=fault_point)
+        )
     assert status == -signal.SIGKILL, (tmp_path / "speed.log").read_text()[-2000:]
 
     state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
@@ -156,11 +194,19 @@ def test_sigkill_between_writes_then_restart_converges(spark, tmp_path, bootstra
     run = run_speed(spark, config, available_now=True)
     assert run.status == "succeeded"
     check_converged(spark, lakehouse, reference)
-    statuses = sorted(r["status"] for r in spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect())
+    statuses = sorted(
+        r["status"]
+        for r in spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("job") == "speed")
+        .collect()
+    )
     assert statuses == ["interrupted", "succeeded"]
 
 
-def test_sigterm_finishes_the_micro_batch_and_exits_0(spark, tmp_path, bootstrap, reference) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_finishes_the_micro_batch_and_exits_0(
+    spark, tmp_path, bootstrap, reference
+) -> None:  # type: ignore[no-untyped-def]
     conf = conf_file(tmp_path, bootstrap)
     config = load_config(conf)
     lakehouse = Lakehouse(config.lakehouse.root)
@@ -179,7 +225,12 @@ def test_sigterm_finishes_the_micro_batch_and_exits_0(spark, tmp_path, bootstrap
     state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
     assert state.last_committed is not None
     assert state.last_planned in (state.last_committed, state.last_committed + 1)
-    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect()
+    runs = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("job") == "speed")
+        .collect()
+    )
     assert [r["status"] for r in runs] == ["stopped"]
 
     run_speed(spark, config, available_now=True)

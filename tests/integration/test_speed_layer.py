@@ -74,7 +74,9 @@ def publish(bootstrap: str, topic: str, messages: list[Message]) -> list[tuple[i
     """Publish in order; returns each message's (partition, offset)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=8 * 1024 * 1024)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_request_size=8 * 1024 * 1024
+    )
     try:
         futures = [producer.send(topic, key=k, value=v, partition=p) for p, k, v in messages]
         producer.flush()
@@ -95,11 +97,15 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False,
-        fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
     )
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
+        ]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         received: list[Any] = []
@@ -116,10 +122,13 @@ def master_rows(spark: Any, lakehouse: Lakehouse) -> list[dict[str, Any]]:
     return [r.asDict() for r in spark.read.format("delta").load(lakehouse.master_dataset).collect()]
 
 
-def increments_view(spark: Any, lakehouse: Lakehouse, name: str, *, above: int = -1) -> dict[Any, Any]:
+def increments_view(
+    spark: Any, lakehouse: Lakehouse, name: str, *, above: int = -1
+) -> dict[Any, Any]:
     """The speed increments of view ``name`` with batch_id above ``above``, merged."""
     rows = (
-        spark.read.format("delta").load(lakehouse.speed_increments(name))
+        spark.read.format("delta")
+        .load(lakehouse.speed_increments(name))
         .where(F.col("batch_id") > above)
         .transform(merge_partials(VIEWS[name]))
         .collect()
@@ -135,29 +144,49 @@ def merged_views(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
     views = {}
     for name, view in VIEWS.items():
         increments = (
-            spark.read.format("delta").load(lakehouse.speed_increments(name))
-            .where(F.col("batch_id") > mark).select(*view.columns)
+            spark.read.format("delta")
+            .load(lakehouse.speed_increments(name))
+            .where(F.col("batch_id") > mark)
+            .select(*view.columns)
         )
         if generation is not None:
-            increments = increments.unionByName(read_batch_view(spark, lakehouse, name, generation.generation))
+            increments = increments.unionByName(
+                read_batch_view(spark, lakehouse, name, generation.generation)
+            )
         rows = increments.transform(merge_partials(view)).collect()
         views[name] = rows_to_view([r.asDict() for r in rows], name)
     return views
 
 
 GOOD = [
-    event("s1", amount="10.005", quantity=2, event_time="2024-05-01T23:30:00-02:00", category="books"),
-    event("s2", amount="150.00", event_time="2024-05-02T00:10:00Z", category="toys", customer_id="c2"),
+    event(
+        "s1", amount="10.005", quantity=2, event_time="2024-05-01T23:30:00-02:00", category="books"
+    ),
+    event(
+        "s2", amount="150.00", event_time="2024-05-02T00:10:00Z", category="toys", customer_id="c2"
+    ),
     event("s3", amount="1000.01", quantity=3, event_time="2024-05-02T01:59:59Z", channel="mobile"),
-    event("s4", amount="99.99", event_time="2024-06-30T12:00:00+00:00", region="south", customer_id="c2"),
-    event("s5", amount="5.00", event_time="2023-01-15T08:00:00Z", region="east", channel="store"),  # late
-    event("s6", amount="0.10", event_time="2024-05-01T10:00:00Z", category="home", customer_id="c3"),
+    event(
+        "s4",
+        amount="99.99",
+        event_time="2024-06-30T12:00:00+00:00",
+        region="south",
+        customer_id="c2",
+    ),
+    event(
+        "s5", amount="5.00", event_time="2023-01-15T08:00:00Z", region="east", channel="store"
+    ),  # late
+    event(
+        "s6", amount="0.10", event_time="2024-05-01T10:00:00Z", category="home", customer_id="c3"
+    ),
 ]
 NOT_UTF8 = b'{"event_id": "bad-\xff", "order_id": "o", "product_id": "p", "quantity": 1, "amount": 1, "event_time": "2024-05-01T00:00:00Z"}'
 GARBAGE = random.Random(7).randbytes(1024 * 1024)
 
 
-def test_end_to_end_three_partitions_poison_messages_and_dead_letters(spark, make_config, bootstrap) -> None:  # type: ignore[no-untyped-def]
+def test_end_to_end_three_partitions_poison_messages_and_dead_letters(
+    spark, make_config, bootstrap
+) -> None:  # type: ignore[no-untyped-def]
     topic = new_topic(bootstrap, "e2e", partitions=3)
     config = speed_config(make_config, bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
@@ -181,8 +210,18 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(spark, mak
     by_id = {r["event_id"]: r for r in master}
     for e, (partition, offset) in zip(GOOD, positions[: len(GOOD)], strict=True):
         row = by_id[e["event_id"]]
-        assert (row["source"], row["source_name"], row["source_partition"], row["source_offset"]) == ("kafka", topic, partition, offset)
-        assert (row["amount"], row["ingest_layer"], row["ingest_run"], row["source_key"]) == (e["amount"], "speed", "speed", e["event_id"])
+        assert (
+            row["source"],
+            row["source_name"],
+            row["source_partition"],
+            row["source_offset"],
+        ) == ("kafka", topic, partition, offset)
+        assert (row["amount"], row["ingest_layer"], row["ingest_run"], row["source_key"]) == (
+            e["amount"],
+            "speed",
+            "speed",
+            e["event_id"],
+        )
     assert by_id["s1"]["amount"] == Decimal("10.01")
 
     # Quarantine: every poison message, with its position, reason and raw record.
@@ -190,16 +229,21 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(spark, mak
         (r["source_partition"], r["source_offset"]): r.asDict()
         for r in spark.read.format("delta").load(lakehouse.quarantine).collect()
     }
-    poison_positions = positions[len(valid) + 1:]
+    poison_positions = positions[len(valid) + 1 :]
     assert set(quarantine) == set(poison_positions)
     for ((_, key, value), reason), position in zip(poison, poison_positions, strict=True):
         row = quarantine[position]
-        assert (row["reason"], row["source_name"], row["source_key"], row["ingest_layer"]) == (reason, topic, key.decode(), "speed")  # type: ignore[union-attr]
+        assert (row["reason"], row["source_name"], row["source_key"], row["ingest_layer"]) == (
+            reason,
+            topic,
+            key.decode(),
+            "speed",
+        )  # type: ignore[union-attr]
         if value is None:
             assert row["raw_record"] is None
         elif value in (NOT_UTF8, GARBAGE):
             assert row["raw_record"].startswith("base64:")
-            assert base64.b64decode(row["raw_record"][len("base64:"):]) == value
+            assert base64.b64decode(row["raw_record"][len("base64:") :]) == value
         else:
             assert row["raw_record"] == value.decode()
 
@@ -209,7 +253,10 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(spark, mak
     for letter in letters:
         headers = {k: v.decode() for k, v in letter.headers}
         got[(int(headers["source_partition"]), int(headers["source_offset"]))] = (
-            headers["source_topic"], headers["reason"], letter.key, letter.value,
+            headers["source_topic"],
+            headers["reason"],
+            letter.key,
+            letter.value,
         )
     assert got == {
         position: (topic, reason, key, value)
@@ -221,19 +268,40 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(spark, mak
         assert increments_view(spark, lakehouse, name) == compute_views(GOOD)[name], name
 
     # Metrics: every record accounted for; lag zero once drained; fresh timestamps.
-    metrics = [r.asDict() for r in spark.read.format("delta").load(lakehouse.stream_metrics).collect()]
-    total = {k: sum(m[k] for m in metrics) for k in ("input_rows", "valid", "duplicates", "quarantined")}
-    assert total == {"input_rows": len(positions), "valid": len(GOOD), "duplicates": 1, "quarantined": len(poison)}
+    metrics = [
+        r.asDict() for r in spark.read.format("delta").load(lakehouse.stream_metrics).collect()
+    ]
+    total = {
+        k: sum(m[k] for m in metrics) for k in ("input_rows", "valid", "duplicates", "quarantined")
+    }
+    assert total == {
+        "input_rows": len(positions),
+        "valid": len(GOOD),
+        "duplicates": 1,
+        "quarantined": len(poison),
+    }
     last = max(metrics, key=lambda m: m["batch_id"])
     assert last["kafka_lag"] == 0 and last["freshness_ms"] is not None and last["freshness_ms"] >= 0
-    assert (run.status, run.totals.input_rows, run.totals.quarantined) == ("succeeded", len(positions), len(poison))
-    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect()
-    assert [(r["status"], r["records_read"], r["valid"], r["duplicates"], r["quarantined"]) for r in runs] == [
-        ("succeeded", len(positions), len(GOOD), 1, len(poison))
-    ]
+    assert (run.status, run.totals.input_rows, run.totals.quarantined) == (
+        "succeeded",
+        len(positions),
+        len(poison),
+    )
+    runs = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("job") == "speed")
+        .collect()
+    )
+    assert [
+        (r["status"], r["records_read"], r["valid"], r["duplicates"], r["quarantined"])
+        for r in runs
+    ] == [("succeeded", len(positions), len(GOOD), 1, len(poison))]
 
 
-def test_duplicates_of_batch_events_count_once_and_late_events_hand_off(spark, make_config, bootstrap, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_duplicates_of_batch_events_count_once_and_late_events_hand_off(
+    spark, make_config, bootstrap, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     topic = new_topic(bootstrap, "handoff", partitions=2)
     config = speed_config(make_config, bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
@@ -242,7 +310,11 @@ def test_duplicates_of_batch_events_count_once_and_late_events_hand_off(spark, m
 
     # s1 again (the batch layer has it), a late event and a new one, through Kafka.
     late = event("late-1", amount="7.25", event_time="2023-03-01T09:00:00Z", customer_id="c1")
-    publish(bootstrap, topic, [as_message(GOOD[0], 0, amount="999.00"), as_message(late, 1), as_message(GOOD[3], 0)])
+    publish(
+        bootstrap,
+        topic,
+        [as_message(GOOD[0], 0, amount="999.00"), as_message(late, 1), as_message(GOOD[3], 0)],
+    )
     run_speed(spark, config, available_now=True)
 
     master = master_rows(spark, lakehouse)
@@ -269,23 +341,45 @@ def test_replayed_micro_batch_writes_nothing_twice(spark, make_config, bootstrap
     topic = new_topic(bootstrap, "replay", partitions=2)
     config = speed_config(make_config, bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
-    publish(bootstrap, topic, [as_message(e, i % 2) for i, e in enumerate(GOOD[:4])] + [(1, b"bad", b"[1, 2]")])
+    publish(
+        bootstrap,
+        topic,
+        [as_message(e, i % 2) for i, e in enumerate(GOOD[:4])] + [(1, b"bad", b"[1, 2]")],
+    )
     batch_time = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
     micro_batch = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic)
-        .option("startingOffsets", "earliest").load()
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
         .select(*KAFKA_COLUMNS, F.lit(batch_time).cast("timestamp").alias(BATCH_TIME))
     )
     sink = SpeedSink(SinkSettings(lakehouse, config.sources.kafka))
 
     def outcome() -> dict[str, Any]:
-        tables = {"master": lakehouse.master_dataset, "quarantine": lakehouse.quarantine,
-                  "metrics": lakehouse.stream_metrics,
-                  **{name: lakehouse.speed_increments(name) for name in VIEWS}}
+        tables = {
+            "master": lakehouse.master_dataset,
+            "quarantine": lakehouse.quarantine,
+            "metrics": lakehouse.stream_metrics,
+            **{name: lakehouse.speed_increments(name) for name in VIEWS},
+        }
         return {
             name: sorted(
-                (tuple(r) for r in spark.read.format("delta").load(path).drop("started_at", "ended_at", "duration_ms", "rows_per_second", "kafka_lag", "freshness_ms").collect()),
+                (
+                    tuple(r)
+                    for r in spark.read.format("delta")
+                    .load(path)
+                    .drop(
+                        "started_at",
+                        "ended_at",
+                        "duration_ms",
+                        "rows_per_second",
+                        "kafka_lag",
+                        "freshness_ms",
+                    )
+                    .collect()
+                ),
                 key=repr,
             )
             for name, path in tables.items()
@@ -300,13 +394,19 @@ def test_replayed_micro_batch_writes_nothing_twice(spark, make_config, bootstrap
         sink.close()
 
     assert second == first
-    assert len(first["master"]) == 4 and len(first["quarantine"]) == 1 and len(first["metrics"]) == 1
-    assert {r[-1] for r in first["master"]} == {datetime(2026, 1, 15, 12, 0)}  # ingested_at = batch time
+    assert (
+        len(first["master"]) == 4 and len(first["quarantine"]) == 1 and len(first["metrics"]) == 1
+    )
+    assert {r[-1] for r in first["master"]} == {
+        datetime(2026, 1, 15, 12, 0)
+    }  # ingested_at = batch time
     for name in VIEWS:
         assert increments_view(spark, lakehouse, name) == compute_views(GOOD[:4])[name], name
 
 
-def test_refuses_to_start_when_checkpoint_and_tables_disagree(spark, make_config, bootstrap, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_refuses_to_start_when_checkpoint_and_tables_disagree(
+    spark, make_config, bootstrap, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     topic = new_topic(bootstrap, "refuse")
     config = speed_config(make_config, bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
@@ -320,29 +420,42 @@ def test_refuses_to_start_when_checkpoint_and_tables_disagree(spark, make_config
 
     # A deleted checkpoint would re-read the topic from the start.
     shutil.move(checkpoint, tmp_path / "checkpoint-current")
-    with pytest.raises(CheckpointMismatchError, match=r"is missing or empty, but the lakehouse already holds micro-batches of stream 'speed' up to 1"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"is missing or empty, but the lakehouse already holds micro-batches of stream 'speed' up to 1",
+    ):
         run_speed(spark, config, available_now=True)
 
     # An older checkpoint (a backup) would plan micro-batch 1 again over other offsets.
     shutil.copytree(after_0, checkpoint)
-    with pytest.raises(CheckpointMismatchError, match=r"planned micro-batches up to 0, but the master dataset holds micro-batch 1"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"planned micro-batches up to 0, but the master dataset holds micro-batch 1",
+    ):
         run_speed(spark, config, available_now=True)
 
     # Another topic's checkpoint.
     other = speed_config(make_config, bootstrap, new_topic(bootstrap, "other"))
-    with pytest.raises(CheckpointMismatchError, match=r"reads topic\(s\) refuse-.*not the configured topic"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"reads topic\(s\) refuse-.*not the configured topic"
+    ):
         run_speed(spark, other, available_now=True)
 
     # Tables deleted under a kept checkpoint would skip what the checkpoint says is done.
     shutil.rmtree(checkpoint)
     shutil.move(tmp_path / "checkpoint-current", checkpoint)
     shutil.rmtree(lakehouse.stream_metrics)
-    with pytest.raises(CheckpointMismatchError, match=r"committed micro-batches up to 1, but the lakehouse records .* only up to -1"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"committed micro-batches up to 1, but the lakehouse records .* only up to -1",
+    ):
         run_speed(spark, config, available_now=True)
     assert sorted(r["event_id"] for r in master_rows(spark, lakehouse)) == ["s1", "s2"]
 
 
-def _state(committed: int | None, planned: int | None, topics: tuple[str, ...] = ("t",)) -> CheckpointState:
+def _state(
+    committed: int | None, planned: int | None, topics: tuple[str, ...] = ("t",)
+) -> CheckpointState:
     return CheckpointState("ckpt", planned is not None, committed, planned, frozenset(topics), {})
 
 
@@ -361,8 +474,12 @@ def _state(committed: int | None, planned: int | None, topics: tuple[str, ...] =
         (_state(4, 5, ("u",)), 4, 4, "not the configured topic 't'"),
     ],
 )
-def test_checkpoint_rules(state: CheckpointState, master: int | None, metrics: int | None, problem: str | None) -> None:
-    reason = disagreement(state, topic="t", stream="speed", master_batch=master, metrics_batch=metrics)
+def test_checkpoint_rules(
+    state: CheckpointState, master: int | None, metrics: int | None, problem: str | None
+) -> None:
+    reason = disagreement(
+        state, topic="t", stream="speed", master_batch=master, metrics_batch=metrics
+    )
     if problem is None:
         assert reason is None
     else:
@@ -376,11 +493,31 @@ def test_generate_to_kafka_publishes_keyed_records(bootstrap, tmp_path) -> None:
     from kafka import KafkaAdminClient
 
     topic = f"generate-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-           "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic}
+    env = {
+        **os.environ,
+        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
+    }
     result = subprocess.run(
-        [CLI, "generate", "--to", "kafka", "--events", "500", "--seed", "3", "--partitions", "3", "--quiet"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        [
+            CLI,
+            "generate",
+            "--to",
+            "kafka",
+            "--events",
+            "500",
+            "--seed",
+            "3",
+            "--partitions",
+            "3",
+            "--quiet",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert f"published 500 records to Kafka topic {topic}" in result.stdout
@@ -396,8 +533,13 @@ def test_generate_to_kafka_publishes_keyed_records(bootstrap, tmp_path) -> None:
     messages = consume_all(bootstrap, topic, expected=500)
     assert len(messages) == 500
     # Same seed, same records (the generator's own end time moves, so compare ids and keys).
-    spec_ids = [r.get("event_id") if isinstance(r, dict) else None for r in generate_records(GeneratorSpec(events=500, seed=3))]
-    assert sorted(str(m.key.decode()) if m.key else "" for m in messages) == sorted(str(i) if i else "" for i in spec_ids)
+    spec_ids = [
+        r.get("event_id") if isinstance(r, dict) else None
+        for r in generate_records(GeneratorSpec(events=500, seed=3))
+    ]
+    assert sorted(str(m.key.decode()) if m.key else "" for m in messages) == sorted(
+        str(i) if i else "" for i in spec_ids
+    )
     for m in messages:
         if m.key is not None:
             assert json.loads(m.value)["event_id"] == m.key.decode()

@@ -57,9 +57,14 @@ def conf_file(base: Path, bootstrap: str) -> Path:
 def sales(prefix: str, n: int, *, late: bool = False) -> list[dict[str, Any]]:
     day = "2022-03-0" if late else "2026-01-1"
     return [
-        event(f"{prefix}-{i}", amount=f"{i % 50 + 1}.{i % 100:02d}", quantity=i % 3 + 1,
-              event_time=f"{day}{i % 9 + 1}T{i % 24:02d}:15:00Z", customer_id=f"c{i % 7}",
-              region=("north", "south")[i % 2])
+        event(
+            f"{prefix}-{i}",
+            amount=f"{i % 50 + 1}.{i % 100:02d}",
+            quantity=i % 3 + 1,
+            event_time=f"{day}{i % 9 + 1}T{i % 24:02d}:15:00Z",
+            customer_id=f"c{i % 7}",
+            region=("north", "south")[i % 2],
+        )
         for i in range(n)
     ]
 
@@ -76,7 +81,13 @@ def wait_until(condition: Any, what: str, timeout: float = 300) -> None:
 
 
 def stream_master_ids(spark: Any, lakehouse: Lakehouse) -> list[str]:
-    return [r[0] for r in spark.read.format("delta").load(lakehouse.master_dataset).select("event_id").collect()]
+    return [
+        r[0]
+        for r in spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .select("event_id")
+        .collect()
+    ]
 
 
 def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
@@ -90,7 +101,10 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
     log_path = tmp_path / "speed.log"
     with log_path.open("w") as log:
         proc = start_cli(conf, "--trigger", "1 second", stderr=log)
-        wait_until(lambda: micro_batches_done(log_path) >= 1 or proc.poll() is not None, "a first micro-batch")
+        wait_until(
+            lambda: micro_batches_done(log_path) >= 1 or proc.poll() is not None,
+            "a first micro-batch",
+        )
         assert proc.poll() is None, log_path.read_text()[-2000:]
 
         kafka_service.stop(data_dir=data_dir)
@@ -100,7 +114,9 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
 
         # Either the stream recovers by itself, or it has failed loudly (non-zero, one line).
         def caught_up_or_failed() -> bool:
-            return proc.poll() is not None or len(stream_master_ids(spark, lakehouse)) >= len(before + during)
+            return proc.poll() is not None or len(stream_master_ids(spark, lakehouse)) >= len(
+                before + during
+            )
 
         wait_until(caught_up_or_failed, "the stream to catch up or fail", timeout=400)
         if proc.poll() is None:
@@ -136,16 +152,22 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, broker) -> None
         proc = start_cli(conf, "--trigger", "1 second", stderr=log)
         try:
             for round_number in range(3):
-                chunk = streamed[round_number * 27:(round_number + 1) * 27]
+                chunk = streamed[round_number * 27 : (round_number + 1) * 27]
                 publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(chunk)])
-                files = filed[round_number * 14:(round_number + 1) * 14] + (both if round_number == 1 else [])
+                files = filed[round_number * 14 : (round_number + 1) * 14] + (
+                    both if round_number == 1 else []
+                )
                 write_jsonl(landing / f"round-{round_number}.jsonl", [raw_json(e) for e in files])
                 record = run_batch(spark, config)  # races the stream's micro-batches
                 assert record.status == "succeeded", record.error
                 assert proc.poll() is None, log_path.read_text()[-2000:]
             wait_until(
-                lambda: proc.poll() is not None or len(stream_master_ids(spark, lakehouse)) >= len(streamed) + len(filed),
-                "the stream to process every published event", timeout=600,
+                lambda: (
+                    proc.poll() is not None
+                    or len(stream_master_ids(spark, lakehouse)) >= len(streamed) + len(filed)
+                ),
+                "the stream to process every published event",
+                timeout=600,
             )
             assert proc.poll() is None, log_path.read_text()[-2000:]
         finally:
@@ -160,5 +182,10 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, broker) -> None
     # And after the next batch absorbs everything the stream brought.
     run_batch(spark, config)
     assert merged_views(spark, lakehouse) == compute_views(streamed + filed)
-    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).where(F.col("job") == "speed").collect()
+    runs = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("job") == "speed")
+        .collect()
+    )
     assert [r["status"] for r in runs] == ["stopped"]

@@ -92,7 +92,9 @@ def test_relative_paths_resolve_against_working_directory_and_uris_are_kept(
 def test_spark_conf_keys_from_environment_keep_their_case() -> None:
     """Spark setting names are case-sensitive; [spark.conf] passes them through as given."""
     config = load_config(
-        environ={"LAMBDA_SALES__SPARK__CONF__spark.sql.adaptive.coalescePartitions.enabled": "false"}
+        environ={
+            "LAMBDA_SALES__SPARK__CONF__spark.sql.adaptive.coalescePartitions.enabled": "false"
+        }
     )
     assert config.spark.conf["spark.sql.adaptive.coalescePartitions.enabled"] == "false"
     assert "spark.sql.adaptive.coalescepartitions.enabled" not in config.spark.conf
@@ -178,8 +180,16 @@ def test_environment_variable_with_empty_level() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("true", True), ("TRUE", True), (" yes ", True), ("1", True), ("on", True),
-        ("false", False), ("False", False), ("0", False), ("no", False), ("off", False),
+        ("true", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("1", True),
+        ("on", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
     ],
 )
 def test_bool_from_environment(text: str, expected: bool) -> None:
@@ -232,9 +242,21 @@ def test_bad_number_from_environment(variable: str, text: str, key: str) -> None
 @pytest.mark.parametrize(
     ("toml", "key", "variable"),
     [
-        ('[sources.jdbc]\npassword = "hunter2-in-file"\n', "sources.jdbc.password", "LAMBDA_SALES__SOURCES__JDBC__PASSWORD"),
-        ('[sources.kafka]\nsasl_password = "hunter2-in-file"\n', "sources.kafka.sasl_password", "LAMBDA_SALES__SOURCES__KAFKA__SASL_PASSWORD"),
-        ('[alerts]\nwebhook_url = "https://hooks.example/hunter2-in-file"\n', "alerts.webhook_url", "LAMBDA_SALES__ALERTS__WEBHOOK_URL"),
+        (
+            '[sources.jdbc]\npassword = "hunter2-in-file"\n',
+            "sources.jdbc.password",
+            "LAMBDA_SALES__SOURCES__JDBC__PASSWORD",
+        ),
+        (
+            '[sources.kafka]\nsasl_password = "hunter2-in-file"\n',
+            "sources.kafka.sasl_password",
+            "LAMBDA_SALES__SOURCES__KAFKA__SASL_PASSWORD",
+        ),
+        (
+            '[alerts]\nwebhook_url = "https://hooks.example/hunter2-in-file"\n',
+            "alerts.webhook_url",
+            "LAMBDA_SALES__ALERTS__WEBHOOK_URL",
+        ),
     ],
 )
 def test_secret_in_conf_file_is_rejected_without_echoing_it(
@@ -270,8 +292,14 @@ def test_secrets_are_masked_everywhere_they_could_be_shown() -> None:
     assert printable["sources"]["jdbc"]["password"] == "***"
     assert printable["sources"]["kafka"]["sasl_password"] == "***"
     assert printable["alerts"]["webhook_url"] == "***"
-    for shown in (str(config), repr(config), str(printable), dumps_toml(printable),
-                  str(config.sources.jdbc), repr(config.sources.jdbc.password)):
+    for shown in (
+        str(config),
+        repr(config),
+        str(printable),
+        dumps_toml(printable),
+        str(config.sources.jdbc),
+        repr(config.sources.jdbc.password),
+    ):
         assert "pw-Zq9" not in shown
 
 
@@ -282,5 +310,7 @@ def test_unset_secret_prints_empty() -> None:
 
 
 def test_printed_configuration_is_valid_toml_of_the_same_values() -> None:
-    printable = to_printable(load_config(environ={"LAMBDA_SALES__SPARK__CONF__SPARK.UI.PORT": "4050"}))
+    printable = to_printable(
+        load_config(environ={"LAMBDA_SALES__SPARK__CONF__SPARK.UI.PORT": "4050"})
+    )
     assert tomllib.loads(dumps_toml(printable)) == printable

@@ -40,7 +40,9 @@ def load_bundle() -> tuple[dict[str, Any], dict[str, tuple[Path, dict[str, Any]]
     jobs: dict[str, tuple[Path, dict[str, Any]]] = {}
     for pattern in root.get("include", []):
         for path in sorted(PROJECT_ROOT.glob(pattern)):
-            for name, job in (yaml.safe_load(path.read_text()).get("resources", {}).get("jobs", {}) or {}).items():
+            for name, job in (
+                yaml.safe_load(path.read_text()).get("resources", {}).get("jobs", {}) or {}
+            ).items():
                 assert name not in jobs, f"job {name} defined twice"
                 jobs[name] = (path, job)
     return root, jobs
@@ -78,7 +80,10 @@ def test_each_job_is_valid_jobs_api_settings(job_name: str) -> None:
     assert settings.max_concurrent_runs == 1
     assert settings.email_notifications and settings.email_notifications.on_failure
     assert settings.webhook_notifications and settings.webhook_notifications.on_failure
-    assert all(t.job_cluster_key in {c.job_cluster_key for c in settings.job_clusters or []} for t in settings.tasks or [])
+    assert all(
+        t.job_cluster_key in {c.job_cluster_key for c in settings.job_clusters or []}
+        for t in settings.tasks or []
+    )
 
 
 def test_a_misspelled_setting_is_caught_by_the_round_trip() -> None:
@@ -90,22 +95,39 @@ def test_a_misspelled_setting_is_caught_by_the_round_trip() -> None:
 def test_nightly_batch_runs_at_two_with_retries_and_failure_notifications() -> None:
     settings = JobSettings.from_dict(JOBS["lambda_sales_nightly"][1])
     assert settings.schedule is not None
-    assert settings.schedule.quartz_cron_expression.split() == ["0", "0", "2", "*", "*", "?"]  # s m h dom mon dow
+    assert settings.schedule.quartz_cron_expression.split() == [
+        "0",
+        "0",
+        "2",
+        "*",
+        "*",
+        "?",
+    ]  # s m h dom mon dow
     assert settings.schedule.timezone_id == "UTC"
     assert settings.schedule.pause_status == PauseStatus.UNPAUSED
     assert settings.continuous is None
     by_key = {t.task_key: t for t in settings.tasks or []}
     batch = by_key["batch"]
-    assert batch.max_retries == 3 and batch.min_retry_interval_millis == 300_000 and batch.timeout_seconds
+    assert (
+        batch.max_retries == 3
+        and batch.min_retry_interval_millis == 300_000
+        and batch.timeout_seconds
+    )
     assert batch.spark_python_task is not None and batch.spark_python_task.parameters[0] == "batch"  # type: ignore[index]
     views = by_key["sql_views"]
-    assert [d.task_key for d in views.depends_on or []] == ["batch"]  # after the publish, never before
-    assert views.spark_python_task is not None and views.spark_python_task.parameters[0] == "sql-views"  # type: ignore[index]
+    assert [d.task_key for d in views.depends_on or []] == [
+        "batch"
+    ]  # after the publish, never before
+    assert (
+        views.spark_python_task is not None and views.spark_python_task.parameters[0] == "sql-views"
+    )  # type: ignore[index]
 
 
 def test_speed_job_is_continuous_and_never_drains_and_exits() -> None:
     settings = JobSettings.from_dict(JOBS["lambda_sales_speed"][1])
-    assert settings.continuous is not None and settings.continuous.pause_status == PauseStatus.UNPAUSED
+    assert (
+        settings.continuous is not None and settings.continuous.pause_status == PauseStatus.UNPAUSED
+    )
     assert settings.schedule is None
     [task] = settings.tasks or []
     assert task.spark_python_task is not None
@@ -113,8 +135,12 @@ def test_speed_job_is_continuous_and_never_drains_and_exits() -> None:
     assert params[0] == "speed" and "--available-now" not in params
 
 
-@pytest.mark.parametrize(("job_name", "path", "task"), tasks(), ids=[f"{j}:{t['task_key']}" for j, _, t in tasks()])
-def test_every_task_runs_the_entry_point_with_arguments_the_cli_accepts(job_name: str, path: Path, task: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("job_name", "path", "task"), tasks(), ids=[f"{j}:{t['task_key']}" for j, _, t in tasks()]
+)
+def test_every_task_runs_the_entry_point_with_arguments_the_cli_accepts(
+    job_name: str, path: Path, task: dict[str, Any]
+) -> None:
     python_task = task["spark_python_task"]
     # Bundle paths are relative to the file that declares them.
     assert (path.parent / python_task["python_file"]).resolve() == ENTRY_POINT
@@ -127,7 +153,9 @@ def test_every_task_runs_the_entry_point_with_arguments_the_cli_accepts(job_name
 
 
 @pytest.mark.parametrize("job_name", sorted(JOBS))
-def test_cluster_environment_is_a_valid_configuration_with_secrets_only_from_a_secret_scope(job_name: str) -> None:
+def test_cluster_environment_is_a_valid_configuration_with_secrets_only_from_a_secret_scope(
+    job_name: str,
+) -> None:
     _, job = JOBS[job_name]
     for cluster in job["job_clusters"]:
         env = {k: substitute(v) for k, v in cluster["new_cluster"]["spark_env_vars"].items()}
@@ -135,20 +163,26 @@ def test_cluster_environment_is_a_valid_configuration_with_secrets_only_from_a_s
         for name, value in env.items():
             key = name.removeprefix("LAMBDA_SALES__").lower().replace("__", ".")
             if key in SECRET_KEYS:
-                assert _SECRET_REF.match(value), f"{name} must be a {{{{secrets/scope/key}}}} reference"
+                assert _SECRET_REF.match(value), (
+                    f"{name} must be a {{{{secrets/scope/key}}}} reference"
+                )
         config = load_config(env_name="databricks", environ=env)  # unknown keys or bad types raise
         assert config.lakehouse.root.startswith("/Volumes/main/lambda_sales/")
 
 
 def test_every_bundle_variable_used_is_declared() -> None:
-    text = (PROJECT_ROOT / "databricks.yml").read_text() + "".join(p.read_text() for p, _ in JOBS.values())
+    text = (PROJECT_ROOT / "databricks.yml").read_text() + "".join(
+        p.read_text() for p, _ in JOBS.values()
+    )
     used = set(_VAR.findall(text))
     assert used and used <= set(BUNDLE["variables"])
 
 
 def test_libraries_match_the_pins_of_the_project() -> None:
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
-    pinned = {d.split("==")[0].lower(): d for d in pyproject["project"]["dependencies"] if "==" in d}
+    pinned = {
+        d.split("==")[0].lower(): d for d in pyproject["project"]["dependencies"] if "==" in d
+    }
     seen = 0
     for _, _, task in tasks():
         for library in task.get("libraries", []):

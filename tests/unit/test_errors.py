@@ -29,7 +29,9 @@ def test_a_spark_failure_shows_its_deepest_jvm_cause() -> None:
 
 
 def test_without_a_cause_the_top_jvm_exception_is_shown_not_the_py4j_call() -> None:
-    failure = RuntimeError("An error occurred while calling o1.save.\n: org.apache.spark.SparkException: boom\n\tat a.B(B.scala:1)")
+    failure = RuntimeError(
+        "An error occurred while calling o1.save.\n: org.apache.spark.SparkException: boom\n\tat a.B(B.scala:1)"
+    )
     assert one_line(failure) == "SparkException: boom"
 
 

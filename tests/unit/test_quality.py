@@ -22,7 +22,9 @@ def test_issues_are_classified_and_scored() -> None:
         duplicates=1,
     )
     # completeness 2 + 1 + 2 defaulted = 5; validity 3 + 1 = 4; consistency 1; 10 of 20 -> 50
-    assert report == QualityReport(records=20, completeness_issues=5, validity_issues=4, consistency_issues=1)
+    assert report == QualityReport(
+        records=20, completeness_issues=5, validity_issues=4, consistency_issues=1
+    )
     assert report.issues == 10
     assert report.score == 50.0
 
@@ -33,19 +35,25 @@ def test_clean_run_scores_100() -> None:
 
 
 def test_empty_run_scores_100() -> None:
-    assert quality_report(records=0, rejected_by_reason={}, defaulted=0, duplicates=0).score == 100.0
+    assert (
+        quality_report(records=0, rejected_by_reason={}, defaulted=0, duplicates=0).score == 100.0
+    )
     assert EMPTY.score == 100.0
 
 
 def test_score_never_goes_below_zero() -> None:
-    report = quality_report(records=2, rejected_by_reason={"malformed": 1}, defaulted=0, duplicates=5)
+    report = quality_report(
+        records=2, rejected_by_reason={"malformed": 1}, defaulted=0, duplicates=5
+    )
     assert report.issues == 6
     assert report.score == 0.0
 
 
 def test_score_is_rounded_to_four_places() -> None:
     # 1 issue in 3 records: 100 - 33.333... = 66.666... -> 66.6667
-    report = quality_report(records=3, rejected_by_reason={"future_event_time": 1}, defaulted=0, duplicates=0)
+    report = quality_report(
+        records=3, rejected_by_reason={"future_event_time": 1}, defaulted=0, duplicates=0
+    )
     assert report.validity_issues == 1
     assert report.score == 66.6667
 
@@ -63,21 +71,33 @@ def test_every_non_missing_reason_is_a_validity_issue() -> None:
         "future_event_time": 1,
     }
     report = quality_report(records=100, rejected_by_reason=reasons, defaulted=0, duplicates=0)
-    assert (report.completeness_issues, report.validity_issues, report.consistency_issues) == (0, 9, 0)
+    assert (report.completeness_issues, report.validity_issues, report.consistency_issues) == (
+        0,
+        9,
+        0,
+    )
     assert report.score == 91.0
 
 
 def test_reports_add_up_and_score_from_totals() -> None:
-    first = QualityReport(records=10, completeness_issues=1, validity_issues=0, consistency_issues=0)
-    second = QualityReport(records=10, completeness_issues=0, validity_issues=2, consistency_issues=7)
+    first = QualityReport(
+        records=10, completeness_issues=1, validity_issues=0, consistency_issues=0
+    )
+    second = QualityReport(
+        records=10, completeness_issues=0, validity_issues=2, consistency_issues=7
+    )
     total = first + second
-    assert total == QualityReport(records=20, completeness_issues=1, validity_issues=2, consistency_issues=7)
+    assert total == QualityReport(
+        records=20, completeness_issues=1, validity_issues=2, consistency_issues=7
+    )
     assert total.score == 50.0
     assert first + EMPTY == first
 
 
 def test_as_dict_includes_score() -> None:
-    report = QualityReport(records=4, completeness_issues=1, validity_issues=0, consistency_issues=0)
+    report = QualityReport(
+        records=4, completeness_issues=1, validity_issues=0, consistency_issues=0
+    )
     assert report.as_dict() == {
         "records": 4,
         "completeness_issues": 1,

@@ -89,7 +89,10 @@ def ts(*parts: int) -> datetime:
 
 def json_envelopes(spark: SparkSession, lines: list[str | None], partition: int = 0) -> DataFrame:
     """Kafka-like rows (topic sales-events, offset = index) parsed into envelopes."""
-    rows = [("kafka", "sales-events", partition, offset, None, line) for offset, line in enumerate(lines)]
+    rows = [
+        ("kafka", "sales-events", partition, offset, None, line)
+        for offset, line in enumerate(lines)
+    ]
     return spark.createDataFrame(rows, INPUT_SCHEMA).transform(parse_json_records("value"))
 
 
@@ -137,7 +140,11 @@ REASON_CASES: list[tuple[str, str | None, str | None]] = [
     ("quantity_string_abc", record(quantity='"abc"'), "invalid_type:quantity"),
     ("quantity_json_true", record(quantity="true"), "invalid_type:quantity"),
     ("quantity_json_array", record(quantity="[2]"), "invalid_type:quantity"),
-    ("quantity_string_barely_fractional", record(quantity='"2.0000000000000001"'), "invalid_type:quantity"),
+    (
+        "quantity_string_barely_fractional",
+        record(quantity='"2.0000000000000001"'),
+        "invalid_type:quantity",
+    ),
     ("quantity_zero", record(quantity="0"), "invalid_quantity"),
     ("quantity_minus_one", record(quantity="-1"), "invalid_quantity"),
     ("quantity_string_zero", record(quantity='"0"'), "invalid_quantity"),
@@ -164,30 +171,98 @@ REASON_CASES: list[tuple[str, str | None, str | None]] = [
     ("event_time_blank", record(event_time='"  "'), "missing_required:event_time"),
     ("event_time_not_a_date", record(event_time='"not a date"'), "invalid_type:event_time"),
     ("event_time_epoch_seconds", record(event_time="1714557600"), "invalid_type:event_time"),
-    ("event_time_february_30", record(event_time='"2024-02-30T10:00:00Z"'), "invalid_type:event_time"),
-    ("event_time_1999_12_31", record(event_time='"1999-12-31T23:59:59Z"'), "event_time_out_of_range"),
+    (
+        "event_time_february_30",
+        record(event_time='"2024-02-30T10:00:00Z"'),
+        "invalid_type:event_time",
+    ),
+    (
+        "event_time_1999_12_31",
+        record(event_time='"1999-12-31T23:59:59Z"'),
+        "event_time_out_of_range",
+    ),
     # 01:00 at +02:00 on 2000-01-01 is 1999-12-31T23:00Z
-    ("event_time_before_2000_in_utc", record(event_time='"2000-01-01T01:00:00+02:00"'), "event_time_out_of_range"),
+    (
+        "event_time_before_2000_in_utc",
+        record(event_time='"2000-01-01T01:00:00+02:00"'),
+        "event_time_out_of_range",
+    ),
     ("event_time_now_plus_6min", record(event_time='"2024-06-01T12:06:00Z"'), "future_event_time"),
-    ("event_time_now_plus_5min_1s", record(event_time='"2024-06-01T12:05:01Z"'), "future_event_time"),
+    (
+        "event_time_now_plus_5min_1s",
+        record(event_time='"2024-06-01T12:05:01Z"'),
+        "future_event_time",
+    ),
     # 13:06 at +01:00 is 12:06Z: six minutes after NOW
-    ("event_time_future_via_offset", record(event_time='"2024-06-01T13:06:00+01:00"'), "future_event_time"),
+    (
+        "event_time_future_via_offset",
+        record(event_time='"2024-06-01T13:06:00+01:00"'),
+        "future_event_time",
+    ),
     # several problems: the first reason in table order wins
-    ("order_no_order_id_and_negative_amount", record(order_id=None, amount="-5"), "missing_required:order_id"),
-    ("order_no_event_id_and_no_order_id", record(event_id=None, order_id=None), "missing_required:event_id"),
-    ("order_no_product_id_and_zero_quantity", record(product_id='""', quantity="0"), "missing_required:product_id"),
-    ("order_no_quantity_and_negative_amount", record(quantity=None, amount="-1"), "missing_required:quantity"),
-    ("order_fractional_quantity_and_no_amount", record(quantity="2.5", amount=None), "invalid_type:quantity"),
-    ("order_zero_quantity_and_bad_amount", record(quantity="0", amount='"abc"'), "invalid_quantity"),
-    ("order_bad_amount_and_bad_time", record(amount='"x"', event_time='"x"'), "invalid_type:amount"),
-    ("order_negative_amount_and_future_time", record(amount="-1", event_time='"2030-01-01T00:00:00Z"'), "negative_amount"),
-    ("order_huge_amount_and_no_time", record(amount="2000000", event_time=None), "amount_out_of_range"),
-    ("order_no_time_and_no_optional_fields", record(event_time=None, customer_id=None, region=None), "missing_required:event_time"),
+    (
+        "order_no_order_id_and_negative_amount",
+        record(order_id=None, amount="-5"),
+        "missing_required:order_id",
+    ),
+    (
+        "order_no_event_id_and_no_order_id",
+        record(event_id=None, order_id=None),
+        "missing_required:event_id",
+    ),
+    (
+        "order_no_product_id_and_zero_quantity",
+        record(product_id='""', quantity="0"),
+        "missing_required:product_id",
+    ),
+    (
+        "order_no_quantity_and_negative_amount",
+        record(quantity=None, amount="-1"),
+        "missing_required:quantity",
+    ),
+    (
+        "order_fractional_quantity_and_no_amount",
+        record(quantity="2.5", amount=None),
+        "invalid_type:quantity",
+    ),
+    (
+        "order_zero_quantity_and_bad_amount",
+        record(quantity="0", amount='"abc"'),
+        "invalid_quantity",
+    ),
+    (
+        "order_bad_amount_and_bad_time",
+        record(amount='"x"', event_time='"x"'),
+        "invalid_type:amount",
+    ),
+    (
+        "order_negative_amount_and_future_time",
+        record(amount="-1", event_time='"2030-01-01T00:00:00Z"'),
+        "negative_amount",
+    ),
+    (
+        "order_huge_amount_and_no_time",
+        record(amount="2000000", event_time=None),
+        "amount_out_of_range",
+    ),
+    (
+        "order_no_time_and_no_optional_fields",
+        record(event_time=None, customer_id=None, region=None),
+        "missing_required:event_time",
+    ),
     # valid controls
     ("valid_base", record(), None),
     ("valid_object_padded_with_whitespace", "  " + record() + "\t ", None),
-    ("valid_unknown_fields_ignored", record(coupon='{"code": "X", "tiers": [1, {"a": null}]}', schema_version="2", note='"hi"'), None),
-    ("valid_optional_fields_missing", record(customer_id=None, category="null", region='""', channel='"  "'), None),
+    (
+        "valid_unknown_fields_ignored",
+        record(coupon='{"code": "X", "tiers": [1, {"a": null}]}', schema_version="2", note='"hi"'),
+        None,
+    ),
+    (
+        "valid_optional_fields_missing",
+        record(customer_id=None, category="null", region='""', channel='"  "'),
+        None,
+    ),
     ("valid_quantity_2_0", record(quantity="2.0"), None),
     ("valid_quantity_numeric_string", record(quantity='"3"'), None),
     ("valid_amount_minus_0_004_rounds_to_zero", record(amount="-0.004"), None),
@@ -241,18 +316,40 @@ VALUE_CASES: list[tuple[str, str, dict[str, object]]] = [
     ("base", record(), {}),
     (
         "trimmed_and_lower_cased",
-        record(customer_id='"  Cust-7  "', category='"  Home Garden "', region='" EU-West"', channel='"MOBILE  "'),
-        {"customer_id": "Cust-7", "category": "home garden", "region": "eu-west", "channel": "mobile"},
+        record(
+            customer_id='"  Cust-7  "',
+            category='"  Home Garden "',
+            region='" EU-West"',
+            channel='"MOBILE  "',
+        ),
+        {
+            "customer_id": "Cust-7",
+            "category": "home garden",
+            "region": "eu-west",
+            "channel": "mobile",
+        },
     ),
     (
         "defaults_absent_or_null",
         record(customer_id=None, category="null", region=None, channel="null"),
-        {"customer_id": "anonymous", "category": "unknown", "region": "unknown", "channel": "unknown", "defaulted": 4},
+        {
+            "customer_id": "anonymous",
+            "category": "unknown",
+            "region": "unknown",
+            "channel": "unknown",
+            "defaulted": 4,
+        },
     ),
     (
         "defaults_blank",
         record(customer_id='"   "', category='""', region='"  "', channel='""'),
-        {"customer_id": "anonymous", "category": "unknown", "region": "unknown", "channel": "unknown", "defaulted": 4},
+        {
+            "customer_id": "anonymous",
+            "category": "unknown",
+            "region": "unknown",
+            "channel": "unknown",
+            "defaulted": 4,
+        },
     ),
     ("one_default", record(region=None), {"region": "unknown", "defaulted": 1}),
     ("quantity_numeric_string", record(quantity='"3"'), {"quantity": 3}),
@@ -260,19 +357,51 @@ VALUE_CASES: list[tuple[str, str, dict[str, object]]] = [
     ("quantity_json_2_0", record(quantity="2.0"), {"quantity": 2}),
     ("quantity_string_2_0", record(quantity='"2.0"'), {"quantity": 2}),
     ("quantity_json_1", record(quantity="1"), {"quantity": 1}),
-    ("amount_json_1000_005", record(amount="1000.005"), {"amount": Decimal("1000.01"), "revenue_category": "high"}),
+    (
+        "amount_json_1000_005",
+        record(amount="1000.005"),
+        {"amount": Decimal("1000.01"), "revenue_category": "high"},
+    ),
     ("amount_string_2_345", record(amount='"2.345"'), {"amount": Decimal("2.35")}),
     ("amount_json_0_125", record(amount="0.125"), {"amount": Decimal("0.13")}),
     ("amount_json_minus_0_004", record(amount="-0.004"), {"amount": Decimal("0.00")}),
-    ("amount_json_1000000_004", record(amount="1000000.004"), {"amount": Decimal("1000000.00"), "revenue_category": "high"}),
-    ("amount_string_exact_decimal", record(amount='"1.0049999999999999"'), {"amount": Decimal("1.00")}),
+    (
+        "amount_json_1000000_004",
+        record(amount="1000000.004"),
+        {"amount": Decimal("1000000.00"), "revenue_category": "high"},
+    ),
+    (
+        "amount_string_exact_decimal",
+        record(amount='"1.0049999999999999"'),
+        {"amount": Decimal("1.00")},
+    ),
     ("amount_padded_string", record(amount='" 7.5 "'), {"amount": Decimal("7.50")}),
-    ("category_100_00_low", record(amount="100.00"), {"amount": Decimal("100.00"), "revenue_category": "low"}),
-    ("category_100_01_medium", record(amount="100.01"), {"amount": Decimal("100.01"), "revenue_category": "medium"}),
-    ("category_1000_00_medium", record(amount='"1000.00"'), {"amount": Decimal("1000.00"), "revenue_category": "medium"}),
-    ("category_1000_01_high", record(amount="1000.01"), {"amount": Decimal("1000.01"), "revenue_category": "high"}),
+    (
+        "category_100_00_low",
+        record(amount="100.00"),
+        {"amount": Decimal("100.00"), "revenue_category": "low"},
+    ),
+    (
+        "category_100_01_medium",
+        record(amount="100.01"),
+        {"amount": Decimal("100.01"), "revenue_category": "medium"},
+    ),
+    (
+        "category_1000_00_medium",
+        record(amount='"1000.00"'),
+        {"amount": Decimal("1000.00"), "revenue_category": "medium"},
+    ),
+    (
+        "category_1000_01_high",
+        record(amount="1000.01"),
+        {"amount": Decimal("1000.01"), "revenue_category": "high"},
+    ),
     # 100.004 rounds to 100.00: the category follows the rounded amount
-    ("category_after_rounding", record(amount="100.004"), {"amount": Decimal("100.00"), "revenue_category": "low"}),
+    (
+        "category_after_rounding",
+        record(amount="100.004"),
+        {"amount": Decimal("100.00"), "revenue_category": "low"},
+    ),
     (
         "time_offset_plus_02_00",
         record(event_time='"2024-05-01T10:00:00+02:00"'),
@@ -297,7 +426,11 @@ VALUE_CASES: list[tuple[str, str, dict[str, object]]] = [
     (
         "time_next_day_in_utc",
         record(event_time='"2024-05-01T23:30:00-02:00"'),
-        {"event_time": ts(2024, 5, 2, 1, 30, 0), "event_date": date(2024, 5, 2), "event_hour": ts(2024, 5, 2, 1, 0, 0)},
+        {
+            "event_time": ts(2024, 5, 2, 1, 30, 0),
+            "event_date": date(2024, 5, 2),
+            "event_hour": ts(2024, 5, 2, 1, 0, 0),
+        },
     ),
     (
         "time_next_month_in_utc",
@@ -312,14 +445,28 @@ VALUE_CASES: list[tuple[str, str, dict[str, object]]] = [
     (
         "time_first_valid_instant",
         record(event_time='"2000-01-01T00:00:00Z"'),
-        {"event_time": ts(2000, 1, 1, 0, 0, 0), "event_date": date(2000, 1, 1), "event_hour": ts(2000, 1, 1, 0, 0, 0), "month": "2000-01"},
+        {
+            "event_time": ts(2000, 1, 1, 0, 0, 0),
+            "event_date": date(2000, 1, 1),
+            "event_hour": ts(2000, 1, 1, 0, 0, 0),
+            "month": "2000-01",
+        },
     ),
     (
         "time_now_plus_4min",
         record(event_time='"2024-06-01T12:04:00Z"'),
-        {"event_time": ts(2024, 6, 1, 12, 4, 0), "event_date": date(2024, 6, 1), "event_hour": ts(2024, 6, 1, 12, 0, 0), "month": "2024-06"},
+        {
+            "event_time": ts(2024, 6, 1, 12, 4, 0),
+            "event_date": date(2024, 6, 1),
+            "event_hour": ts(2024, 6, 1, 12, 0, 0),
+            "month": "2024-06",
+        },
     ),
-    ("unknown_nested_fields_ignored", record(extra='{"nested": {"deeper": [1, 2, {"x": "y"}]}}', v="3.5"), {}),
+    (
+        "unknown_nested_fields_ignored",
+        record(extra='{"nested": {"deeper": [1, 2, {"x": "y"}]}}', v="3.5"),
+        {},
+    ),
 ]
 
 
@@ -331,16 +478,70 @@ SPLIT_LINES: list[str | None] = [
 ]
 # 1.0049999999999999 is below 1.005, so half-up to 2 places gives 1.00 (through a double, the
 # text would become 1.005 and round to 1.01).
-EXACT_LINES: list[str | None] = [record(amount="1.0049999999999999"), record(amount='"1.0049999999999999"')]
+EXACT_LINES: list[str | None] = [
+    record(amount="1.0049999999999999"),
+    record(amount='"1.0049999999999999"'),
+]
 # Envelope rows built directly with ENVELOPE_SCHEMA (as any parser emits them).
 DIRECT_ROWS = [
-    ("file", "landing/a.csv", None, 2, None, "raw-2", False,
-     "e-1", "o-1", "p-1", None, " Toys ", "EU", None, "1", "99.999", "2024-05-01T10:00:00Z"),
+    (
+        "file",
+        "landing/a.csv",
+        None,
+        2,
+        None,
+        "raw-2",
+        False,
+        "e-1",
+        "o-1",
+        "p-1",
+        None,
+        " Toys ",
+        "EU",
+        None,
+        "1",
+        "99.999",
+        "2024-05-01T10:00:00Z",
+    ),
     # flagged malformed by its parser: rejected even though its fields look valid
-    ("file", "landing/a.csv", None, 3, None, "raw-3", True,
-     "e-2", "o-2", "p-2", "c-2", "toys", "eu", "web", "1", "5", "2024-05-01T10:00:00Z"),
-    ("file", "landing/a.csv", None, 4, None, "raw-4", False,
-     "e-3", "o-3", "p-3", "c-3", "toys", "eu", "web", "1", "5", "2024-05-01T10:00:00Z"),
+    (
+        "file",
+        "landing/a.csv",
+        None,
+        3,
+        None,
+        "raw-3",
+        True,
+        "e-2",
+        "o-2",
+        "p-2",
+        "c-2",
+        "toys",
+        "eu",
+        "web",
+        "1",
+        "5",
+        "2024-05-01T10:00:00Z",
+    ),
+    (
+        "file",
+        "landing/a.csv",
+        None,
+        4,
+        None,
+        "raw-4",
+        False,
+        "e-3",
+        "o-3",
+        "p-3",
+        "c-3",
+        "toys",
+        "eu",
+        "web",
+        "1",
+        "5",
+        "2024-05-01T10:00:00Z",
+    ),
 ]
 # Kafka partition = which table a row belongs to.
 REASONS, VALUES, SPLIT, EXACT = 0, 1, 2, 3
@@ -374,7 +575,10 @@ def reasons(validated: DataFrame) -> dict[int, str | None]:
 
 @pytest.mark.parametrize(
     ("index", "expected"),
-    [pytest.param(i, expected, id=case_id) for i, (case_id, _, expected) in enumerate(REASON_CASES)],
+    [
+        pytest.param(i, expected, id=case_id)
+        for i, (case_id, _, expected) in enumerate(REASON_CASES)
+    ],
 )
 def test_reject_reason(reasons: dict[int, str | None], index: int, expected: str | None) -> None:
     assert reasons[index] == expected, REASON_CASES[index][1]
@@ -390,7 +594,9 @@ def test_every_reason_code_has_a_case() -> None:
 
 
 def test_normalised_and_derived_fields(spark: SparkSession, validated: DataFrame) -> None:
-    actual = table(validated, VALUES).select("source_offset", *VALUE_COLUMNS).orderBy("source_offset")
+    actual = (
+        table(validated, VALUES).select("source_offset", *VALUE_COLUMNS).orderBy("source_offset")
+    )
     rows = [
         (offset, *[{**BASE_EXPECTED, **changes}[c] for c in VALUE_COLUMNS])
         for offset, (_, _, changes) in enumerate(VALUE_CASES)
@@ -399,8 +605,14 @@ def test_normalised_and_derived_fields(spark: SparkSession, validated: DataFrame
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
-def test_json_number_amount_is_rounded_from_its_exact_decimal_text(spark: SparkSession, validated: DataFrame) -> None:
-    actual = table(validated, EXACT).select("source_offset", "reject_reason", "amount").orderBy("source_offset")
+def test_json_number_amount_is_rounded_from_its_exact_decimal_text(
+    spark: SparkSession, validated: DataFrame
+) -> None:
+    actual = (
+        table(validated, EXACT)
+        .select("source_offset", "reject_reason", "amount")
+        .orderBy("source_offset")
+    )
     expected = spark.createDataFrame(
         [(0, None, Decimal("1.00")), (1, None, Decimal("1.00"))],
         "source_offset long, reject_reason string, amount decimal(18,2)",
@@ -410,7 +622,11 @@ def test_json_number_amount_is_rounded_from_its_exact_decimal_text(spark: SparkS
 
 def test_amount_too_large_for_money_is_rejected_not_a_crash(spark: SparkSession) -> None:
     """1e16 fits DECIMAL(38,2) but not the DECIMAL(18,2) money type: out of range, not an error."""
-    lines: list[str | None] = [record(amount='"10000000000000000"'), record(amount="1e20"), record()]
+    lines: list[str | None] = [
+        record(amount='"10000000000000000"'),
+        record(amount="1e20"),
+        record(),
+    ]
     frame = json_envelopes(spark, lines).transform(validate(now=NOW))
     # Every column, as the batch layer materialises it (it persists the whole validated frame).
     reasons = {row["source_offset"]: row["reject_reason"] for row in frame.collect()}
@@ -434,8 +650,20 @@ TYPED_EVENT_SCHEMA = [
     *VALUE_SCHEMA.fields[3:],
 ]
 E7_EVENT = (
-    "e-7", "o-1", "p-1", "anonymous", "books", "eu", "web", 2, Decimal("10.50"),
-    ts(2024, 5, 1, 10, 0, 0), date(2024, 5, 1), ts(2024, 5, 1, 10, 0, 0), "2024-05", "low",
+    "e-7",
+    "o-1",
+    "p-1",
+    "anonymous",
+    "books",
+    "eu",
+    "web",
+    2,
+    Decimal("10.50"),
+    ts(2024, 5, 1, 10, 0, 0),
+    date(2024, 5, 1),
+    ts(2024, 5, 1, 10, 0, 0),
+    "2024-05",
+    "low",
 )
 
 
@@ -456,7 +684,9 @@ def test_validate_output_row(spark: SparkSession, validated: DataFrame) -> None:
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
-def test_valid_events_keeps_only_valid_rows_with_event_columns(spark: SparkSession, validated: DataFrame) -> None:
+def test_valid_events_keeps_only_valid_rows_with_event_columns(
+    spark: SparkSession, validated: DataFrame
+) -> None:
     actual = table(validated, SPLIT).transform(valid_events)
     expected = spark.createDataFrame(
         [(*E7_EVENT, "kafka", "sales-events", SPLIT, 0, None)],
@@ -465,7 +695,9 @@ def test_valid_events_keeps_only_valid_rows_with_event_columns(spark: SparkSessi
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
-def test_quarantine_records_keep_raw_record_position_reason_and_time(spark: SparkSession, validated: DataFrame) -> None:
+def test_quarantine_records_keep_raw_record_position_reason_and_time(
+    spark: SparkSession, validated: DataFrame
+) -> None:
     actual = table(validated, SPLIT).transform(quarantine_records(REJECTED_AT))
     schema = T.StructType(
         [
@@ -478,7 +710,16 @@ def test_quarantine_records_keep_raw_record_position_reason_and_time(spark: Spar
     expected = spark.createDataFrame(
         [
             ("kafka", "sales-events", SPLIT, 1, None, "oops", "malformed", REJECTED_AT),
-            ("kafka", "sales-events", SPLIT, 2, None, SPLIT_LINES[2], "negative_amount", REJECTED_AT),
+            (
+                "kafka",
+                "sales-events",
+                SPLIT,
+                2,
+                None,
+                SPLIT_LINES[2],
+                "negative_amount",
+                REJECTED_AT,
+            ),
         ],
         schema,
     )
@@ -488,8 +729,16 @@ def test_quarantine_records_keep_raw_record_position_reason_and_time(spark: Spar
 def test_envelope_rows_built_directly(spark: SparkSession, validated: DataFrame) -> None:
     """Raw strings per field are normalised; the parser's `malformed` flag wins."""
     actual = validated.where(F.col("source") == "file").select(
-        "source_offset", "raw_record", "reject_reason", "defaulted", "customer_id", "category",
-        "region", "channel", "amount", "revenue_category",
+        "source_offset",
+        "raw_record",
+        "reject_reason",
+        "defaulted",
+        "customer_id",
+        "category",
+        "region",
+        "channel",
+        "amount",
+        "revenue_category",
     )
     expected_valid = spark.createDataFrame(
         [
@@ -502,10 +751,17 @@ def test_envelope_rows_built_directly(spark: SparkSession, validated: DataFrame)
         "amount decimal(18,2), revenue_category string",
     )
     assert_df_equality(
-        actual.where(F.col("reject_reason").isNull()), expected_valid, ignore_nullable=True, ignore_row_order=True
+        actual.where(F.col("reject_reason").isNull()),
+        expected_valid,
+        ignore_nullable=True,
+        ignore_row_order=True,
     )
-    rejected = actual.where(F.col("reject_reason").isNotNull()).select("source_offset", "reject_reason")
-    expected_rejected = spark.createDataFrame([(3, "malformed")], "source_offset long, reject_reason string")
+    rejected = actual.where(F.col("reject_reason").isNotNull()).select(
+        "source_offset", "reject_reason"
+    )
+    expected_rejected = spark.createDataFrame(
+        [(3, "malformed")], "source_offset long, reject_reason string"
+    )
     assert_df_equality(rejected, expected_rejected, ignore_nullable=True)
 
 

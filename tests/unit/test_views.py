@@ -48,16 +48,86 @@ EVENTS_SCHEMA = T.StructType(
 
 # Five valid events, derived fields filled in by hand. A = e1, e2, e5; B = e3, e4.
 EVENTS = [
-    ("e1", "o1", "p1", "c1", "books", "eu", "web", 2, Decimal("10.00"),
-     ts(2024, 5, 1, 10, 15), date(2024, 5, 1), ts(2024, 5, 1, 10), "2024-05", "low"),
-    ("e2", "o2", "p2", "c2", "books", "eu", "app", 1, Decimal("150.00"),
-     ts(2024, 5, 1, 10, 45), date(2024, 5, 1), ts(2024, 5, 1, 10), "2024-05", "medium"),
-    ("e3", "o3", "p3", "c1", "toys", "eu", "web", 3, Decimal("1200.50"),
-     ts(2024, 5, 1, 10, 55), date(2024, 5, 1), ts(2024, 5, 1, 10), "2024-05", "high"),
-    ("e4", "o4", "p4", "c1", "books", "eu", "web", 1, Decimal("0.99"),
-     ts(2024, 5, 2, 0, 10), date(2024, 5, 2), ts(2024, 5, 2, 0), "2024-05", "low"),
-    ("e5", "o5", "p5", "anonymous", "books", "us", "web", 4, Decimal("100.00"),
-     ts(2024, 6, 1, 9, 0), date(2024, 6, 1), ts(2024, 6, 1, 9), "2024-06", "low"),
+    (
+        "e1",
+        "o1",
+        "p1",
+        "c1",
+        "books",
+        "eu",
+        "web",
+        2,
+        Decimal("10.00"),
+        ts(2024, 5, 1, 10, 15),
+        date(2024, 5, 1),
+        ts(2024, 5, 1, 10),
+        "2024-05",
+        "low",
+    ),
+    (
+        "e2",
+        "o2",
+        "p2",
+        "c2",
+        "books",
+        "eu",
+        "app",
+        1,
+        Decimal("150.00"),
+        ts(2024, 5, 1, 10, 45),
+        date(2024, 5, 1),
+        ts(2024, 5, 1, 10),
+        "2024-05",
+        "medium",
+    ),
+    (
+        "e3",
+        "o3",
+        "p3",
+        "c1",
+        "toys",
+        "eu",
+        "web",
+        3,
+        Decimal("1200.50"),
+        ts(2024, 5, 1, 10, 55),
+        date(2024, 5, 1),
+        ts(2024, 5, 1, 10),
+        "2024-05",
+        "high",
+    ),
+    (
+        "e4",
+        "o4",
+        "p4",
+        "c1",
+        "books",
+        "eu",
+        "web",
+        1,
+        Decimal("0.99"),
+        ts(2024, 5, 2, 0, 10),
+        date(2024, 5, 2),
+        ts(2024, 5, 2, 0),
+        "2024-05",
+        "low",
+    ),
+    (
+        "e5",
+        "o5",
+        "p5",
+        "anonymous",
+        "books",
+        "us",
+        "web",
+        4,
+        Decimal("100.00"),
+        ts(2024, 6, 1, 9, 0),
+        date(2024, 6, 1),
+        ts(2024, 6, 1, 9),
+        "2024-06",
+        "low",
+    ),
 ]
 PART_A = ("e1", "e2", "e5")
 PART_B = ("e3", "e4")
@@ -85,7 +155,13 @@ EXPECTED: dict[str, tuple[str, list[tuple]]] = {
         "customer_id string, events long, revenue decimal(18,2), first_event_time timestamp, "
         "last_event_time timestamp",
         [
-            ("c1", 3, Decimal("1211.49"), ts(2024, 5, 1, 10, 15), ts(2024, 5, 2, 0, 10)),  # e1, e3, e4
+            (
+                "c1",
+                3,
+                Decimal("1211.49"),
+                ts(2024, 5, 1, 10, 15),
+                ts(2024, 5, 2, 0, 10),
+            ),  # e1, e3, e4
             ("c2", 1, Decimal("150.00"), ts(2024, 5, 1, 10, 45), ts(2024, 5, 1, 10, 45)),  # e2
             ("anonymous", 1, Decimal("100.00"), ts(2024, 6, 1, 9, 0), ts(2024, 6, 1, 9, 0)),  # e5
         ],
@@ -130,7 +206,11 @@ def test_view_and_merge_of_partials(spark: SparkSession, events: DataFrame, name
         merged.withColumn("how", F.lit("merge(compute(A) ∪ compute(B))"))
     )
     expected = spark.createDataFrame(
-        [(*row, how) for how in ("compute(A ∪ B)", "merge(compute(A) ∪ compute(B))") for row in rows],
+        [
+            (*row, how)
+            for how in ("compute(A ∪ B)", "merge(compute(A) ∪ compute(B))")
+            for row in rows
+        ],
         f"{schema}, how string",
     )
     assert_df_equality(actual, expected, ignore_nullable=True, ignore_row_order=True)
