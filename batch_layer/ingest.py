@@ -21,6 +21,7 @@ from batch_layer.landing import read_landing_files
 from batch_layer.ledger import IngestPlan
 from sales_core.errors import IO_FAILURE_PACKAGES, SourceError, one_line, root_cause_class
 from sales_core.faults import fault_point
+from sales_core.handoff import BATCH_LAYER
 from sales_core.lakehouse import Lakehouse, ensure_master_dataset, ensure_quarantine
 from sales_core.master import insert_new_events, with_ingest_metadata
 from sales_core.quality import QualityReport, quality_report
@@ -127,7 +128,7 @@ def ingest_epoch(
 
         (
             validated.transform(quarantine_records(plan.planned_at))
-            .withColumns({"ingest_layer": F.lit("batch"), "ingest_run": F.lit(plan.tag)})
+            .withColumns({"ingest_layer": F.lit(BATCH_LAYER), "ingest_run": F.lit(plan.tag)})
             .write.format("delta")
             .mode("append")
             .option("txnAppId", "lambda-sales-batch-quarantine")
@@ -142,7 +143,7 @@ def ingest_epoch(
             .drop("copies")
             .transform(
                 with_ingest_metadata(
-                    layer="batch", run=plan.tag, batch=None, ingested_at=plan.planned_at
+                    layer=BATCH_LAYER, run=plan.tag, batch=None, ingested_at=plan.planned_at
                 )
             )
         )

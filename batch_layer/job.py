@@ -23,12 +23,13 @@ from batch_layer.ledger import (
     record_ingested,
     record_plan,
 )
-from batch_layer.publish import Generation, current_generation, recompute_and_publish
+from batch_layer.publish import recompute_and_publish
 from batch_layer.reconcile import reconcile_handoff, reconciliation_drift_alert
 from sales_core.alerts import JOB_FAILED, QUALITY_BELOW_THRESHOLD, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError, QualityGateError, one_line
 from sales_core.faults import fault_point
+from sales_core.handoff import Generation, current_generation
 from sales_core.lakehouse import Lakehouse, table_version
 from sales_core.quality import EMPTY, QualityReport
 from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow

@@ -11,14 +11,14 @@ generation or the new one, never a mix.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sales_core.faults import fault_point
+from sales_core.handoff import Generation, current_generation, handoff_mark
 from sales_core.lakehouse import (
     GENERATIONS_SCHEMA,
     Lakehouse,
@@ -29,55 +29,6 @@ from sales_core.lakehouse import (
 from sales_core.views import VIEWS, compute_view
 
 log = logging.getLogger(__name__)
-
-# The stream's name in the hand-off mark: master rows it inserted carry ingest_run = SPEED_STREAM.
-SPEED_STREAM = "speed"
-
-
-@dataclass(frozen=True)
-class Generation:
-    generation: int
-    master_version: int
-    handoff: dict[str, int]
-    events: int
-    published_at: datetime | None = None
-
-
-def current_generation(
-    spark: SparkSession, lakehouse: Lakehouse, *, version: int | None = None
-) -> Generation | None:
-    """The published generation readers see now, or at ``version`` of the generations table
-    (None before the first publish)."""
-    if not DeltaTable.isDeltaTable(spark, lakehouse.generations):
-        return None
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    row = reader.load(lakehouse.generations).orderBy(F.col("generation").desc()).limit(1).first()
-    if row is None:
-        return None
-    return Generation(
-        row["generation"],
-        row["master_version"],
-        dict(row["handoff"]),
-        row["events"],
-        row["published_at"],
-    )
-
-
-def handoff_mark(snapshot: DataFrame) -> dict[str, int]:
-    """Per speed stream, the last micro-batch whose events are in ``snapshot``.
-
-    Micro-batches of a stream commit to the master dataset in order, so every batch up to the
-    newest one present is in the snapshot too.
-    """
-    rows = (
-        snapshot.where(F.col("ingest_layer") == "speed")
-        .groupBy("ingest_run")
-        .agg(F.max("ingest_batch").alias("last_batch"))
-        .collect()
-    )
-    return {r["ingest_run"]: int(r["last_batch"]) for r in rows}
 
 
 def recompute_and_publish(
@@ -160,16 +111,3 @@ def _drop_old_generations(spark: SparkSession, lakehouse: Lakehouse, oldest_kept
         DeltaTable.forPath(spark, lakehouse.batch_view(name)).delete(
             F.col("generation") < oldest_kept
         )
-
-
-def read_batch_view(
-    spark: SparkSession, lakehouse: Lakehouse, view_name: str, generation: int
-) -> DataFrame:
-    """The rows of one published generation of a batch view."""
-    view = VIEWS[view_name]
-    return (
-        spark.read.format("delta")
-        .load(lakehouse.batch_view(view_name))
-        .where(F.col("generation") == generation)
-        .select(*view.columns)
-    )

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sales_core.config import Config
+from sales_core.handoff import SPEED_LAYER
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS, ViewDef, compute_view, merge_partials
 
@@ -139,7 +140,7 @@ def reconcile_handoff(
         .load(lakehouse.master_dataset)
     )
     absorbed_rows = snapshot.where(
-        (F.col("ingest_layer") == "speed") & _in_ranges("ingest_run", "ingest_batch", ranges)
+        (F.col("ingest_layer") == SPEED_LAYER) & _in_ranges("ingest_run", "ingest_batch", ranges)
     )
     in_master = {
         (r["ingest_run"], int(r["ingest_batch"]))

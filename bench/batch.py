@@ -317,7 +317,7 @@ def compare_views(
     spark: Any, con: Any, lakehouse: Any, generation: int, duck_dir: Path, n: int
 ) -> dict[str, Any]:
     """Row-for-row equality of Spark's published generation and DuckDB's Parquet views."""
-    from batch_layer.publish import read_batch_view
+    from sales_core.handoff import read_batch_view
     from sales_core.views import VIEWS
 
     report: dict[str, Any] = {}

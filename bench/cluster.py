@@ -225,7 +225,7 @@ def compare(
     spark: Any, lakehouse: Any, local_generation: int, cluster_generation: int
 ) -> dict[str, int]:
     """Rows that differ between the two published generations, per view (all must be 0)."""
-    from batch_layer.publish import read_batch_view
+    from sales_core.handoff import read_batch_view
     from sales_core.views import VIEWS
 
     report = {}

@@ -143,10 +143,10 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    from batch_layer.publish import SPEED_STREAM, current_generation, recompute_and_publish
-    from sales_core.lakehouse import MASTER_SCHEMA, Lakehouse
+    from batch_layer.publish import recompute_and_publish
+    from sales_core.handoff import SPEED_STREAM, current_generation
+    from sales_core.lakehouse import MASTER_SCHEMA, Lakehouse, ensure_speed_tables
     from sales_core.views import VIEWS
-    from speed_layer.tables import ensure_speed_tables
 
     n = args.events
     root = args.out / "data" / f"serve-n{n}-b{args.micro_batches}"

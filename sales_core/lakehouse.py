@@ -188,6 +188,55 @@ def ensure_serving_tables(spark: SparkSession, lakehouse: Lakehouse) -> None:
         )
 
 
+# A speed increment row is one view row computed over the events one micro-batch inserted into
+# the master dataset, tagged (stream, batch_id): the serving layer adds exactly the increments
+# above the hand-off mark (sales_core.handoff).
+INCREMENT_TAG_FIELDS: tuple[T.StructField, ...] = (
+    T.StructField("stream", T.StringType(), False),
+    T.StructField("batch_id", T.LongType(), False),
+)
+
+STREAM_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("stream", T.StringType(), False),
+        T.StructField("batch_id", T.LongType(), False),
+        # Spark's micro-batch timestamp: the processing time validation judged against.
+        T.StructField("batch_time", T.TimestampType(), True),
+        T.StructField("started_at", T.TimestampType(), False),
+        T.StructField("ended_at", T.TimestampType(), False),
+        T.StructField("duration_ms", T.LongType(), False),
+        T.StructField("input_rows", T.LongType(), False),
+        T.StructField("rows_per_second", T.DoubleType(), False),
+        T.StructField("valid", T.LongType(), False),  # new events inserted into the master dataset
+        T.StructField("duplicates", T.LongType(), False),
+        T.StructField("quarantined", T.LongType(), False),
+        T.StructField("kafka_lag", T.LongType(), True),  # latest offsets minus processed, summed
+        T.StructField("newest_message_at", T.TimestampType(), True),
+        T.StructField("freshness_ms", T.LongType(), True),  # end of batch minus newest_message_at
+        T.StructField("rejected_by_reason", T.MapType(T.StringType(), T.LongType()), True),
+    ]
+)
+
+
+def increments_schema(view_name: str) -> T.StructType:
+    """A speed increments table: ``(stream, batch_id)`` plus the view's columns."""
+    return T.StructType([*INCREMENT_TAG_FIELDS, *VIEWS[view_name].schema.fields])
+
+
+def ensure_speed_tables(spark: SparkSession, lakehouse: Lakehouse) -> None:
+    """Create every table the speed layer writes, unless it exists (safe to race)."""
+    ensure_master_dataset(spark, lakehouse)
+    ensure_quarantine(spark, lakehouse)
+    ensure_speed_increments(spark, lakehouse)
+    ensure_table(spark, lakehouse.stream_metrics, STREAM_METRICS_SCHEMA)
+
+
+def ensure_speed_increments(spark: SparkSession, lakehouse: Lakehouse) -> None:
+    """Create the (empty) speed increments tables unless they exist (safe to race)."""
+    for name in VIEWS:
+        ensure_table(spark, lakehouse.speed_increments(name), increments_schema(name))
+
+
 def table_version(spark: SparkSession, path: str) -> int:
     """The latest committed version of the Delta table at ``path``.
 

@@ -23,7 +23,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.publish import Generation, current_generation
+from sales_core.handoff import Generation, current_generation
 from sales_core.lakehouse import Lakehouse, table_version
 from sales_core.views import VIEWS, get_view, merge_partials
 from serving_layer.query import (

@@ -7,8 +7,8 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.publish import current_generation, read_batch_view
 from sales_core.errors import PipelineError
+from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import get_view
 

@@ -18,7 +18,7 @@ import os
 
 from pyspark.sql import SparkSession
 
-from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_table
+from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_speed_increments
 from sales_core.views import VIEWS, ViewDef
 
 SUFFIX = "_merged"
@@ -101,11 +101,8 @@ def merged_view_statements(
 
 def ensure_view_sources(spark: SparkSession, lakehouse: Lakehouse) -> None:
     """Create the (empty) tables the views read, so a view can be created before any run."""
-    from speed_layer.tables import increments_schema
-
     ensure_serving_tables(spark, lakehouse)
-    for name in VIEWS:
-        ensure_table(spark, lakehouse.speed_increments(name), increments_schema(name))
+    ensure_speed_increments(spark, lakehouse)
 
 
 def register_merged_views(

@@ -22,17 +22,16 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from batch_layer.publish import SPEED_STREAM
 from sales_core.alerts import JOB_FAILED, StreamAlerts, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError, one_line
-from sales_core.lakehouse import Lakehouse
+from sales_core.handoff import SPEED_STREAM
+from sales_core.lakehouse import Lakehouse, ensure_speed_tables
 from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
 from speed_layer.checkpoint import check_start
 from speed_layer.kafka_client import ensure_topic
 from speed_layer.sink import SinkSettings, SpeedSink, StreamTotals
 from speed_layer.source import read_kafka_stream
-from speed_layer.tables import ensure_speed_tables
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from datetime import datetime
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from sales_core.lakehouse import STREAM_METRICS_SCHEMA
 from sales_core.master import with_conflict_retry
-from speed_layer.tables import STREAM_METRICS_SCHEMA
 
 log = logging.getLogger(__name__)
 

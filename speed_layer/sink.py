@@ -38,10 +38,10 @@ from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.publish import SPEED_STREAM
 from sales_core.config import KafkaSourceConf
 from sales_core.faults import fault_point
-from sales_core.lakehouse import Lakehouse
+from sales_core.handoff import SPEED_LAYER, SPEED_STREAM
+from sales_core.lakehouse import Lakehouse, ensure_speed_tables
 from sales_core.master import insert_new_events, with_conflict_retry, with_ingest_metadata
 from sales_core.rules import dedupe_events, quarantine_records, valid_events, validate
 from sales_core.runs import utcnow
@@ -56,7 +56,6 @@ from speed_layer.source import (
     spark_kafka_options,
     storable_text,
 )
-from speed_layer.tables import ensure_speed_tables
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +286,7 @@ class SpeedSink:
                     {
                         "source_key": storable_text(F.col("source_key")),
                         "raw_record": storable_text(F.col("raw_record")),
-                        "ingest_layer": F.lit("speed"),
+                        "ingest_layer": F.lit(SPEED_LAYER),
                         "ingest_run": F.lit(settings.stream),
                     }
                 )
@@ -317,7 +316,7 @@ class SpeedSink:
                     .withColumn("source_key", storable_text(F.col("source_key")))
                     .transform(
                         with_ingest_metadata(
-                            layer="speed",
+                            layer=SPEED_LAYER,
                             run=settings.stream,
                             batch=batch_id,
                             ingested_at=batch_time,
@@ -341,7 +340,7 @@ class SpeedSink:
             spark.read.format("delta")
             .load(self.settings.lakehouse.quarantine)
             .where(
-                (F.col("ingest_layer") == "speed")
+                (F.col("ingest_layer") == SPEED_LAYER)
                 & (F.col("ingest_run") == self.settings.stream)
                 & (F.col("source_name") == self.settings.kafka.topic)
             )
@@ -355,7 +354,7 @@ class SpeedSink:
             spark.read.format("delta")
             .load(settings.lakehouse.master_dataset)
             .where(
-                (F.col("ingest_layer") == "speed")
+                (F.col("ingest_layer") == SPEED_LAYER)
                 & (F.col("ingest_run") == settings.stream)
                 & (F.col("ingest_batch") == batch_id)
             )

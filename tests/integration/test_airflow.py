@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_layer.publish import current_generation, read_batch_view
+from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from tests.conftest import write_jsonl
 from tests.integration.test_alerts import Webhook

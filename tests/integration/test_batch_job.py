@@ -9,8 +9,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import BatchOptions, run_batch
-from batch_layer.publish import current_generation, read_batch_view
 from sales_core.errors import QualityGateError
+from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from tests.conftest import write_jsonl

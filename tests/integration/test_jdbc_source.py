@@ -295,7 +295,7 @@ def snapshot(spark, config, record) -> Snapshot:  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from batch_layer.publish import current_generation, read_batch_view
+    from sales_core.handoff import current_generation, read_batch_view
     from sales_core.lakehouse import Lakehouse
     from sales_core.views import VIEWS
 

@@ -24,8 +24,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
-from batch_layer.publish import current_generation, read_batch_view
 from sales_core.devservices import kafka as kafka_service
+from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import CheckpointMismatchError, CheckpointState, disagreement
