@@ -20,6 +20,7 @@ bash scripts/airflow-venv.sh >/dev/null
 
 echo "== lint and types"
 $BIN/ruff check . || { echo "ruff found problems"; exit 1; }
+$BIN/ruff format --check . || { echo "ruff format would change the files above: run ruff format"; exit 1; }
 $BIN/mypy || { echo "mypy found problems"; exit 1; }
 
 echo "== tests"
