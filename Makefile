@@ -23,11 +23,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/lambda-sales demo
 
+# The local Kafka broker and PostgreSQL server (devtools/), on their default ports.
 services: setup
-	$(BIN)/python -m sales_core.services start
+	$(BIN)/python -m devtools kafka start
+	$(BIN)/python -m devtools postgres start
 
 services-stop:
-	-$(BIN)/python -m sales_core.services stop
+	-$(BIN)/python -m devtools kafka stop
+	-$(BIN)/python -m devtools postgres stop
 
 lint: setup
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ BIN=.venv/bin
 
 echo "== preparing services (PostgreSQL server binaries, Apache Kafka jars)"
 $BIN/python - <<'PY'
-from sales_core.devservices import kafka, postgres
+from devtools import kafka, postgres
 postgres.ensure_installed()
 kafka.ensure_libs()
 PY

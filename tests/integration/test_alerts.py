@@ -241,7 +241,7 @@ KAFKA_PORT = 19097
 
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from sales_core.devservices import kafka as kafka_service
+    from devtools import kafka as kafka_service
 
     data_dir = tmp_path_factory.mktemp("kafka-alerts")
     status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
@@ -255,7 +255,7 @@ def test_speed_job_succeeds_while_freshness_alerts_get_500(
 ) -> None:  # type: ignore[no-untyped-def]
     from kafka import KafkaProducer
 
-    from sales_core.devservices import kafka as kafka_service
+    from devtools import kafka as kafka_service
     from speed_layer.job import run_speed
 
     topic = f"alerts-{uuid.uuid4().hex[:8]}"

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from sales_core.generator import GeneratorSpec, generate_records, write_landing_files
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import write_landing_files
 from sales_core.lakehouse import Lakehouse
 from tests.processes import free_port, stop_group
 
@@ -141,7 +142,7 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
 
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from sales_core.devservices import kafka as kafka_service
+    from devtools import kafka as kafka_service
 
     data_dir = tmp_path_factory.mktemp("kafka-cluster")
     status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
@@ -274,7 +275,7 @@ def test_bad_job_arguments_fail_before_spark_starts() -> None:
 def _inputs(landing: Path, kafka: Any) -> None:
     """Landing files (jsonl and csv, dirty) and Kafka messages on 3 partitions: new events, bad
     records, and copies of events the landing files also bring (they must count once)."""
-    from speed_layer.kafka_client import publish_records
+    from devtools.writers import publish_records
 
     end = datetime.now(timezone.utc) - timedelta(minutes=1)
     write_landing_files(

@@ -242,7 +242,7 @@ SECOND_COUNTS = {"records_read": 3, "valid": 1, "duplicates": 1, "quarantined": 
 
 @pytest.fixture(scope="module")
 def postgres_server():  # type: ignore[no-untyped-def]
-    from sales_core.devservices import postgres
+    from devtools import postgres
 
     parent = Path(tempfile.mkdtemp(prefix="lambda-sales-jdbc-test-", dir="/tmp"))
     parent.chmod(0o755)
@@ -255,7 +255,7 @@ def postgres_server():  # type: ignore[no-untyped-def]
 
 
 def insert(rows: list[dict[str, Any]]) -> None:
-    from sales_core.generator import write_database
+    from devtools.writers import write_database
 
     inserted, skipped = write_database(
         iter(rows), url=URL, user="sales", password=PASSWORD, table=TABLE

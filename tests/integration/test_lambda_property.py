@@ -39,7 +39,7 @@ import pytest
 from chispa import assert_df_equality
 
 from batch_layer.job import run_batch
-from sales_core.devservices import kafka as kafka_service
+from devtools import kafka as kafka_service
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from serving_layer import merge

@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 from pyspark.sql import functions as F
 
+from devtools import kafka as kafka_service
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import publish_records
 from sales_core.config import load_config
-from sales_core.devservices import kafka as kafka_service
-from sales_core.generator import GeneratorSpec, generate_records
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import read_checkpoint_state
 from speed_layer.job import run_speed
-from speed_layer.kafka_client import publish_records
 from tests.conftest import write_stream_conf
 from tests.oracle import compute_views, normalise_row, rows_to_view
 from tests.processes import descendants, wait_gone

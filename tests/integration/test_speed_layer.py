@@ -24,7 +24,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
-from sales_core.devservices import kafka as kafka_service
+from devtools import kafka as kafka_service
 from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS, merge_partials
@@ -522,7 +522,7 @@ def test_generate_to_kafka_publishes_keyed_records(bootstrap, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"published 500 records to Kafka topic {topic}" in result.stdout
 
-    from sales_core.generator import GeneratorSpec, generate_records
+    from devtools.generator import GeneratorSpec, generate_records
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:

@@ -19,8 +19,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
+from devtools import kafka as kafka_service
 from sales_core.config import load_config
-from sales_core.devservices import kafka as kafka_service
 from sales_core.lakehouse import Lakehouse
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl, write_stream_conf

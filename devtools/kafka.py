@@ -5,7 +5,7 @@ The broker jars are resolved from Maven Central with Maven once and cached under
 The broker runs detached (it survives the Python process that started it) and keeps its
 configuration, logs, pid file and cluster id in ``data_dir``::
 
-    from sales_core.devservices import kafka
+    from devtools import kafka
 
     kafka.start(port=19092)            # idempotent; returns once topics can be listed
     kafka.create_topic("127.0.0.1:19092", "sales-events", partitions=3)
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sales_core.devservices import (
+from devtools.processes import (
     CACHE_ROOT,
     ServiceError,
     file_lock,
@@ -93,7 +93,7 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 _LOG4J2_PROPERTIES = """\
-# Written by sales_core.devservices.kafka: broker logs go to stdout (kafka.log in the data dir).
+# Written by devtools.kafka: broker logs go to stdout (kafka.log in the data dir).
 status = warn
 appender.console.type = Console
 appender.console.name = STDOUT
@@ -164,7 +164,9 @@ class _Layout:
 
 
 def _resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
-    return Path(data_dir).expanduser().resolve() if data_dir else DEFAULT_DATA_DIR
+    # Resolved always, the default too: the broker's command line names this path, and a
+    # later status() must find it there whichever spelling (a symlinked .cache) it is given.
+    return Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
 
 
 # --------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def _server_properties(layout: _Layout, host: str, port: int) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
-    lines = ["# Written by sales_core.devservices.kafka on every start; edits are overwritten."]
+    lines = ["# Written by devtools.kafka on every start; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 

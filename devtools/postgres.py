@@ -4,7 +4,7 @@ Uses the PostgreSQL server binaries of this machine (installing the Debian ``pos
 package when they are missing) to run a private cluster in ``data_dir``, listening on
 127.0.0.1 only, with a password-protected login role and database::
 
-    from sales_core.devservices import postgres
+    from devtools import postgres
 
     postgres.start(port=15432)   # idempotent; returns once a password login works
     postgres.stop()
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sales_core.devservices import (
+from devtools.processes import (
     CACHE_ROOT,
     ServiceError,
     apt_install,
@@ -185,12 +185,14 @@ def resolve_data_dir(
     project. When running as root and the default location cannot be reached by the
     ``postgres`` OS user, ``/tmp/lambda-sales-postgres-<port>`` is used instead.
     """
+    # Resolved always: the postmaster's command line names this path, and a later status()
+    # must find it there whichever spelling (a symlinked .cache) it is given.
     explicit = data_dir or os.environ.get(DATA_ENV)
     if explicit:
         return Path(explicit).expanduser().resolve()
     if os.geteuid() != 0 or _traversable_by_others(DEFAULT_DATA_DIR.parent):
-        return DEFAULT_DATA_DIR
-    return Path("/tmp") / f"lambda-sales-postgres-{resolve_port(port)}"
+        return DEFAULT_DATA_DIR.resolve()
+    return (Path("/tmp") / f"lambda-sales-postgres-{resolve_port(port)}").resolve()
 
 
 def _traversable_by_others(path: Path) -> bool:
@@ -299,11 +301,11 @@ def _write_settings(data_dir: Path, port: int) -> None:
         "shared_buffers": "'64MB'",
         "logging_collector": "off",
     }
-    lines = ["# Written by sales_core.devservices.postgres on every start; edits are overwritten."]
+    lines = ["# Written by devtools.postgres on every start; edits are overwritten."]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     _write_as_server(data_dir / _CONF_FILE, "\n".join(lines) + "\n")
     hba = [
-        "# Written by sales_core.devservices.postgres; the socket is inside the 0700 data dir.",
+        "# Written by devtools.postgres; the socket is inside the 0700 data dir.",
         "local   all   all                   trust",
         "host    all   all   127.0.0.1/32    scram-sha-256",
     ]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sales_core.devservices import PROJECT_ROOT, ServiceError, kafka, postgres
+from devtools import kafka, postgres
+from devtools.processes import PROJECT_ROOT, ServiceError
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +113,7 @@ def test_kafka_start_survives_a_signal_that_kills_the_broker_while_it_starts(
     killer = threading.Thread(target=kill_first_launch)
     killer.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="sales_core.devservices.kafka"):
+        with caplog.at_level(logging.WARNING, logger="devtools.kafka"):
             started = kafka.start(port=KAFKA_PORT, data_dir=kafka_data)
     finally:
         killer.join()
@@ -165,7 +166,7 @@ def test_postgres_round_trip(pg_data: Path) -> None:
 def test_cli_reports_status_and_one_line_errors(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "sales_core.devservices", *args],
+            [sys.executable, "-m", "devtools", *args],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
