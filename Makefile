@@ -36,6 +36,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check . || true
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: setup
 	bash scripts/run-tests.sh $(PYTEST_ARGS)

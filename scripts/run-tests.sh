@@ -18,9 +18,10 @@ PY
 echo "== preparing Apache Airflow in its own virtualenv (.cache/airflow-venv; reused when present)"
 bash scripts/airflow-venv.sh >/dev/null
 
-echo "== lint and types"
+echo "== lint, types and the layers contract"
 $BIN/ruff check . || { echo "ruff found problems"; exit 1; }
 $BIN/mypy || { echo "mypy found problems"; exit 1; }
+$BIN/lint-imports --no-logo || { echo "lint-imports found an import across layers"; exit 1; }
 
 echo "== tests"
 set +e
