@@ -1,7 +1,7 @@
 """Speed layer benchmark: the real streaming job against a real broker on the same machine.
 
 Three measurements, in one process, on ``local[2]`` (the project's ``get_spark``) with a
-single-node Kafka broker (``devtools.kafka``) on a private port:
+single-node Kafka broker (``devtools.kafka``) on a free port:
 
 (a) **throughput** — ``run_speed(available_now=True)`` over a pre-filled topic of N events
     (3 partitions, default 1M), from an empty lakehouse, against the baseline a Spark user
@@ -49,7 +49,6 @@ if str(ROOT) not in sys.path:
 
 from bench.common import OUT, CpuMeter, load_average, machine_info, parse_count, stopwatch  # noqa: E402
 
-PORT = 19099
 PARTITIONS = 3
 PRODUCER = ROOT / "bench" / "java" / "BenchProducer.java"
 GOALS = {"sustained_events_per_s": 50_000, "freshness_p50_s": 2.0, "freshness_p95_s": 4.0}
@@ -65,7 +64,7 @@ class Bench:
         self.work = work
         self.kafka_service = kafka_service
         self.libs = kafka_service.ensure_libs()
-        status = kafka_service.start(port=PORT, data_dir=work / "kafka")
+        status = kafka_service.start_on_free_port(work / "kafka")
         assert status.bootstrap is not None
         self.bootstrap = status.bootstrap
 

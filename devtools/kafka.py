@@ -32,10 +32,13 @@ from pathlib import Path
 
 from devtools.processes import (
     CACHE_ROOT,
+    PortInUseError,
     ServiceError,
     file_lock,
+    free_port,
     last_line,
     log_tail,
+    port_free,
     port_open,
     process_matches,
     read_pid,
@@ -456,7 +459,7 @@ def start(
 
         for busy in (port, port + CONTROLLER_PORT_OFFSET):
             if port_open(host, busy):
-                raise ServiceError(
+                raise PortInUseError(
                     f"port {host}:{busy} is in use by another program, not the Kafka broker "
                     f"of {layout.data_dir}"
                 )
@@ -487,6 +490,37 @@ def start(
                     raise
                 logger.warning("%s; starting it again (attempt %d)", exited, attempt + 1)
         return status(data_dir=layout.data_dir)
+
+
+def free_broker_port(host: str = DEFAULT_HOST) -> int:
+    """A client port nothing uses right now whose controller port (``+1000``) is free too."""
+    while True:
+        port = free_port(host)
+        if port + CONTROLLER_PORT_OFFSET <= 65535 and port_free(
+            host, port + CONTROLLER_PORT_OFFSET
+        ):
+            return port
+
+
+def start_on_free_port(
+    data_dir: str | os.PathLike[str],
+    host: str = DEFAULT_HOST,
+    attempts: int = 5,
+) -> KafkaStatus:
+    """Start the broker of ``data_dir`` on ports nothing uses, for the tests and benchmarks.
+
+    Several brokers may then run on one machine at once (pytest-xdist workers, other
+    checkouts), each with its own data directory. A port another program takes between the
+    choice and the start is given up for another one. :func:`start` with the port of the
+    returned ``bootstrap`` starts the same broker again after a :func:`stop`.
+
+    Raises:
+        ServiceError: As :func:`start`; PortInUseError after ``attempts`` taken ports.
+    """
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortInUseError):
+            return start(host=host, port=free_broker_port(host), data_dir=data_dir)
+    return start(host=host, port=free_broker_port(host), data_dir=data_dir)
 
 
 def _launch(command: list[str], layout: _Layout, bootstrap: str, timeout: float) -> None:

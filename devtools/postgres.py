@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from devtools.processes import (
     CACHE_ROOT,
+    PortInUseError,
     ServiceError,
     apt_install,
     file_lock,
+    free_port,
     last_line,
     log_tail,
     port_open,
@@ -454,7 +456,7 @@ def start(
             )
         if running is None:
             if port_open(HOST, port):
-                raise ServiceError(
+                raise PortInUseError(
                     f"port {HOST}:{port} is in use by another program, not the PostgreSQL of {data_dir}"
                 )
             _prepare_data_dir(data_dir)
@@ -490,6 +492,26 @@ def start(
             ) from None
         _check_login(port, user, password, database, timeout)
     return status(data_dir=data_dir, port=port)
+
+
+def start_on_free_port(
+    data_dir: str | os.PathLike[str],
+    password: str | None = None,
+    attempts: int = 5,
+) -> PostgresStatus:
+    """Start the server of ``data_dir`` on a port nothing uses, for the tests.
+
+    Several servers may then run on one machine at once (pytest-xdist workers, other
+    checkouts), each with its own data directory. A port another program takes between the
+    choice and the start is given up for another one.
+
+    Raises:
+        ServiceError: As :func:`start`; PortInUseError after ``attempts`` taken ports.
+    """
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortInUseError):
+            return start(port=free_port(HOST), data_dir=data_dir, password=password)
+    return start(port=free_port(HOST), data_dir=data_dir, password=password)
 
 
 def stop(

@@ -31,6 +31,10 @@ class ServiceError(RuntimeError):
     """
 
 
+class PortInUseError(ServiceError):
+    """The port a service was asked to listen on is taken by another program."""
+
+
 def require_tool(name: str, apt_package: str) -> str:
     """Return the path of executable ``name``, installing ``apt_package`` if it is missing.
 
@@ -99,6 +103,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound right now (nothing listens on it or holds it)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def read_pid(pid_file: Path) -> int | None:

@@ -3,7 +3,7 @@
 # cached the JVM packages, install the services the tests need (PostgreSQL from Debian's
 # packages, Apache Kafka from Maven Central, Apache Airflow from PyPI into its own
 # virtualenv), then run the whole suite. The test fixtures
-# start and stop their own PostgreSQL and Kafka instances on private ports.
+# start and stop their own PostgreSQL and Kafka instances on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin

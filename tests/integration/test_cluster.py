@@ -34,7 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::Depre
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = PROJECT_ROOT / "spark-submit.sh"
-KAFKA_PORT = 19098
 WORKERS = 2
 
 
@@ -138,17 +137,6 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
     finally:
         for p in reversed(processes):
             stop_group(p, term_wait=20)
-
-
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from devtools import kafka as kafka_service
-
-    data_dir = tmp_path_factory.mktemp("kafka-cluster")
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
-    assert status.bootstrap is not None
-    yield status.bootstrap
-    kafka_service.stop(data_dir=data_dir)
 
 
 def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.CompletedProcess[str]:
@@ -300,7 +288,7 @@ def _inputs(landing: Path, kafka: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
 def test_batch_and_speed_on_the_cluster_equal_a_local_run(
-    spark, make_config, standalone_cluster: Cluster, bootstrap: str, tmp_path: Path
+    spark, make_config, standalone_cluster: Cluster, kafka_bootstrap: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
 
@@ -312,7 +300,7 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(
     shared = tmp_path / "shared"
     common = {
         "LAMBDA_SALES__SOURCES__FILES__LANDING": str(shared / "landing"),
-        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
         "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
         "LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER": "600",  # two micro-batches
