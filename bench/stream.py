@@ -60,10 +60,11 @@ GOALS = {"sustained_events_per_s": 50_000, "freshness_p50_s": 2.0, "freshness_p9
 class Bench:
     def __init__(self, work: Path) -> None:
         from devtools import kafka as kafka_service
+        from devtools.kafka_files import ensure_libs
 
         self.work = work
         self.kafka_service = kafka_service
-        self.libs = kafka_service.ensure_libs()
+        self.libs = ensure_libs()
         status = kafka_service.start_on_free_port(work / "kafka")
         assert status.bootstrap is not None
         self.bootstrap = status.bootstrap

@@ -10,9 +10,9 @@ BIN=.venv/bin
 
 echo "== preparing services (PostgreSQL server binaries, Apache Kafka jars)"
 $BIN/python - <<'PY'
-from devtools import kafka, postgres
-postgres.ensure_installed()
-kafka.ensure_libs()
+from devtools import kafka_files, postgres_cluster
+postgres_cluster.ensure_installed()
+kafka_files.ensure_libs()
 PY
 
 echo "== preparing Apache Airflow in its own virtualenv (.cache/airflow-venv; reused when present)"

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from devtools.kafka import new_cluster_id
+from devtools.kafka_files import new_cluster_id
 
 pytestmark = pytest.mark.unit
 
