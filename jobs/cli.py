@@ -361,12 +361,8 @@ def cmd_sql_views(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sales_core.generator import (
-        GeneratorSpec,
-        generate_records,
-        write_database,
-        write_landing_files,
-    )
+    from devtools.generator import GeneratorSpec, generate_records
+    from devtools.writers import write_database, write_landing_files
 
     config = _config(args)
     spec = GeneratorSpec(
@@ -386,7 +382,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"wrote {spec.events} records to {len(paths)} {args.format} file(s) in {config.sources.files.landing}"
         )
     elif args.to == "kafka":
-        from speed_layer.kafka_client import publish_records
+        from devtools.writers import publish_records
 
         if args.partitions < 1:
             raise ValueError(f"--partitions must be at least 1, got {args.partitions}")
@@ -496,7 +492,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from sales_core.devservices import kafka
+    from devtools import kafka
     from sales_core.errors import PipelineError
 
     config = _config(args)
