@@ -31,8 +31,8 @@ def run_demo(
 ) -> int:
     """Generate sales, run the batch and the speed layer, print every merged view."""
     from batch_layer.job import BatchOptions, run_batch
-    from jobs.cli import format_run_summary
     from sales_core.devservices import kafka
+    from sales_core.runs import format_run_summary
     from serving_layer.fast import FastServing
     from serving_layer.query import build_query
     from serving_layer.rows import render
