@@ -34,7 +34,7 @@ def run_demo(
     from batch_layer.job import BatchOptions, run_batch
     from devtools import kafka
     from devtools.writers import publish_records
-    from jobs.cli import format_run_summary
+    from sales_core.runs import format_run_summary
     from serving_layer.fast import FastServing
     from serving_layer.query import build_query
     from serving_layer.rows import render

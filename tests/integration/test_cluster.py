@@ -215,7 +215,7 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     archive = Path(argv[argv.index("--py-files") + 1])
     names = set(zipfile.ZipFile(archive).namelist())
     assert {
-        "sales_core/config.py",
+        "sales_core/config/__init__.py",
         "batch_layer/job.py",
         "speed_layer/sink.py",
         "jobs/cli.py",
