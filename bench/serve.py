@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from sales_core.views import VIEWS, compute_view
     from serving_layer import spark_engine
-    from serving_layer.fast import FastServing
+    from serving_layer.duckdb_engine import FastServing
     from serving_layer.query import ViewQuery
 
     machine = machine_info()

@@ -315,7 +315,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         offset=args.offset,
     )
     if args.engine == "fast":
-        from serving_layer.fast import FastServing
+        from serving_layer.duckdb_engine import FastServing
 
         answer = FastServing(config.lakehouse.root).answer(query)
     else:

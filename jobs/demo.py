@@ -33,7 +33,7 @@ def run_demo(
     from batch_layer.job import BatchOptions, run_batch
     from jobs.cli import format_run_summary
     from sales_core.devservices import kafka
-    from serving_layer.fast import FastServing
+    from serving_layer.duckdb_engine import FastServing
     from serving_layer.query import build_query
     from serving_layer.rows import render
     from speed_layer.job import run_speed

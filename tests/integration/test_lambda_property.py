@@ -43,7 +43,7 @@ from sales_core.devservices import kafka as kafka_service
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from serving_layer import spark_engine
-from serving_layer.fast import FastServing
+from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import NoViewsError
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl

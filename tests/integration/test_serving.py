@@ -26,7 +26,7 @@ from sales_core.config import load_config
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from serving_layer import spark_engine
-from serving_layer.fast import FastServing
+from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import ViewQuery, build_query
 from serving_layer.sql_views import merged_view_name, register_merged_views
 from tests.conftest import write_jsonl
