@@ -57,11 +57,11 @@ def cmd_query(args: argparse.Namespace, config: Config) -> int:
         offset=args.offset,
     )
     if args.engine == "fast":
-        from serving_layer.fast import FastServing
+        from serving_layer.duckdb_engine import FastServing
 
         answer = FastServing(config.lakehouse.root).answer(query)
     else:
-        from serving_layer.merge import answer as spark_answer
+        from serving_layer.spark_engine import answer as spark_answer
 
         answer = spark_answer(_spark(config, "query"), Lakehouse(config.lakehouse.root), query)
     sys.stdout.write(render(answer.rows, query.view.columns, args.format))

@@ -35,7 +35,7 @@ def run_demo(
     from devtools import kafka
     from devtools.writers import publish_records
     from sales_core.runs import format_run_summary
-    from serving_layer.fast import FastServing
+    from serving_layer.duckdb_engine import FastServing
     from serving_layer.query import build_query
     from serving_layer.rows import render
     from speed_layer.job import run_speed

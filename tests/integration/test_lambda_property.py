@@ -41,8 +41,8 @@ from batch_layer.job import run_batch
 from devtools import kafka as kafka_service
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
-from serving_layer import merge
-from serving_layer.fast import FastServing
+from serving_layer import spark_engine
+from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import NoViewsError
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl
@@ -169,7 +169,7 @@ def check_invariant(
     expected_events = list(world.ingested.values())
     expected = compute_views(expected_events)
     fast = FastServing(lakehouse.root)
-    snapshot = merge.pin_snapshot(spark, lakehouse)
+    snapshot = spark_engine.pin_snapshot(spark, lakehouse)
     if snapshot.generation is None and not any(
         k.startswith("increments/") for k in snapshot.versions
     ):
@@ -189,7 +189,7 @@ def check_invariant(
             f"fast path, long-lived reader, {name}, after {step}"
         )
         assert_df_equality(
-            merge.merged_view(spark, lakehouse, name, snapshot),
+            spark_engine.merged_view(spark, lakehouse, name, snapshot),
             expected_df(spark, name, expected_events),
             ignore_row_order=True,
             ignore_nullable=True,
