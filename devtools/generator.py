@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from sales_core.events import EVENT_FIELDS
+
 CATEGORIES = {  # category: (typical amount, spread)
     "electronics": (320.0, 1.1),
     "clothing": (45.0, 0.7),
@@ -28,18 +30,8 @@ CATEGORIES = {  # category: (typical amount, spread)
 }
 REGIONS = ("north", "south", "east", "west", "central")
 CHANNELS = ("web", "mobile", "store", "marketplace")
-FIELDS = (
-    "event_id",
-    "order_id",
-    "product_id",
-    "customer_id",
-    "category",
-    "region",
-    "channel",
-    "quantity",
-    "amount",
-    "event_time",
-)
+# The contract's fields, in its order (CSV headers and database columns follow it).
+FIELDS = EVENT_FIELDS
 
 BAD_KINDS = (
     "missing_event_id",
