@@ -157,6 +157,17 @@ AMOUNT = [
         ({"amount": Decimal("1.00")}, {"amount": Decimal("1.00")}),
     ),
     case("amount_padded_string->7.50", record(amount='" 7.5 "'), {"amount": Decimal("7.50")}),
+    # The same rounding where the text reaches validate as it is (CSV, typed rows): JSON
+    # numbers and strings are already read as exact decimals by the JSON parser.
+    Case(
+        "amount_text_1000_005_and_0_125->1000.01_and_0.13",
+        (envelope(amount="1000.005"), envelope(amount="0.125")),
+        (
+            {"amount": Decimal("1000.01"), "revenue_category": "high"},
+            {"amount": Decimal("0.13")},
+        ),
+    ),
+    case("amount_text_minus_0_004->0.00", envelope(amount="-0.004"), {"amount": Decimal("0.00")}),
 ]
 
 # revenue_category: high above 1000, medium above 100, else low; of the rounded amount.

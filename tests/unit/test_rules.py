@@ -159,6 +159,10 @@ AMOUNT = [
         "amount_out_of_range",
     ),
     rejects("amount_json_1e20_beyond_money", record(amount="1e20"), "amount_out_of_range"),
+    # where the text reaches validate as it is (CSV, typed rows), validate rounds it half-up
+    rejects("amount_text_minus_0_005", envelope(amount="-0.005"), "negative_amount"),
+    rejects("amount_text_1000000_005", envelope(amount="1000000.005"), "amount_out_of_range"),
+    rejects("amount_text_1000000_004", envelope(amount="1000000.004"), None),
 ]
 
 # NOW is 2024-06-01T12:00:00Z: the bound for `future_event_time` is 12:05:00Z.
