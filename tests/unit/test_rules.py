@@ -49,7 +49,8 @@ def rejects(name: str, row: Row, reason: str | None) -> Case:
     return case(f"{name}->{reason or 'valid'}", row, reason)
 
 
-# A record that is not one JSON object is malformed.
+# A record that is not one JSON object is malformed; one that is (padded with whitespace,
+# with unknown fields) is read.
 MALFORMED = [
     rejects("base_event", record(), None),
     rejects("not_json", "this is not json", "malformed"),
