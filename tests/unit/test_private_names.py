@@ -14,9 +14,6 @@ import pytest
 pytestmark = pytest.mark.unit
 
 TESTS = Path(__file__).resolve().parents[1]
-# Replaced on the serving-layer branch of issue 11 by tests/unit/test_file_pruning.py, which
-# tests the public serving_layer.delta_files.may_hold_rows; drop this line once it has landed.
-NOT_YET_PUBLIC = {"unit/test_fast_pruning.py"}
 
 
 def is_private(name: str) -> bool:
@@ -68,4 +65,4 @@ def test_no_test_uses_a_private_name() -> None:
         for path in sorted(TESTS.rglob("*.py"))
         if (names := private_names(path.read_text()))
     }
-    assert {path: names for path, names in found.items() if path not in NOT_YET_PUBLIC} == {}
+    assert found == {}
