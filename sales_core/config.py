@@ -95,11 +95,27 @@ class JdbcSourceConf:
     fetch_size: int
 
 
+# [sources.http]: a paged JSON API read incrementally by its cursor (batch_layer.sources.http).
+@dataclass(frozen=True)
+class HttpSourceConf:
+    enabled: bool
+    url: str
+    cursor_param: str
+    page_size: int
+    records_field: str
+    next_cursor_field: str
+    token: Secret  # sent as "Authorization: Bearer"; LAMBDA_SALES__SOURCES__HTTP__TOKEN only
+    timeout_seconds: float
+    retries: int
+    backoff_seconds: float
+
+
 @dataclass(frozen=True)
 class SourcesConf:
     files: FilesSourceConf
     kafka: KafkaSourceConf
     jdbc: JdbcSourceConf
+    http: HttpSourceConf
 
 
 @dataclass(frozen=True)
@@ -183,6 +199,7 @@ SECRET_KEYS = frozenset(
         "sources.kafka.sasl_password",
         "alerts.webhook_url",
         "airflow.password",
+        "sources.http.token",
     }
 )
 # Keys holding local paths or URIs, resolved against the working directory when relative.

@@ -109,6 +109,10 @@ class Lakehouse:
     def quarantine(self) -> str:
         return self._path("bronze", "quarantine")
 
+    def pulled(self, source: str) -> str:
+        """Records a pull source (a paged API) fetched, pinned by epoch so a rerun reads them."""
+        return self._path("bronze", "pulled", source)
+
     @property
     def ingest_ledger(self) -> str:
         return self._path("meta", "ingest_ledger")
