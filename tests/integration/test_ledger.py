@@ -82,6 +82,13 @@ def test_an_old_ledger_is_read_and_its_interrupted_epoch_finished(
     )
     write_jsonl(landing / "c.jsonl", [raw_json(C)])
 
+    # Read as entries: the interrupted epoch's files count as taken, after the ingested ones.
+    before = read_ledger(spark, lakehouse.ingest_ledger)
+    assert before.pending is not None and before.pending.epoch == 2
+    assert before.pending.entries == (_entry(files["b.jsonl"]),)
+    assert before.taken_from("file") == (_entry(files["a.jsonl"]), _entry(files["b.jsonl"]))
+    assert before.next_epoch == 3
+
     record = run_batch(spark, config)
 
     assert record.status == "succeeded"
