@@ -3,10 +3,11 @@
 One threaded ``http.server`` serves feeds (lists of record texts) in pages by an opaque
 cursor, and can be told to answer 500 or to hang past the client's timeout for a page. One
 lakehouse lives through a history: a first run (with 500s and a timeout on the way), a run
-with nothing new, a run after records were appended, a ``lambda-sales batch`` killed with
-SIGKILL while it reads more appended pages, and the rerun. Expected views come from
-``tests.oracle`` over the records served; expected positions and reasons from the feed's
-own definition.
+with nothing new, then records are appended to the last page and after it, a
+``lambda-sales batch`` is killed with SIGKILL while it reads them, and a rerun. Expected
+views come from ``tests.oracle`` over the records served; expected positions and reasons
+from the feed's own definition. (Tests share these runs, and the tests' Spark session, to
+keep CI time down.)
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ FIRST = [  # three pages of PAGE=4: [0..3] [4..7] [8, 9]
     valid(8, amount="0.99", customer_id="c3"),
     rejected(record(9, event_id=...), "missing_required:event_id"),
 ]
-APPENDED = [  # page [8..11] grows by two, then [12..15], [16]
+APPENDED = [  # page [8..11] grows by two, then [12..15] ... [28]; killed once [20..23] is served
     valid(10, amount="7.50", event_time="2024-04-30T10:00:00Z"),
     rejected("[1, 2]", "malformed"),
     valid(12, amount="42.00", channel="store"),
@@ -187,8 +188,6 @@ APPENDED = [  # page [8..11] grows by two, then [12..15], [16]
     rejected(record(14, amount="@").replace('"@"', "NaN"), "malformed"),
     valid(15, amount="310.10", customer_id="c2"),
     valid(16, amount="18.00", region="east"),
-]
-CRASH = [  # [16..19] grows by three, [20..23], [24..27], [28]; killed once [24..27] is served
     valid(17, amount="11.11"),
     rejected("null", "malformed"),
     valid(19, amount="19.19", event_time="2024-05-04T00:00:00Z"),
@@ -202,7 +201,7 @@ CRASH = [  # [16..19] grows by three, [20..23], [24..27], [28]; killed once [24.
     rejected(record(27, amount="2000000.00"), "amount_out_of_range"),
     valid(28, amount="28.28"),
 ]
-KILL_AT = 24
+KILL_AT = 20
 
 
 def expected_views(served: list[Served]) -> dict:  # type: ignore[type-arg]
@@ -351,8 +350,7 @@ def counts(record) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def history(spark, api, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """Run 1 (a page answers 500 twice, another hangs once), run 2 (nothing new), run 3
-    (records appended to the last page and after it)."""
+    """Run 1 (a page answers 500 twice, another hangs once) and run 2 (nothing new)."""
     feed = Feed(texts=[s.text for s in FIRST], fail={4: 2}, hang={8: 1})
     api.feeds["sales"] = feed
     base = tmp_path_factory.mktemp("http-source")
@@ -360,9 +358,8 @@ def history(spark, api, tmp_path_factory):  # type: ignore[no-untyped-def]
     logs: list[str] = []
     requests = []
     runs = []
-    for appended in ([], [], APPENDED):
+    for _ in range(2):
         with feed.lock:
-            feed.texts.extend(s.text for s in appended)
             before = len(feed.requests)
         runs.append(snapshot(spark, config, run_logged(spark, config, logs)))
         requests.append(feed.requests[before:])
@@ -411,7 +408,7 @@ def test_500s_and_a_timeout_are_retried_and_the_run_succeeds(history) -> None:  
 
 
 def test_a_run_without_new_pages_is_a_no_op(history) -> None:  # type: ignore[no-untyped-def]
-    first, second, _ = history["runs"]
+    first, second = history["runs"]
     assert [cursor for cursor, _ in history["requests"][1]] == ["after-8"]
     assert second.record.status == "succeeded"
     assert counts(second.record) == (0, 0, 0, 0)
@@ -419,18 +416,6 @@ def test_a_run_without_new_pages_is_a_no_op(history) -> None:  # type: ignore[no
     assert (second.master, second.quarantine, second.views) == (
         first.master, first.quarantine, first.views
     )  # fmt: skip
-
-
-def test_appended_records_are_read_from_the_stored_cursor_only(history, api) -> None:  # type: ignore[no-untyped-def]
-    _, second, third = history["runs"]
-    url = api.url("sales")
-    assert [cursor for cursor, _ in history["requests"][2]] == ["after-8", "after-12", "after-16"]
-    assert counts(third.record) == (7, 4, 1, 2)
-    assert third.epochs == [1, 2]
-    assert third.views == expected_views(FIRST + APPENDED)
-    assert third.master == expected_master(url, FIRST + APPENDED)
-    assert third.quarantine == expected_quarantine(url, FIRST + APPENDED)
-    assert set(second.master) <= set(third.master)
 
 
 def test_the_token_is_sent_and_never_written(history, spark) -> None:  # type: ignore[no-untyped-def]
@@ -458,17 +443,20 @@ def test_the_token_is_sent_and_never_written(history, spark) -> None:  # type: i
     assert TOKEN not in printed.stdout + printed.stderr
 
 
-@pytest.mark.slow
-def test_sigkill_while_reading_pages_then_rerun_gives_the_oracle_views(history, spark, api) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def killed_then_rerun(history, spark):  # type: ignore[no-untyped-def]
+    """Records appended; ``lambda-sales batch`` killed (SIGKILL) once it has been served the
+    page at ``KILL_AT``; then a rerun (in this process)."""
+    from batch_layer.ledger import read_ledger
     from sales_core.handoff import current_generation
     from sales_core.lakehouse import Lakehouse
 
     feed, config, base = history["feed"], history["config"], history["base"]
     lakehouse = Lakehouse(config.lakehouse.root)
-    killed_at = threading.Event()
+    served_kill_page = threading.Event()
     with feed.lock:
-        feed.texts.extend(s.text for s in CRASH)
-        feed.served[KILL_AT] = killed_at
+        feed.texts.extend(s.text for s in APPENDED)
+        feed.served[KILL_AT] = served_kill_page
         before = len(feed.requests)
     proc = subprocess.Popen(
         [CLI, "batch", "--conf", str(base / "pipeline.toml")],
@@ -479,7 +467,7 @@ def test_sigkill_while_reading_pages_then_rerun_gives_the_oracle_views(history, 
         start_new_session=True,
     )
     try:
-        assert killed_at.wait(timeout=600), "the job never asked for the page to kill it at"
+        assert served_kill_page.wait(timeout=600), "the job never asked for the page"
         family = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
@@ -487,24 +475,54 @@ def test_sigkill_while_reading_pages_then_rerun_gives_the_oracle_views(history, 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL
-    assert TOKEN not in out + err
-    assert [c for c, _ in feed.requests[before:]][:3] == ["after-16", "after-20", "after-24"]
-    assert current_generation(spark, lakehouse).generation == 3  # type: ignore[union-attr]
-
+    with feed.lock:
+        killed_requests, before = feed.requests[before:], len(feed.requests)
+    generation = current_generation(spark, lakehouse)
+    pending = read_ledger(spark, lakehouse.ingest_ledger).pending
     logs: list[str] = []
-    rerun = run_logged(spark, config, logs)
-    assert rerun.status == "succeeded"
-    after = snapshot(spark, config, rerun)
+    rerun = snapshot(spark, config, run_logged(spark, config, logs))
+    return {
+        "killed": (proc.returncode, out, err, killed_requests, generation, pending),
+        "rerun": rerun,
+        "rerun_requests": feed.requests[before:],
+        "logs": logs,
+    }
+
+
+@pytest.mark.slow
+def test_appended_records_are_read_from_the_stored_cursor_only(killed_then_rerun, api) -> None:  # type: ignore[no-untyped-def]
+    rerun = killed_then_rerun["rerun"]
     url = api.url("sales")
-    served = FIRST + APPENDED + CRASH
-    assert after.views == expected_views(served)
-    assert after.master == expected_master(url, served)
-    assert after.quarantine == expected_quarantine(url, served)
-    assert counts(rerun) == (12, 8, 1, 3)
-    assert after.epochs == [1, 2, 3]
-    for path in list(base.rglob("*.log")):
-        assert TOKEN not in path.read_text(errors="replace"), path
+    killed_requests = [cursor for cursor, _ in killed_then_rerun["killed"][3]]
+    assert killed_requests[:4] == ["after-8", "after-12", "after-16", "after-20"]
+    assert [cursor for cursor, _ in killed_then_rerun["rerun_requests"]] == [
+        "after-8", "after-12", "after-16", "after-20", "after-24", "after-28"
+    ]  # fmt: skip
+    assert {auth for _, auth in killed_then_rerun["rerun_requests"]} == {f"Bearer {TOKEN}"}
+    assert rerun.record.status == "succeeded"
+    assert counts(rerun.record) == (19, 12, 2, 5)
+    assert rerun.record.details["records_by_source"] == {"http": 19}
+    assert rerun.epochs == [1, 2]
+    assert rerun.master == expected_master(url, FIRST + APPENDED)
+    assert rerun.quarantine == expected_quarantine(url, FIRST + APPENDED)
+
+
+@pytest.mark.slow
+def test_sigkill_while_reading_pages_then_rerun_gives_the_oracle_views(
+    killed_then_rerun, history
+) -> None:  # type: ignore[no-untyped-def]
+    returncode, out, err, _, generation, pending = killed_then_rerun["killed"]
+    assert returncode == -signal.SIGKILL
+    # Killed while fetching: nothing was planned, readers kept run 2's generation.
+    assert pending is None
+    assert generation is not None and generation.generation == 2
+    assert killed_then_rerun["rerun"].views == expected_views(FIRST + APPENDED)
+    logs = [p.read_text(errors="replace") for p in history["base"].rglob("*.log")]
+    assert logs, "the killed job's Spark log"
+    assert TOKEN not in out + err + "".join(logs) + "".join(killed_then_rerun["logs"])
+    for path in Path(history["config"].lakehouse.root).rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
 
 
 def test_retries_running_out_fail_the_cli_in_one_line_and_publish_nothing(
