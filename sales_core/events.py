@@ -28,8 +28,10 @@ EVENT_FIELDS: tuple[str, ...] = (
     "event_time",
 )
 
-# Where a record came from. ``source_offset`` is the Kafka offset, the file line (1-based) or
-# the Parquet row index; ``source_key`` is the Kafka key or the database row's key.
+# Where a record came from. ``source_offset`` is the Kafka offset, the file line (1-based),
+# the Parquet row index or the index in an API page; ``source_key`` is the Kafka key, the
+# database row's key or the API page's cursor; ``source_partition`` the Kafka partition or the
+# API page's number in the batch epoch's read.
 POSITION_FIELDS: tuple[str, ...] = (
     "source",
     "source_name",
