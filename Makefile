@@ -23,16 +23,20 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/lambda-sales demo
 
+# The local Kafka broker and PostgreSQL server (devtools/), on their default ports.
 services: setup
-	$(BIN)/python -m sales_core.services start
+	$(BIN)/python -m devtools kafka start
+	$(BIN)/python -m devtools postgres start
 
 services-stop:
-	-$(BIN)/python -m sales_core.services stop
+	-$(BIN)/python -m devtools kafka stop
+	-$(BIN)/python -m devtools postgres stop
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: setup
 	bash scripts/run-tests.sh $(PYTEST_ARGS)

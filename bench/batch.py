@@ -49,7 +49,7 @@ from bench.common import (  # noqa: E402
     parse_count,
     stopwatch,
 )
-from serving_layer.fast import duck_type  # noqa: E402  (one DuckDB type mapping: the fast path's)
+from serving_layer.duckdb_engine import duck_type  # noqa: E402  (one DuckDB type mapping: the engine's)
 
 GOAL_RATIO = 3.0
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -47,7 +46,7 @@ from bench.common import (  # noqa: E402
     machine_info,
     parse_count,
 )
-from sales_core.devservices import stop_group  # noqa: E402
+from devtools.processes import free_port, stop_group  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,12 +81,6 @@ def fmt_n(n: int) -> str:
     return (
         f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql import functions as F
 
+    from devtools.generator import GeneratorSpec, generate_records, to_json_line
     from sales_core import events, rules
     from sales_core.events import _JSON_FIELDS_SCHEMA, _JSON_OPTIONS
-    from sales_core.generator import GeneratorSpec, generate_records, to_json_line
 
     spark = (
         SparkSession.builder.master("local[2]")

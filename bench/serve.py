@@ -28,7 +28,7 @@ page of 1000 rows, half a typical filtered query), with a warm session/reader:
   (what the first query after a publish pays: the batch rows and every increments file above
   the mark, from the file caches, merged again);
 * ``fast, cold``: a new reader per query (the CLI's case: every file read);
-* ``spark``: ``serving_layer.merge.answer`` on a warm local session;
+* ``spark``: ``serving_layer.spark_engine.answer`` on a warm local session;
 * ``from scratch``: the same view computed from the whole master dataset, by DuckDB over its
   Parquet files and by Spark (``compute_view``), a few runs each.
 
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the micro-batches appended for a measurement are undone.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from sales_core.views import VIEWS, compute_view
-    from serving_layer import merge
-    from serving_layer.fast import FastServing
+    from serving_layer import spark_engine
+    from serving_layer.duckdb_engine import FastServing
     from serving_layer.query import ViewQuery
 
     machine = machine_info()
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"bench: the fast path's merged {name} differs from the from-scratch view"
             )
         if name != "customer_totals":  # 100k rows through py4j: checked on the fast path only
-            spark_rows = merge.answer(spark, lakehouse, ViewQuery(view)).rows
+            spark_rows = spark_engine.answer(spark, lakehouse, ViewQuery(view)).rows
             if spark_rows != scratch:
                 raise SystemExit(
                     f"bench: the Spark path's merged {name} differs from the from-scratch view"
@@ -380,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"bench: expected {args.runs} incremental merges of {name}, got {warm.merges}"
             )
-        spark_reader = merge.SparkServing(spark, lakehouse)
+        spark_reader = spark_engine.SparkServing(spark, lakehouse)
         for q in pair:
             spark_reader.answer(q)  # warm-up: the merged view of these versions is cached
         for i in range(args.spark_runs):
             on_spark.append(timed(lambda q=pair[i % 2], r=spark_reader: r.answer(q))[0])
         spark_uncached = [
-            timed(lambda q=pair[i % 2]: merge.answer(spark, lakehouse, q))[0]
+            timed(lambda q=pair[i % 2]: spark_engine.answer(spark, lakehouse, q))[0]
             for i in range(max(2, args.spark_runs // 3))
         ]
         duck_scratch = [scratch_duck(con, master_files, view)[0] for _ in range(args.scratch_runs)]

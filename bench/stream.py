@@ -1,7 +1,7 @@
 """Speed layer benchmark: the real streaming job against a real broker on the same machine.
 
 Three measurements, in one process, on ``local[2]`` (the project's ``get_spark``) with a
-single-node Kafka broker (``sales_core.devservices.kafka``) on a private port:
+single-node Kafka broker (``devtools.kafka``) on a free port:
 
 (a) **throughput** — ``run_speed(available_now=True)`` over a pre-filled topic of N events
     (3 partitions, default 1M), from an empty lakehouse, against the baseline a Spark user
@@ -49,7 +49,6 @@ if str(ROOT) not in sys.path:
 
 from bench.common import OUT, CpuMeter, load_average, machine_info, parse_count, stopwatch  # noqa: E402
 
-PORT = 19099
 PARTITIONS = 3
 PRODUCER = ROOT / "bench" / "java" / "BenchProducer.java"
 GOALS = {"sustained_events_per_s": 50_000, "freshness_p50_s": 2.0, "freshness_p95_s": 4.0}
@@ -60,12 +59,13 @@ GOALS = {"sustained_events_per_s": 50_000, "freshness_p50_s": 2.0, "freshness_p9
 
 class Bench:
     def __init__(self, work: Path) -> None:
-        from sales_core.devservices import kafka as kafka_service
+        from devtools import kafka as kafka_service
+        from devtools.kafka_files import ensure_libs
 
         self.work = work
         self.kafka_service = kafka_service
-        self.libs = kafka_service.ensure_libs()
-        status = kafka_service.start(port=PORT, data_dir=work / "kafka")
+        self.libs = ensure_libs()
+        status = kafka_service.start_on_free_port(work / "kafka")
         assert status.bootstrap is not None
         self.bootstrap = status.bootstrap
 
@@ -405,8 +405,8 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
 
 def kafka_python_rate(bench: Bench, events: int) -> dict[str, Any]:
     """``lambda-sales generate --to kafka``'s publisher (kafka-python), for the record."""
-    from sales_core.generator import GeneratorSpec, generate_records
-    from speed_layer.kafka_client import publish_records
+    from devtools.generator import GeneratorSpec, generate_records
+    from devtools.writers import publish_records
 
     topic = f"bench-kafka-python-{uuid.uuid4().hex[:6]}"
     config = config_for(bench, bench.work / "kafka-python", topic)

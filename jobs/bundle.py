@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# What runs on a cluster. Not devtools/ (local services, the data generator): developers only.
 PACKAGES = ("sales_core", "batch_layer", "speed_layer", "serving_layer", "jobs")
 DATA_DIRS = ("conf",)
 # A fixed timestamp keeps the archive's bytes (and so its name) a function of the content.

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import write_landing_files
 from sales_core.config import Config
-from sales_core.generator import GeneratorSpec, generate_records, write_landing_files
 from sales_core.views import VIEWS
 
 SHOW_ROWS = 8
@@ -31,13 +32,13 @@ def run_demo(
 ) -> int:
     """Generate sales, run the batch and the speed layer, print every merged view."""
     from batch_layer.job import BatchOptions, run_batch
-    from jobs.cli import format_run_summary
-    from sales_core.devservices import kafka
-    from serving_layer.fast import FastServing
+    from devtools import kafka
+    from devtools.writers import publish_records
+    from sales_core.runs import format_run_summary
+    from serving_layer.duckdb_engine import FastServing
     from serving_layer.query import build_query
     from serving_layer.rows import render
     from speed_layer.job import run_speed
-    from speed_layer.kafka_client import publish_records
 
     landing = config.sources.files.landing
     seed = int(time.time())

@@ -246,7 +246,7 @@ def table_version(spark: SparkSession, path: str) -> int:
     (0.1–0.2 s; three of them were most of a warm serving answer). Where that API is not
     there (Spark Connect, a Delta build with other internals), the history is read.
     """
-    if _DELTA_LOG_API["usable"]:
+    if DELTA_LOG_API["usable"]:
         try:
             jvm = spark._jvm  # absent on Spark Connect
             assert jvm is not None
@@ -258,7 +258,7 @@ def table_version(spark: SparkSession, path: str) -> int:
                 "Delta's log API is not usable here (%s); table versions come from the history",
                 type(exc).__name__,
             )
-            _DELTA_LOG_API["usable"] = False
+            DELTA_LOG_API["usable"] = False
         else:
             if version >= 0:
                 return version
@@ -268,5 +268,6 @@ def table_version(spark: SparkSession, path: str) -> int:
     return int(row["version"])
 
 
-# Whether DeltaLog can be reached through py4j in this process (see table_version).
-_DELTA_LOG_API = {"usable": True}
+# Whether DeltaLog can be reached through py4j in this process (see table_version); it turns
+# False on the first failure, and setting it False makes versions come from the history alone.
+DELTA_LOG_API = {"usable": True}

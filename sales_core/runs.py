@@ -100,3 +100,66 @@ def mark_interrupted(spark: SparkSession, runs_path: str, job: str, *, except_ru
             what="mark interrupted runs",
         )
     return count
+
+
+#: The columns ``lambda-sales runs`` lists, in order.
+RUN_LIST_COLUMNS = (
+    "run_id",
+    "job",
+    "status",
+    "started_at",
+    "records_read",
+    "valid",
+    "duplicates",
+    "quarantined",
+    "quality_score",
+    "generation",
+)
+
+
+def recent_runs(spark: SparkSession, runs_path: str, limit: int) -> list[dict[str, Any]] | None:
+    """The ``limit`` latest runs, newest first, as :data:`RUN_LIST_COLUMNS` rows (None: no
+    run recorded yet)."""
+    if not DeltaTable.isDeltaTable(spark, runs_path):
+        return None
+    rows = (
+        spark.read.format("delta")
+        .load(runs_path)
+        .orderBy(F.col("started_at").desc())
+        .limit(limit)
+        .select(*RUN_LIST_COLUMNS)
+        .collect()
+    )
+    return [row.asDict() for row in rows]
+
+
+def run_summary(record: RunRecord) -> list[tuple[str, str]]:
+    """What a finished run reports: (item, value) pairs, counts adding up as in CONTRACT §2."""
+    details = record.details or {}
+    seconds = (record.ended_at - record.started_at).total_seconds() if record.ended_at else None
+    items: list[tuple[str, Any]] = [
+        ("run", record.run_id),
+        ("status", record.status),
+        ("records read", record.records_read),
+        ("  valid (new events)", record.valid),
+        ("  duplicates", record.duplicates),
+        ("  quarantined", record.quarantined),
+        ("quality score", None if record.quality_score is None else f"{record.quality_score:.2f}"),
+        ("generation published", record.generation),
+        ("events in views", details.get("events_in_views")),
+        ("duration", None if seconds is None else f"{seconds:.1f}s"),
+    ]
+    items += [
+        (f"  rejected {reason}", n)
+        for reason, n in sorted((details.get("rejected_by_reason") or {}).items())
+    ]
+    return [(item, "" if value is None else str(value)) for item, value in items]
+
+
+def format_run_summary(record: RunRecord) -> str:
+    """:func:`run_summary` as an aligned two-column table for the terminal."""
+    rows = [("item", "value"), *run_summary(record)]
+    item_width = max(len(item) for item, _ in rows)
+    value_width = max(len(value) for _, value in rows)
+    rows.insert(1, ("-" * item_width, "-" * value_width))
+    return "\n".join(f"{item.ljust(item_width)}  {value}".rstrip() for item, value in rows)

@@ -39,10 +39,15 @@ class Measure:
             value = getattr(F, self.kind)(F.col(self.column))
         return value.cast(self.data_type).alias(self.name)
 
+    @property
+    def combine(self) -> MeasureKind:
+        """The monoid's operation on partial results, named as in SQL and ``pyspark.sql.functions``
+        (a count of partials is their sum). Every engine's merge is built from it."""
+        return "sum" if self.kind == "count" else self.kind
+
     def over_partials(self) -> Column:
-        """The measure combining partial results (a count of partials is their sum)."""
-        combine = {"count": F.sum, "sum": F.sum, "min": F.min, "max": F.max}[self.kind]
-        return combine(F.col(self.name)).cast(self.data_type).alias(self.name)
+        """The measure combining partial results."""
+        return getattr(F, self.combine)(F.col(self.name)).cast(self.data_type).alias(self.name)
 
 
 @dataclass(frozen=True)

@@ -3,24 +3,26 @@
 # cached the JVM packages, install the services the tests need (PostgreSQL from Debian's
 # packages, Apache Kafka from Maven Central, Apache Airflow from PyPI into its own
 # virtualenv), then run the whole suite. The test fixtures
-# start and stop their own PostgreSQL and Kafka instances on private ports.
+# start and stop their own PostgreSQL and Kafka instances on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
 echo "== preparing services (PostgreSQL server binaries, Apache Kafka jars)"
 $BIN/python - <<'PY'
-from sales_core.devservices import kafka, postgres
-postgres.ensure_installed()
-kafka.ensure_libs()
+from devtools import kafka_files, postgres_cluster
+postgres_cluster.ensure_installed()
+kafka_files.ensure_libs()
 PY
 
 echo "== preparing Apache Airflow in its own virtualenv (.cache/airflow-venv; reused when present)"
 bash scripts/airflow-venv.sh >/dev/null
 
-echo "== lint and types"
+echo "== lint, types and the layers contract"
 $BIN/ruff check . || { echo "ruff found problems"; exit 1; }
+$BIN/ruff format --check . || { echo "ruff format would change the files above: run ruff format"; exit 1; }
 $BIN/mypy || { echo "mypy found problems"; exit 1; }
+$BIN/lint-imports --no-logo || { echo "lint-imports found an import across layers"; exit 1; }
 
 echo "== tests"
 set +e

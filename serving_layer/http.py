@@ -24,7 +24,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from sales_core.views import VIEW_NAMES, VIEWS, ViewDef
-from serving_layer.fast import FastServing
+from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import MAX_LIMIT, NoViewsError, build_query
 from serving_layer.rows import FilterError, dumps_row, to_text
 

@@ -42,16 +42,6 @@ class NoViewsError(PipelineError):
     """Neither layer has written any view yet."""
 
 
-def gold_key(view_name: str) -> str:
-    """The name of a view's batch table in :attr:`Answer.versions`."""
-    return f"gold/{view_name}"
-
-
-def increments_key(view_name: str) -> str:
-    """The name of a view's speed increments table in :attr:`Answer.versions`."""
-    return f"increments/{view_name}"
-
-
 @dataclass(frozen=True)
 class ViewQuery:
     """Rows of one merged view: equality filters, a UTC date range, a page.

@@ -3,7 +3,10 @@
 Each view is plain Spark SQL over the Delta tables by path, so it works in ``spark-sql``, a
 notebook or Databricks SQL alike, and it stays current: the hand-off is part of the view's
 text, evaluated at every query (the newest generation's rows ⊕ the increments above that
-generation's mark), not a copy made when the view was created.
+generation's mark), not a copy made when the view was created. The text is rendered from
+:mod:`serving_layer.merge_spec` (tables, the rows of each, the monoid per measure); the one
+difference is the hand-off filter, whose mark is a column here (``try_element_at`` of the
+generation's map, -1 for a stream it does not name) rather than a pinned value.
 
 The generation and its hand-off mark come from the same row of one CTE over the generations
 table, and the view rows of a published generation never change, so a query pairs a
@@ -15,11 +18,20 @@ test races publishes against the fast path, not against these views).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pyspark.sql import SparkSession
 
 from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_speed_increments
 from sales_core.views import VIEWS, ViewDef
+from serving_layer.merge_spec import (
+    BATCH_ID,
+    GENERATION,
+    STREAM,
+    RowFilter,
+    merge_select,
+    merge_spec,
+)
 
 SUFFIX = "_merged"
 
@@ -49,36 +61,45 @@ def _check_identifier(name: str, what: str) -> str:
     return name
 
 
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"no SQL literal for {value!r} in a view definition")
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+
+
+def _conditions(rows: RowFilter, alias: str) -> list[str]:
+    """The comparisons of a row filter that picks a view's rows, as SQL on ``alias``."""
+    if rows.none_of:
+        raise ValueError("a view's rows are picked by comparisons that all hold")
+    return [f"{alias}.{column} {op} {_sql_literal(value)}" for column, op, value in rows.all_of]
+
+
 def merged_view_select(view: ViewDef, lakehouse: Lakehouse) -> str:
-    """The SELECT of one merged view (the same merge as :mod:`serving_layer.merge`).
+    """The SELECT of one merged view (the merge of :mod:`serving_layer.merge_spec`), with the
+    hand-off mark read from the generations table at query time.
 
     Column names come from the view definitions and paths are quoted identifiers: no text
     from a user ends up in the statement.
     """
-    combine = {"count": "sum", "sum": "sum", "min": "min", "max": "max"}
-    keys = ", ".join(view.key_names)
-    measures = ",\n       ".join(
-        f"CAST({combine[m.kind]}({m.name}) AS {m.data_type.simpleString()}) AS {m.name}"
-        for m in view.measures
-    )
+    spec = merge_spec(lakehouse, view.name)
     gens = _path_literal(lakehouse.generations)
-    gold = _path_literal(lakehouse.batch_view(view.name))
-    increments = _path_literal(lakehouse.speed_increments(view.name))
+    gold = _path_literal(spec.batch_path)
+    increments = _path_literal(spec.increments.path)
+    above_mark = f"i.{BATCH_ID} > coalesce(try_element_at(c.handoff, i.{STREAM}), -1)"
+    where = " AND ".join([*_conditions(spec.increments.rows, "i"), above_mark])
+    merge = merge_select(view, "partials", sql_type=lambda t: t.simpleString())
     return f"""WITH current_generation AS (
-  SELECT generation, handoff FROM {gens} ORDER BY generation DESC LIMIT 1
+  SELECT {GENERATION}, handoff FROM {gens} ORDER BY {GENERATION} DESC LIMIT 1
 ),
 partials AS (
   SELECT {", ".join(f"g.{c}" for c in view.columns)}
-  FROM {gold} AS g JOIN current_generation AS c ON g.generation = c.generation
+  FROM {gold} AS g JOIN current_generation AS c ON g.{GENERATION} = c.{GENERATION}
   UNION ALL
   SELECT {", ".join(f"i.{c}" for c in view.columns)}
   FROM {increments} AS i LEFT JOIN current_generation AS c ON true
-  WHERE i.batch_id > coalesce(try_element_at(c.handoff, i.stream), -1)
+  WHERE {where}
 )
-SELECT {keys},
-       {measures}
-FROM partials
-GROUP BY {keys}"""
+{merge}"""
 
 
 def merged_view_statements(

@@ -1,26 +1,24 @@
-"""kafka-python clients: topic creation, latest offsets (for the lag metric) and publishing.
+"""kafka-python clients: topic creation and latest offsets (for the lag metric).
 
 Spark reads and writes the topics itself (:mod:`speed_layer.source`, :mod:`speed_layer.sink`);
-these small clients do what Spark does not: create a missing topic, ask for the latest
-offsets, and publish generated sales (``lambda-sales generate --to kafka``).
+these small clients do what Spark does not: create a missing topic and ask for the latest
+offsets. :func:`client_options` is the one place kafka-python's connection settings
+(SASL included) are built from the configuration.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sales_core.config import KafkaSourceConf
 from sales_core.errors import SourceError
-from sales_core.generator import to_json_line
 
 log = logging.getLogger(__name__)
 
 # Values up to the dev broker's message.max.bytes (8 MB) plus headers.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
-PROGRESS_EVERY = 50_000
 
 
 def client_options(conf: KafkaSourceConf) -> dict[str, Any]:
@@ -38,7 +36,8 @@ def client_options(conf: KafkaSourceConf) -> dict[str, Any]:
     return options
 
 
-def _unreachable(conf: KafkaSourceConf, exc: BaseException) -> SourceError:
+def unreachable(conf: KafkaSourceConf, exc: BaseException) -> SourceError:
+    """The one-line error for brokers a kafka-python client could not reach."""
     return SourceError(
         f"cannot reach Kafka at {conf.bootstrap_servers}: {type(exc).__name__}: {exc}".rstrip(": ")
     )
@@ -58,7 +57,7 @@ def ensure_topic(conf: KafkaSourceConf, topic: str, *, partitions: int) -> bool:
     try:
         admin = KafkaAdminClient(client_id="lambda-sales-admin", **client_options(conf))
     except KafkaError as exc:
-        raise _unreachable(conf, exc) from None
+        raise unreachable(conf, exc) from None
     try:
         if topic in set(admin.list_topics()):
             return False
@@ -72,7 +71,7 @@ def ensure_topic(conf: KafkaSourceConf, topic: str, *, partitions: int) -> bool:
     except TopicAlreadyExistsError:
         return False
     except KafkaError as exc:
-        raise _unreachable(conf, exc) from None
+        raise unreachable(conf, exc) from None
     finally:
         admin.close()
 
@@ -104,64 +103,3 @@ class LatestOffsets:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-
-
-def publish_records(
-    records: Iterable[dict[str, Any] | str],
-    conf: KafkaSourceConf,
-    *,
-    partitions: int,
-    progress: Callable[[str], None] | None = None,
-) -> int:
-    """Publish records to ``conf.topic`` (created if missing); returns how many were sent.
-
-    One JSON object per message, key = ``event_id`` (none for a record without one);
-    batched (``linger_ms``, large batches) with ``acks=all``. Returns only once every
-    message is acknowledged.
-
-    Raises:
-        SourceError: the brokers cannot be reached or a message was not acknowledged.
-    """
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
-    ensure_topic(conf, conf.topic, partitions=partitions)
-    try:
-        producer = KafkaProducer(
-            client_id="lambda-sales-generate",
-            acks="all",
-            linger_ms=20,
-            batch_size=512 * 1024,
-            max_request_size=MAX_REQUEST_BYTES,
-            **client_options(conf),
-        )
-    except KafkaError as exc:
-        raise _unreachable(conf, exc) from None
-    failures: list[BaseException] = []
-    sent = 0
-    started = time.monotonic()
-    try:
-        for record in records:
-            key = record.get("event_id") if isinstance(record, dict) else None
-            value = to_json_line(record).encode("utf-8")
-            future = producer.send(
-                conf.topic, key=None if key is None else str(key).encode("utf-8"), value=value
-            )
-            future.add_errback(failures.append)
-            sent += 1
-            if progress and sent % PROGRESS_EVERY == 0:
-                rate = sent / max(time.monotonic() - started, 1e-9)
-                progress(f"published {sent} records ({rate:,.0f}/s)")
-        producer.flush()
-    finally:
-        producer.close()
-    if failures:
-        raise SourceError(
-            f"{len(failures)} of {sent} messages were not acknowledged by Kafka: {failures[0]}"
-        )
-    if progress:
-        elapsed = time.monotonic() - started
-        progress(
-            f"published {sent} records to {conf.topic} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f}/s)"
-        )
-    return sent

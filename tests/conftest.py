@@ -1,8 +1,12 @@
-"""Shared fixtures: one SparkSession for the whole run, built by the project's own factory."""
+"""Shared fixtures: one SparkSession for the whole run, built by the project's own factory,
+and one Kafka broker per test process on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +61,43 @@ def spark() -> Iterator:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of this test process's Kafka broker, for every test that just needs one.
+
+    One broker per pytest-xdist worker: each has its own data directory (under the worker's
+    own base temp dir) and its own free ports, so workers and other checkouts running tests
+    at the same time never meet. Tests make topics of their own (unique names). A test that
+    stops or restarts a broker starts its own with ``devtools.kafka.start_on_free_port``.
+    """
+    from devtools import kafka
+
+    data_dir = tmp_path_factory.mktemp("kafka")
+    status = kafka.start_on_free_port(data_dir)
+    assert status.bootstrap is not None
+    try:
+        yield status.bootstrap
+    finally:
+        kafka.stop(data_dir=data_dir)
+
+
+@contextlib.contextmanager
+def postgres_data_dir() -> Iterator[Path]:
+    """A data directory for a PostgreSQL server of the test's own, which the ``postgres`` OS
+    user can reach (pytest's tmp dirs are 0700); the server is stopped and the directory
+    removed at the end. Start it with ``devtools.postgres.start_on_free_port``."""
+    from devtools import postgres
+
+    parent = Path(tempfile.mkdtemp(prefix="lambda-sales-pg-test-", dir="/tmp"))
+    parent.chmod(0o755)
+    data_dir = parent / "data"
+    try:
+        yield data_dir
+    finally:
+        postgres.stop(data_dir=data_dir)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture

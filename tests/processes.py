@@ -3,11 +3,10 @@ stopping a process group, finding a CLI's JVM and waiting until a killed job is 
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
-from sales_core.devservices import stop_group
+from devtools.processes import free_port, stop_group
 
 __all__ = ["descendants", "free_port", "stop_group", "wait_gone"]
 
@@ -37,10 +36,3 @@ def wait_gone(pids: list[int], timeout: float = 120) -> None:
             except OSError:
                 break
             time.sleep(0.2)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

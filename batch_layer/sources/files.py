@@ -241,7 +241,7 @@ class FilesSource:
         seen = {(e.name, e.fields.get("size"), e.fields.get("modified_at")) for e in taken}
         new = [f for f in listing if f.format and _identity(f) not in seen]
         return SourcePlan(
-            tuple(_entry(f) for f in new), f"{len(listing)} files in landing, {len(new)} new"
+            tuple(file_entry(f) for f in new), f"{len(listing)} files in landing, {len(new)} new"
         )
 
     def read(self, spark: SparkSession, entries: Sequence[Entry], *, epoch: int) -> DataFrame:
@@ -258,7 +258,8 @@ def _identity(f: LandingFile) -> tuple[str, int, str]:
     return (f.path, f.size, utc_text(f.modified_at))
 
 
-def _entry(f: LandingFile) -> Entry:
+def file_entry(f: LandingFile) -> Entry:
+    """The ledger entry of a landing file: its path, size and modification time."""
     return Entry.of("file", f.path, {"size": f.size, "modified_at": utc_text(f.modified_at)})
 
 

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -236,31 +235,17 @@ def test_batch_quality_refusal_alerts_even_when_the_webhook_hangs(
     )
 
 
-KAFKA_PORT = 19097
-
-
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from sales_core.devservices import kafka as kafka_service
-
-    data_dir = tmp_path_factory.mktemp("kafka-alerts")
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
-    assert status.bootstrap is not None
-    yield status.bootstrap
-    kafka_service.stop(data_dir=data_dir)
-
-
 def test_speed_job_succeeds_while_freshness_alerts_get_500(
-    spark, make_config, bootstrap: str
+    spark, make_config, kafka_bootstrap: str
 ) -> None:  # type: ignore[no-untyped-def]
     from kafka import KafkaProducer
 
-    from sales_core.devservices import kafka as kafka_service
+    from devtools import kafka as kafka_service
     from speed_layer.job import run_speed
 
     topic = f"alerts-{uuid.uuid4().hex[:8]}"
-    kafka_service.create_topic(bootstrap, topic, partitions=1)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    kafka_service.create_topic(kafka_bootstrap, topic, partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:
         # Message timestamps an hour old: every micro-batch serves stale data.
         old_ms = int((time.time() - 3600) * 1000)
@@ -276,7 +261,7 @@ def test_speed_job_succeeds_while_freshness_alerts_get_500(
         producer.close()
     with Webhook([500]) as hook:
         config = make_config(
-            LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+            LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
             LAMBDA_SALES__SOURCES__KAFKA__TOPIC=topic,
             LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC=f"{topic}-dlq",
             LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER="2",  # three micro-batches

@@ -15,7 +15,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
-from sales_core.generator import GeneratorSpec, generate_records, write_landing_files
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import write_landing_files
 from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS

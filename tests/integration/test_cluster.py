@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from sales_core.generator import GeneratorSpec, generate_records, write_landing_files
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import write_landing_files
 from sales_core.lakehouse import Lakehouse
 from tests.processes import free_port, stop_group
 
@@ -33,7 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::Depre
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SUBMIT = PROJECT_ROOT / "spark-submit.sh"
-KAFKA_PORT = 19098
 WORKERS = 2
 
 
@@ -139,17 +139,6 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clu
             stop_group(p, term_wait=20)
 
 
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from sales_core.devservices import kafka as kafka_service
-
-    data_dir = tmp_path_factory.mktemp("kafka-cluster")
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
-    assert status.bootstrap is not None
-    yield status.bootstrap
-    kafka_service.stop(data_dir=data_dir)
-
-
 def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.CompletedProcess[str]:
     command = [
         str(SUBMIT),
@@ -226,7 +215,7 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     archive = Path(argv[argv.index("--py-files") + 1])
     names = set(zipfile.ZipFile(archive).namelist())
     assert {
-        "sales_core/config.py",
+        "sales_core/config/__init__.py",
         "batch_layer/job.py",
         "speed_layer/sink.py",
         "jobs/cli.py",
@@ -274,7 +263,7 @@ def test_bad_job_arguments_fail_before_spark_starts() -> None:
 def _inputs(landing: Path, kafka: Any) -> None:
     """Landing files (jsonl and csv, dirty) and Kafka messages on 3 partitions: new events, bad
     records, and copies of events the landing files also bring (they must count once)."""
-    from speed_layer.kafka_client import publish_records
+    from devtools.writers import publish_records
 
     end = datetime.now(timezone.utc) - timedelta(minutes=1)
     write_landing_files(
@@ -299,7 +288,7 @@ def _inputs(landing: Path, kafka: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
 def test_batch_and_speed_on_the_cluster_equal_a_local_run(
-    spark, make_config, standalone_cluster: Cluster, bootstrap: str, tmp_path: Path
+    spark, make_config, standalone_cluster: Cluster, kafka_bootstrap: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
 
@@ -311,7 +300,7 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(
     shared = tmp_path / "shared"
     common = {
         "LAMBDA_SALES__SOURCES__FILES__LANDING": str(shared / "landing"),
-        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
         "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
         "LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER": "600",  # two micro-batches

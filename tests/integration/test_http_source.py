@@ -78,7 +78,7 @@ class _PageHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         feed = self.server.feeds.get(parts.path.strip("/"))
         if feed is None:
-            self._answer(404, b'{"error": "no such feed"}')
+            self.reply(404, b'{"error": "no such feed"}')
             return
         query = dict(parse_qsl(parts.query))
         cursor, size = query.get("cursor"), int(query["page_size"])
@@ -97,14 +97,14 @@ class _PageHandler(BaseHTTPRequestHandler):
             time.sleep(HANG_SECONDS)  # the client has given up by now
             return
         if fail:
-            self._answer(500, b'{"error": "temporarily broken"}')
+            self.reply(500, b'{"error": "temporarily broken"}')
             return
         following = json.dumps(cursor_at(offset + size) if more else None)
-        self._answer(200, f'{{"records": [{", ".join(texts)}], "next": {following}}}'.encode())
+        self.reply(200, f'{{"records": [{", ".join(texts)}], "next": {following}}}'.encode())
         if offset in feed.served:
             feed.served[offset].set()
 
-    def _answer(self, status: int, body: bytes) -> None:
+    def reply(self, status: int, body: bytes) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

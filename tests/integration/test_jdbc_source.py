@@ -8,11 +8,10 @@ Expected events, reasons and counts are worked out by hand from the rows inserte
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -21,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import postgres_data_dir
+
 pytestmark = [pytest.mark.integration]
 
-PG_PORT = 15433
 PASSWORD = "test-secret-pw"
-URL = f"jdbc:postgresql://127.0.0.1:{PG_PORT}/sales"
 TABLE = "sales_data"
 CLI = str(Path(sys.executable).with_name("lambda-sales"))
 NOW = datetime.now(timezone.utc)
@@ -241,35 +240,31 @@ SECOND_COUNTS = {"records_read": 3, "valid": 1, "duplicates": 1, "quarantined": 
 
 
 @pytest.fixture(scope="module")
-def postgres_server():  # type: ignore[no-untyped-def]
-    from sales_core.devservices import postgres
+def jdbc_url() -> Iterator[str]:
+    """The JDBC URL of a PostgreSQL server of this module's own, on a free port."""
+    from devtools import postgres
 
-    parent = Path(tempfile.mkdtemp(prefix="lambda-sales-jdbc-test-", dir="/tmp"))
-    parent.chmod(0o755)
-    data_dir = parent / "data"
-    try:
-        yield postgres.start(port=PG_PORT, data_dir=data_dir, password=PASSWORD)
-    finally:
-        postgres.stop(data_dir=data_dir)
-        shutil.rmtree(parent, ignore_errors=True)
+    with postgres_data_dir() as data_dir:
+        server = postgres.start_on_free_port(data_dir, password=PASSWORD)
+        yield f"jdbc:postgresql://{server.address}/sales"
 
 
-def insert(rows: list[dict[str, Any]]) -> None:
-    from sales_core.generator import write_database
+def insert(url: str, rows: list[dict[str, Any]]) -> None:
+    from devtools.writers import write_database
 
     inserted, skipped = write_database(
-        iter(rows), url=URL, user="sales", password=PASSWORD, table=TABLE
+        iter(rows), url=url, user="sales", password=PASSWORD, table=TABLE
     )
     assert (inserted, skipped) == (len(rows), 0)
 
 
-def write_conf(base: Path, *, table: str = TABLE, extra: str = "") -> Path:
+def write_conf(base: Path, url: str, *, table: str = TABLE, extra: str = "") -> Path:
     (base / "landing").mkdir(parents=True, exist_ok=True)
     path = base / "conf.toml"
     path.write_text(
         f'[lakehouse]\nroot = "{base / "lakehouse"}"\n\n'
         f'[sources.files]\nlanding = "{base / "landing"}"\n\n'
-        f'[sources.jdbc]\nenabled = true\nurl = "{URL}"\ntable = "{table}"\nuser = "sales"\nkey_column = "row_id"\n\n'
+        f'[sources.jdbc]\nenabled = true\nurl = "{url}"\ntable = "{table}"\nuser = "sales"\nkey_column = "row_id"\n\n'
         "[quality]\nmin_score = 0.0\n\n" + extra,
         encoding="utf-8",
     )
@@ -344,18 +339,18 @@ def snapshot(spark, config, record) -> Snapshot:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def jdbc_runs(spark, postgres_server, tmp_path_factory):  # type: ignore[no-untyped-def]
+def jdbc_runs(spark, jdbc_url, tmp_path_factory):  # type: ignore[no-untyped-def]
     """Run 1: the first rows plus a landing file; run 2: after more rows; run 3: nothing new."""
     from batch_layer.job import run_batch
 
     base = tmp_path_factory.mktemp("jdbc-source")
-    config = load(write_conf(base))
-    insert(FIRST_DB_ROWS)
+    config = load(write_conf(base, jdbc_url))
+    insert(jdbc_url, FIRST_DB_ROWS)
     (base / "landing" / "run1.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in LANDING_RECORDS), encoding="utf-8"
     )
     first = snapshot(spark, config, run_batch(spark, config))
-    insert(SECOND_DB_ROWS)
+    insert(jdbc_url, SECOND_DB_ROWS)
     second = snapshot(spark, config, run_batch(spark, config))
     third = snapshot(spark, config, run_batch(spark, config))
     return {"base": base, "config": config, "runs": (first, second, third)}
@@ -496,22 +491,20 @@ def test_password_is_not_in_the_run_records_or_the_lakehouse(jdbc_runs, spark) -
             assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-def test_password_is_not_in_error_messages_or_failed_run_records(
-    postgres_server, spark, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+def test_password_is_not_in_error_messages_or_failed_run_records(jdbc_url, spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from batch_layer.job import run_batch
     from sales_core.errors import PipelineError
     from sales_core.lakehouse import Lakehouse
 
-    insert([])  # the table exists
+    insert(jdbc_url, [])  # the table exists
     wrong = "wrong-" + PASSWORD + "-x"
     cases = [
         (
-            load(write_conf(tmp_path / "missing-table", table="no_such_table")),
+            load(write_conf(tmp_path / "missing-table", jdbc_url, table="no_such_table")),
             PASSWORD,
             "no_such_table",
         ),
-        (load(write_conf(tmp_path / "bad-password"), password=wrong), wrong, "sales"),
+        (load(write_conf(tmp_path / "bad-password", jdbc_url), password=wrong), wrong, "sales"),
     ]
     for config, secret, mention in cases:
         with pytest.raises(PipelineError) as caught:
@@ -530,11 +523,12 @@ def test_password_is_not_in_error_messages_or_failed_run_records(
         assert PASSWORD not in text and secret not in text
 
 
-def test_cli_batch_output_does_not_show_the_password(postgres_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_batch_output_does_not_show_the_password(jdbc_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import os
 
     conf = write_conf(
         tmp_path,
+        jdbc_url,
         extra='[spark]\nmaster = "local[1]"\nshuffle_partitions = 2\ndriver_memory = "1g"\n',
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}

@@ -29,7 +29,6 @@ import os
 import random
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -39,11 +38,11 @@ import pytest
 from chispa import assert_df_equality
 
 from batch_layer.job import run_batch
-from sales_core.devservices import kafka as kafka_service
+from devtools import kafka as kafka_service
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
-from serving_layer import merge
-from serving_layer.fast import FastServing
+from serving_layer import spark_engine
+from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import NoViewsError
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl
@@ -56,20 +55,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-KAFKA_PORT = 19093
 SEEDS = int(os.environ.get("LAMBDA_SALES_PROPERTY_SEEDS", "2"))
 STEPS = int(os.environ.get("LAMBDA_SALES_PROPERTY_STEPS", "3"))
 PER_TRIGGER = 3
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
-
-
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("kafka")
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
-    assert status.bootstrap is not None
-    yield status.bootstrap
-    kafka_service.stop(data_dir=data_dir)
 
 
 class CrashHere(RuntimeError):
@@ -180,7 +169,7 @@ def check_invariant(
     expected_events = list(world.ingested.values())
     expected = compute_views(expected_events)
     fast = FastServing(lakehouse.root)
-    snapshot = merge.pin_snapshot(spark, lakehouse)
+    snapshot = spark_engine.pin_snapshot(spark, lakehouse)
     if snapshot.generation is None and not any(
         k.startswith("increments/") for k in snapshot.versions
     ):
@@ -200,7 +189,7 @@ def check_invariant(
             f"fast path, long-lived reader, {name}, after {step}"
         )
         assert_df_equality(
-            merge.merged_view(spark, lakehouse, name, snapshot),
+            spark_engine.merged_view(spark, lakehouse, name, snapshot),
             expected_df(spark, name, expected_events),
             ignore_row_order=True,
             ignore_nullable=True,
@@ -222,13 +211,13 @@ def plan(rng: random.Random) -> list[str]:
 )  # one seed is a few minutes; far more on a machine shared with other JVMs
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_merged_views_equal_a_recomputation_after_every_step(
-    spark, make_config, bootstrap, tmp_path, seed: int
+    spark, make_config, kafka_bootstrap, tmp_path, seed: int
 ) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     topic = f"prop-{seed}-{uuid.uuid4().hex[:6]}"
-    kafka_service.create_topic(bootstrap, topic, partitions=1)
+    kafka_service.create_topic(kafka_bootstrap, topic, partitions=1)
     env = {
-        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
         "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
     }
@@ -247,7 +236,9 @@ def test_merged_views_equal_a_recomputation_after_every_step(
             records: list[dict[str, Any] | None] = list(world.new_events(for_kafka=True))
             if rng.random() < 0.5:
                 records.insert(rng.randrange(len(records) + 1), None)
-            publish(bootstrap, topic, [raw_json(r) if r is not None else BAD for r in records])
+            publish(
+                kafka_bootstrap, topic, [raw_json(r) if r is not None else BAD for r in records]
+            )
             world.kafka_queue += records
             if step == "speed":
                 run_speed(spark, config, available_now=True)

@@ -12,7 +12,7 @@ from pyspark.sql import types as T
 
 from batch_layer.job import run_batch
 from batch_layer.ledger import read_ledger
-from batch_layer.sources.files import FilesSource, _entry, list_landing_files
+from batch_layer.sources.files import FilesSource, file_entry, list_landing_files
 from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
@@ -85,8 +85,8 @@ def test_an_old_ledger_is_read_and_its_interrupted_epoch_finished(
     # Read as entries: the interrupted epoch's files count as taken, after the ingested ones.
     before = read_ledger(spark, lakehouse.ingest_ledger)
     assert before.pending is not None and before.pending.epoch == 2
-    assert before.pending.entries == (_entry(files["b.jsonl"]),)
-    assert before.taken_from("file") == (_entry(files["a.jsonl"]), _entry(files["b.jsonl"]))
+    assert before.pending.entries == (file_entry(files["b.jsonl"]),)
+    assert before.taken_from("file") == (file_entry(files["a.jsonl"]), file_entry(files["b.jsonl"]))
     assert before.next_epoch == 3
 
     record = run_batch(spark, config)
@@ -119,7 +119,9 @@ def test_an_old_ledger_is_read_and_its_interrupted_epoch_finished(
     state = read_ledger(spark, lakehouse.ingest_ledger)
     assert state.pending is None and state.next_epoch == 4
     listing = list_landing_files(spark, str(landing))
-    assert sorted(state.taken_from("file"), key=lambda e: e.name) == [_entry(f) for f in listing]
+    assert sorted(state.taken_from("file"), key=lambda e: e.name) == [
+        file_entry(f) for f in listing
+    ]
     assert [e.fields for e in state.taken_from("jdbc")] == [
         {"watermark_high": "2026-01-09 23:59:59.5"}
     ]

@@ -25,8 +25,8 @@ from batch_layer.job import run_batch
 from sales_core.config import load_config
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
-from serving_layer import merge
-from serving_layer.fast import FastServing
+from serving_layer import spark_engine
+from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import ViewQuery, build_query
 from serving_layer.sql_views import merged_view_name, register_merged_views
 from tests.conftest import write_jsonl
@@ -103,18 +103,18 @@ def served(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  
 def test_merged_views_equal_the_oracle_on_both_engines(spark, served) -> None:  # type: ignore[no-untyped-def]
     lakehouse: Lakehouse = served["lakehouse"]
     fast = FastServing(lakehouse.root)
-    snapshot = merge.pin_snapshot(spark, lakehouse)
+    snapshot = spark_engine.pin_snapshot(spark, lakehouse)
     assert snapshot.generation is not None and snapshot.generation.generation == 2
     assert snapshot.handoff == {"speed": 1}
     for name, view in VIEWS.items():
-        spark_df = merge.merged_view(spark, lakehouse, name, snapshot)
+        spark_df = spark_engine.merged_view(spark, lakehouse, name, snapshot)
         assert_df_equality(
             spark_df,
             expected_df(spark, name, ALL_EVENTS),
             ignore_row_order=True,
             ignore_nullable=True,
         )
-        spark_rows = merge.answer(spark, lakehouse, ViewQuery(view)).rows
+        spark_rows = spark_engine.answer(spark, lakehouse, ViewQuery(view)).rows
         fast_answer = fast.answer(ViewQuery(view))
         assert fast_answer.rows == spark_rows, name  # same values, same types, same order
         assert rows_to_view(fast_answer.rows, name) == compute_views(ALL_EVENTS)[name], name
@@ -166,7 +166,7 @@ def test_filters_ranges_and_pages_agree_on_both_engines(
         offset=args.get("offset"),
     )
     fast_rows = FastServing(lakehouse.root).answer(query).rows
-    assert fast_rows == merge.answer(spark, lakehouse, query).rows
+    assert fast_rows == spark_engine.answer(spark, lakehouse, query).rows
     everything = compute_views(ALL_EVENTS)[name]
     # Expected rows worked out from the oracle with the documented meaning of each filter.
     if name == "sales_daily" and "date_from" in args:
@@ -205,7 +205,7 @@ def test_sql_views_equal_the_python_merge(spark, served) -> None:  # type: ignor
     assert names == [merged_view_name(n, "default") for n in VIEWS]
     register_merged_views(spark, lakehouse, temporary=True)
     for name in VIEWS:
-        python = merge.merged_view(spark, lakehouse, name)
+        python = spark_engine.merged_view(spark, lakehouse, name)
         for table in (f"default.{name}_merged", f"{name}_merged"):
             assert_df_equality(
                 spark.table(table), python, ignore_row_order=True, ignore_nullable=True

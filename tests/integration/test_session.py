@@ -52,9 +52,9 @@ def test_table_version_follows_commits_from_any_writer(spark, tmp_path, monkeypa
         assert table_version(spark, path) == version
     write_deltalake(path, pa.table({"id": pa.array([7], pa.int64())}), mode="append")
     assert table_version(spark, path) == 2
-    assert lakehouse._DELTA_LOG_API["usable"], "the log API was not used"
+    assert lakehouse.DELTA_LOG_API["usable"], "the log API was not used"
     with pytest.raises(AnalysisException, match="not a Delta table"):
         table_version(spark, str(tmp_path / "nothing"))
-    monkeypatch.setitem(lakehouse._DELTA_LOG_API, "usable", False)  # as on Spark Connect
+    monkeypatch.setitem(lakehouse.DELTA_LOG_API, "usable", False)  # as on Spark Connect
     spark.range(1).write.format("delta").mode("append").save(path)
     assert table_version(spark, path) == 3

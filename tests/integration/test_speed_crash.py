@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,13 @@ from typing import Any
 import pytest
 from pyspark.sql import functions as F
 
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import publish_records
 from sales_core.config import load_config
-from sales_core.devservices import kafka as kafka_service
-from sales_core.generator import GeneratorSpec, generate_records
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import read_checkpoint_state
 from speed_layer.job import run_speed
-from speed_layer.kafka_client import publish_records
 from tests.conftest import write_stream_conf
 from tests.oracle import compute_views, normalise_row, rows_to_view
 from tests.processes import descendants, wait_gone
@@ -39,9 +38,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-KAFKA_PORT = 19095
 CLI = str(Path(sys.executable).with_name("lambda-sales"))
-TOPIC = "crash-sales"
+TOPIC = f"crash-sales-{uuid.uuid4().hex[:8]}"  # on a broker other modules share
 END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
 EVENTS = 450
 PER_TRIGGER = 150  # three or four micro-batches (Spark splits the limit over the partitions)
@@ -57,19 +55,15 @@ FAULT_POINTS = (
 
 
 @pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker holding one topic of generated sales (3 partitions), for the whole module."""
-    data_dir = tmp_path_factory.mktemp("kafka")
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
-    assert status.bootstrap is not None
+def bootstrap(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test process's broker, holding this module's topic of generated sales (3 partitions)."""
     base = tmp_path_factory.mktemp("publish")
-    conf = load_config(conf_file(base, status.bootstrap))
+    conf = load_config(conf_file(base, kafka_bootstrap))
     spec = GeneratorSpec(
         events=EVENTS, seed=11, end=END, bad_share=0.05, duplicate_share=0.05, late_share=0.1
     )
     assert publish_records(generate_records(spec), conf.sources.kafka, partitions=3) == EVENTS
-    yield status.bootstrap
-    kafka_service.stop(data_dir=data_dir)
+    return kafka_bootstrap
 
 
 def conf_file(base: Path, bootstrap: str) -> Path:

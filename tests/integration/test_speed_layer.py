@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
-from sales_core.devservices import kafka as kafka_service
+from devtools import kafka as kafka_service
 from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS, merge_partials
@@ -37,19 +36,8 @@ from tests.oracle import compute_views, event, raw_json, rows_to_view
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-KAFKA_PORT = 19094
 CLI = str(Path(sys.executable).with_name("lambda-sales"))
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real single-node broker for this module, stopped at the end."""
-    data_dir = tmp_path_factory.mktemp("kafka")
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
-    assert status.bootstrap is not None
-    yield status.bootstrap
-    kafka_service.stop(data_dir=data_dir)
 
 
 def new_topic(bootstrap: str, prefix: str, partitions: int = 1) -> str:
@@ -185,10 +173,10 @@ GARBAGE = random.Random(7).randbytes(1024 * 1024)
 
 
 def test_end_to_end_three_partitions_poison_messages_and_dead_letters(
-    spark, make_config, bootstrap
+    spark, make_config, kafka_bootstrap
 ) -> None:  # type: ignore[no-untyped-def]
-    topic = new_topic(bootstrap, "e2e", partitions=3)
-    config = speed_config(make_config, bootstrap, topic)
+    topic = new_topic(kafka_bootstrap, "e2e", partitions=3)
+    config = speed_config(make_config, kafka_bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
     valid = [as_message(e, i % 3) for i, e in enumerate(GOOD)]
     duplicate = as_message(GOOD[0], 0, amount="999.00")  # same partition, later: the first wins
@@ -200,7 +188,7 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(
         ((1, b"p-big", GARBAGE), "malformed"),
         (as_message(event("p-neg", amount="1.00"), 2, amount="-3.50"), "negative_amount"),
     ]
-    positions = publish(bootstrap, topic, valid + [duplicate] + [m for m, _ in poison])
+    positions = publish(kafka_bootstrap, topic, valid + [duplicate] + [m for m, _ in poison])
 
     run = run_speed(spark, config, available_now=True)
 
@@ -248,7 +236,7 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(
             assert row["raw_record"] == value.decode()
 
     # Dead-letter topic: the original key and bytes, the reason and position in headers.
-    letters = consume_all(bootstrap, f"{topic}-dlq", expected=len(poison))
+    letters = consume_all(kafka_bootstrap, f"{topic}-dlq", expected=len(poison))
     got = {}
     for letter in letters:
         headers = {k: v.decode() for k, v in letter.headers}
@@ -300,10 +288,10 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(
 
 
 def test_duplicates_of_batch_events_count_once_and_late_events_hand_off(
-    spark, make_config, bootstrap, tmp_path
+    spark, make_config, kafka_bootstrap, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    topic = new_topic(bootstrap, "handoff", partitions=2)
-    config = speed_config(make_config, bootstrap, topic)
+    topic = new_topic(kafka_bootstrap, "handoff", partitions=2)
+    config = speed_config(make_config, kafka_bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
     write_jsonl(tmp_path / "landing" / "day1.jsonl", [raw_json(e) for e in GOOD[:3]])
     run_batch(spark, config)
@@ -311,7 +299,7 @@ def test_duplicates_of_batch_events_count_once_and_late_events_hand_off(
     # s1 again (the batch layer has it), a late event and a new one, through Kafka.
     late = event("late-1", amount="7.25", event_time="2023-03-01T09:00:00Z", customer_id="c1")
     publish(
-        bootstrap,
+        kafka_bootstrap,
         topic,
         [as_message(GOOD[0], 0, amount="999.00"), as_message(late, 1), as_message(GOOD[3], 0)],
     )
@@ -332,24 +320,24 @@ def test_duplicates_of_batch_events_count_once_and_late_events_hand_off(
 
     # A late event after the batch counts as soon as the stream has processed it.
     later = event("late-2", amount="3.00", event_time="2022-12-24T18:00:00Z", customer_id="c9")
-    publish(bootstrap, topic, [as_message(later, 1), as_message(late, 0)])
+    publish(kafka_bootstrap, topic, [as_message(later, 1), as_message(late, 0)])
     run_speed(spark, config, available_now=True)
     assert merged_views(spark, lakehouse) == compute_views(GOOD[:4] + [late, later])
 
 
-def test_replayed_micro_batch_writes_nothing_twice(spark, make_config, bootstrap) -> None:  # type: ignore[no-untyped-def]
-    topic = new_topic(bootstrap, "replay", partitions=2)
-    config = speed_config(make_config, bootstrap, topic)
+def test_replayed_micro_batch_writes_nothing_twice(spark, make_config, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
+    topic = new_topic(kafka_bootstrap, "replay", partitions=2)
+    config = speed_config(make_config, kafka_bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
     publish(
-        bootstrap,
+        kafka_bootstrap,
         topic,
         [as_message(e, i % 2) for i, e in enumerate(GOOD[:4])] + [(1, b"bad", b"[1, 2]")],
     )
     batch_time = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
     micro_batch = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap)
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
@@ -405,17 +393,17 @@ def test_replayed_micro_batch_writes_nothing_twice(spark, make_config, bootstrap
 
 
 def test_refuses_to_start_when_checkpoint_and_tables_disagree(
-    spark, make_config, bootstrap, tmp_path
+    spark, make_config, kafka_bootstrap, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    topic = new_topic(bootstrap, "refuse")
-    config = speed_config(make_config, bootstrap, topic)
+    topic = new_topic(kafka_bootstrap, "refuse")
+    config = speed_config(make_config, kafka_bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
     checkpoint = Path(lakehouse.speed_checkpoint)
-    publish(bootstrap, topic, [as_message(GOOD[0], 0)])
+    publish(kafka_bootstrap, topic, [as_message(GOOD[0], 0)])
     run_speed(spark, config, available_now=True)  # micro-batch 0
     after_0 = tmp_path / "checkpoint-after-0"
     shutil.copytree(checkpoint, after_0)
-    publish(bootstrap, topic, [as_message(GOOD[1], 0)])
+    publish(kafka_bootstrap, topic, [as_message(GOOD[1], 0)])
     run_speed(spark, config, available_now=True)  # micro-batch 1
 
     # A deleted checkpoint would re-read the topic from the start.
@@ -435,7 +423,7 @@ def test_refuses_to_start_when_checkpoint_and_tables_disagree(
         run_speed(spark, config, available_now=True)
 
     # Another topic's checkpoint.
-    other = speed_config(make_config, bootstrap, new_topic(bootstrap, "other"))
+    other = speed_config(make_config, kafka_bootstrap, new_topic(kafka_bootstrap, "other"))
     with pytest.raises(
         CheckpointMismatchError, match=r"reads topic\(s\) refuse-.*not the configured topic"
     ):
@@ -486,7 +474,7 @@ def test_checkpoint_rules(
         assert reason is not None and problem in reason and "\n" not in reason
 
 
-def test_generate_to_kafka_publishes_keyed_records(bootstrap, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_generate_to_kafka_publishes_keyed_records(kafka_bootstrap, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """``lambda-sales generate --to kafka`` (no Spark): creates the topic, keys by event_id."""
     import os
 
@@ -495,7 +483,7 @@ def test_generate_to_kafka_publishes_keyed_records(bootstrap, tmp_path) -> None:
     topic = f"generate-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
-        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
     }
     result = subprocess.run(
@@ -522,15 +510,15 @@ def test_generate_to_kafka_publishes_keyed_records(bootstrap, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"published 500 records to Kafka topic {topic}" in result.stdout
 
-    from sales_core.generator import GeneratorSpec, generate_records
+    from devtools.generator import GeneratorSpec, generate_records
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         described = admin.describe_topics([topic])
     finally:
         admin.close()
     assert len(described[0]["partitions"]) == 3
-    messages = consume_all(bootstrap, topic, expected=500)
+    messages = consume_all(kafka_bootstrap, topic, expected=500)
     assert len(messages) == 500
     # Same seed, same records (the generator's own end time moves, so compare ids and keys).
     spec_ids = [

@@ -2,8 +2,9 @@
 nightly batch runs while the stream is running (CONTRACT §2, §4).
 
 The stream is the real CLI (``lambda-sales speed``, continuous, 1 s trigger) in its own
-process, against its own broker; the test process publishes, runs the batch on the shared
-session and checks the outcome against the test's own oracle.
+process (the outage test against a broker of its own, which it stops and restarts); the test
+process publishes, runs the batch on the shared session and checks the outcome against the
+test's own oracle.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
+from devtools import kafka as kafka_service
 from sales_core.config import load_config
-from sales_core.devservices import kafka as kafka_service
 from sales_core.lakehouse import Lakehouse
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl, write_stream_conf
@@ -35,23 +37,23 @@ pytestmark = [
     pytest.mark.timeout(1800),  # two JVMs on two cores: the stream and the test's batch runs
 ]
 
-KAFKA_PORT = 19096
 TOPIC = "ops-sales"
 
 
 @pytest.fixture()
 def broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A broker of this test's own (the test stops and restarts it), and its data directory."""
+    """A broker of this test's own on a free port (the test stops and restarts it), and its
+    data directory."""
     data_dir = tmp_path / "kafka"
-    status = kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
+    status = kafka_service.start_on_free_port(data_dir)
     assert status.bootstrap is not None
     kafka_service.create_topic(status.bootstrap, TOPIC, partitions=2)
     yield status.bootstrap, data_dir
     kafka_service.stop(data_dir=data_dir)
 
 
-def conf_file(base: Path, bootstrap: str) -> Path:
-    return write_stream_conf(base, bootstrap=bootstrap, topic=TOPIC, landing=base / "landing")
+def conf_file(base: Path, bootstrap: str, topic: str = TOPIC) -> Path:
+    return write_stream_conf(base, bootstrap=bootstrap, topic=topic, landing=base / "landing")
 
 
 def sales(prefix: str, n: int, *, late: bool = False) -> list[dict[str, Any]]:
@@ -109,7 +111,7 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
 
         kafka_service.stop(data_dir=data_dir)
         time.sleep(20)  # several triggers with no broker
-        kafka_service.start(port=KAFKA_PORT, data_dir=data_dir)
+        kafka_service.start(port=int(bootstrap.rsplit(":", 1)[1]), data_dir=data_dir)
         publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(during)])
 
         # Either the stream recovers by itself, or it has failed loudly (non-zero, one line).
@@ -137,9 +139,10 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
     assert merged_views(spark, lakehouse) == compute_views(before + during + after)
 
 
-def test_batch_runs_while_the_stream_is_running(spark, tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
-    bootstrap, _ = broker
-    conf = conf_file(tmp_path, bootstrap)
+def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
+    bootstrap, topic = kafka_bootstrap, f"{TOPIC}-{uuid.uuid4().hex[:8]}"
+    kafka_service.create_topic(bootstrap, topic, partitions=2)
+    conf = conf_file(tmp_path, bootstrap, topic)
     config = load_config(conf)
     lakehouse = Lakehouse(config.lakehouse.root)
     landing = tmp_path / "landing"
@@ -153,7 +156,7 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, broker) -> None
         try:
             for round_number in range(3):
                 chunk = streamed[round_number * 27 : (round_number + 1) * 27]
-                publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(chunk)])
+                publish(bootstrap, topic, [as_message(e, i % 2) for i, e in enumerate(chunk)])
                 files = filed[round_number * 14 : (round_number + 1) * 14] + (
                     both if round_number == 1 else []
                 )

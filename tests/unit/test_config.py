@@ -314,3 +314,57 @@ def test_printed_configuration_is_valid_toml_of_the_same_values() -> None:
         load_config(environ={"LAMBDA_SALES__SPARK__CONF__SPARK.UI.PORT": "4050"})
     )
     assert tomllib.loads(dumps_toml(printable)) == printable
+
+
+# --- keys with a fixed set of values ----------------------------------------------------------
+
+
+def test_logging_choices_are_matched_without_regard_to_case() -> None:
+    config = load_config(
+        environ={"LAMBDA_SALES__LOGGING__LEVEL": "debug", "LAMBDA_SALES__LOGGING__FORMAT": "JSON"}
+    )
+    assert (config.logging.level, config.logging.format) == ("DEBUG", "json")
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "key"),
+    [
+        ("LAMBDA_SALES__LOGGING__LEVEL", "verbose", "logging.level"),
+        ("LAMBDA_SALES__LOGGING__FORMAT", "xml", "logging.format"),
+    ],
+)
+def test_value_outside_the_choices_names_key_and_variable(
+    variable: str, text: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={variable: text})
+    message = str(caught.value)
+    assert f"'{key}' must be one of" in message
+    assert variable in message and repr(text) in message
+    assert "\n" not in message
+
+
+def test_value_outside_the_choices_in_conf_file_names_the_file(tmp_path: Path) -> None:
+    conf = write_conf(tmp_path, '[logging]\nformat = "yaml"\n', name="site.toml")
+    with pytest.raises(
+        ConfigError, match=r"'logging\.format' must be one of json, text.*site\.toml"
+    ):
+        load_config(conf, environ={})
+
+
+def test_secret_keys_are_the_secret_fields_of_the_schema() -> None:
+    from sales_core.config import SECRET_KEYS
+
+    assert {
+        "sources.jdbc.password",
+        "sources.kafka.sasl_password",
+        "alerts.webhook_url",
+        "airflow.password",
+    } <= SECRET_KEYS
+    config = load_config(environ={})
+    for key in SECRET_KEYS:
+        value: object = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert isinstance(value, Secret), key
+    assert "sources.jdbc.user" not in SECRET_KEYS

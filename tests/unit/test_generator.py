@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from sales_core.generator import GeneratorSpec, generate_records, to_db_row, write_landing_files
+from devtools.generator import GeneratorSpec, generate_records
+from devtools.writers import to_db_row, write_landing_files
 
 pytestmark = pytest.mark.unit
 END = datetime(2026, 1, 1, tzinfo=timezone.utc)

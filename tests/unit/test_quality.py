@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sales_core.quality import EMPTY, QualityReport, quality_report
+from sales_core.rules import REASON_CODES
 
 pytestmark = pytest.mark.unit
 
@@ -56,6 +57,57 @@ def test_score_is_rounded_to_four_places() -> None:
     )
     assert report.validity_issues == 1
     assert report.score == 66.6667
+
+
+# Each reason code of CONTRACT §1 and the check it fails: a missing required field is a
+# completeness issue, any other reason a validity issue.
+REASON_CHECKS = [
+    ("malformed", "validity"),
+    ("missing_required:event_id", "completeness"),
+    ("missing_required:order_id", "completeness"),
+    ("missing_required:product_id", "completeness"),
+    ("missing_required:quantity", "completeness"),
+    ("invalid_type:quantity", "validity"),
+    ("invalid_quantity", "validity"),
+    ("missing_required:amount", "completeness"),
+    ("invalid_type:amount", "validity"),
+    ("negative_amount", "validity"),
+    ("amount_out_of_range", "validity"),
+    ("missing_required:event_time", "completeness"),
+    ("invalid_type:event_time", "validity"),
+    ("event_time_out_of_range", "validity"),
+    ("future_event_time", "validity"),
+]
+
+
+@pytest.mark.parametrize(
+    ("reason", "check"),
+    [pytest.param(reason, check, id=f"{reason}->{check}") for reason, check in REASON_CHECKS],
+)
+def test_each_reason_counts_against_its_check(reason: str, check: str) -> None:
+    # 3 records rejected for this reason out of 4: 75 issues in 100 -> 25
+    report = quality_report(records=4, rejected_by_reason={reason: 3}, defaulted=0, duplicates=0)
+    issues = {
+        "completeness": report.completeness_issues,
+        "validity": report.validity_issues,
+        "consistency": report.consistency_issues,
+    }
+    assert issues == {name: 3 if name == check else 0 for name in issues}
+    assert report.score == 25.0
+
+
+def test_reason_checks_cover_every_reason_code() -> None:
+    assert tuple(reason for reason, _ in REASON_CHECKS) == REASON_CODES
+
+
+def test_defaulted_fields_are_completeness_and_duplicates_consistency_issues() -> None:
+    report = quality_report(records=10, rejected_by_reason={}, defaulted=2, duplicates=3)
+    assert (report.completeness_issues, report.validity_issues, report.consistency_issues) == (
+        2,
+        0,
+        3,
+    )
+    assert report.score == 50.0
 
 
 def test_every_non_missing_reason_is_a_validity_issue() -> None:

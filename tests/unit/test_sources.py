@@ -10,8 +10,7 @@ import pytest
 
 from batch_layer.ledger import entry_of
 from batch_layer.sources.base import Entry
-from batch_layer.sources.files import LandingFile
-from batch_layer.sources.files import _entry as file_entry
+from batch_layer.sources.files import LandingFile, file_entry
 from batch_layer.sources.http import HttpSource, Resume, parse_page, resume_point
 from sales_core.config import ConfigError, HttpSourceConf, Secret
 

@@ -1,11 +1,12 @@
-"""Which speed increments files the fast path may skip, from their Delta statistics."""
+"""Which speed increments files the DuckDB engine may skip, from their Delta statistics."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
 
-from serving_layer.fast import _may_hold_above
+from serving_layer.delta_files import may_hold_rows
+from serving_layer.merge_spec import Increments, RowFilter
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +26,11 @@ def actions(*files: tuple[str | None, str | None, int | None, int | None, int | 
     )
 
 
+def above(handoff: dict[str, int]) -> RowFilter:
+    """The increments of a view (one table per view) above ``handoff``."""
+    return Increments("speed/increments/sales_daily").rows_above(handoff)
+
+
 def test_only_files_wholly_covered_by_the_mark_are_skipped() -> None:
     files = actions(
         ("speed", "speed", 0, 3, 0),  # every micro-batch covered
@@ -34,17 +40,31 @@ def test_only_files_wholly_covered_by_the_mark_are_skipped() -> None:
         ("other", "other", 0, 0, 0),  # a stream the mark does not name
         ("other", "speed", 0, 0, 0),  # two streams in one file (a compaction)
     )
-    assert _may_hold_above(files, {"speed": 3}) == [False, False, True, True, True, True]
+    assert may_hold_rows(files, above({"speed": 3})) == [False, False, True, True, True, True]
 
 
 def test_files_without_statistics_or_with_nulls_are_read() -> None:
     files = actions(
         (None, None, None, None, None), ("speed", "speed", 0, None, 0), ("speed", "speed", 0, 1, 1)
     )
-    assert _may_hold_above(files, {"speed": 3}) == [True, True, True]
+    assert may_hold_rows(files, above({"speed": 3})) == [True, True, True]
     no_stats = pa.table({"path": ["a.parquet"], "size_bytes": [10]})
-    assert _may_hold_above(no_stats, {"speed": 3}) == [True]
+    assert may_hold_rows(no_stats, above({"speed": 3})) == [True]
 
 
 def test_without_a_mark_every_file_is_read() -> None:
-    assert _may_hold_above(actions(("speed", "speed", 0, 0, 0)), {}) == [True]
+    assert may_hold_rows(actions(("speed", "speed", 0, 0, 0)), above({})) == [True]
+
+
+def test_files_holding_no_row_of_the_view_are_skipped() -> None:
+    """With one increments table for every view, a file's statistics on the view column
+    show whether it holds any row of the view."""
+    files = pa.table(
+        {
+            "path": ["a.parquet", "b.parquet", "c.parquet", "d.parquet"],
+            "min.view": ["sales_daily", "customer_totals", "customer_totals", None],
+            "max.view": ["sales_daily", "sales_hourly", "revenue_category_monthly", None],
+        }
+    )
+    rows = Increments("speed/increments", RowFilter((("view", "=", "sales_hourly"),)))
+    assert may_hold_rows(files, rows.rows_above({})) == [False, True, False, True]

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from sales_core.devservices.kafka import new_cluster_id
+from devtools.kafka_files import new_cluster_id
 
 pytestmark = pytest.mark.unit
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from sales_core.devservices import PROJECT_ROOT, ServiceError, kafka, postgres
+from devtools import kafka, postgres
+from devtools.processes import PROJECT_ROOT, PortInUseError, free_port
+from tests.conftest import postgres_data_dir
 
 pytestmark = pytest.mark.integration
 
-KAFKA_PORT = 19092
-PG_PORT = 15432
 PG_PASSWORD = "integration-test-password"
 
 
@@ -37,19 +35,16 @@ def kafka_data(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def pg_data() -> Iterator[Path]:
-    """A PostgreSQL data directory the ``postgres`` OS user can reach (pytest's tmp is 0700)."""
-    parent = Path(tempfile.mkdtemp(prefix="lambda-sales-pg-test-", dir="/tmp"))
-    parent.chmod(0o755)
-    data_dir = parent / "data"
-    yield data_dir
-    postgres.stop(data_dir=data_dir)
-    shutil.rmtree(parent, ignore_errors=True)
+    """A PostgreSQL data directory whose server is stopped after the test, whatever happens."""
+    with postgres_data_dir() as data_dir:
+        yield data_dir
 
 
 def test_kafka_broker_round_trip(kafka_data: Path) -> None:
-    first = kafka.start(port=KAFKA_PORT, data_dir=kafka_data)
-    assert first.running and first.bootstrap == f"127.0.0.1:{KAFKA_PORT}"
-    again = kafka.start(port=KAFKA_PORT, data_dir=kafka_data)
+    port = kafka.free_broker_port()
+    first = kafka.start(port=port, data_dir=kafka_data)
+    assert first.running and first.bootstrap == f"127.0.0.1:{port}"
+    again = kafka.start(port=port, data_dir=kafka_data)
     assert again.pid == first.pid, "a second start must reuse the running broker"
     assert "running" in str(kafka.status(data_dir=kafka_data))
 
@@ -112,8 +107,8 @@ def test_kafka_start_survives_a_signal_that_kills_the_broker_while_it_starts(
     killer = threading.Thread(target=kill_first_launch)
     killer.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="sales_core.devservices.kafka"):
-            started = kafka.start(port=KAFKA_PORT, data_dir=kafka_data)
+        with caplog.at_level(logging.WARNING, logger="devtools.kafka"):
+            started = kafka.start_on_free_port(kafka_data)
     finally:
         killer.join()
     assert killed, "the test never saw the broker's pid file"
@@ -122,25 +117,36 @@ def test_kafka_start_survives_a_signal_that_kills_the_broker_while_it_starts(
     assert kafka.create_topic(started.bootstrap or "", "after-restart", partitions=1) is True
 
 
+def test_brokers_on_free_ports_run_side_by_side(kafka_bootstrap: str, kafka_data: Path) -> None:
+    """What two pytest-xdist workers do: each its own broker, data dir and ports."""
+    other = kafka.start_on_free_port(kafka_data)
+
+    assert other.running and other.bootstrap not in (None, kafka_bootstrap)
+    assert other.data_dir == kafka_data.resolve()
+    assert kafka.create_topic(kafka_bootstrap, "side-by-side", partitions=1) is True
+    assert kafka.create_topic(other.bootstrap or "", "side-by-side", partitions=1) is True
+
+
 def test_kafka_start_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        with pytest.raises(ServiceError, match="in use by another program"):
+        with pytest.raises(PortInUseError, match="in use by another program"):
             kafka.start(port=port, data_dir=tmp_path / "kafka")
 
 
 def test_postgres_round_trip(pg_data: Path) -> None:
-    first = postgres.start(port=PG_PORT, data_dir=pg_data, password=PG_PASSWORD)
-    assert first.running and first.port == PG_PORT
-    again = postgres.start(port=PG_PORT, data_dir=pg_data, password=PG_PASSWORD)
+    port = free_port()
+    first = postgres.start(port=port, data_dir=pg_data, password=PG_PASSWORD)
+    assert first.running and first.port == port
+    again = postgres.start(port=port, data_dir=pg_data, password=PG_PASSWORD)
     assert again.pid == first.pid, "a second start must reuse the running server"
 
     import psycopg
 
     with psycopg.connect(
-        host="127.0.0.1", port=PG_PORT, user="sales", password=PG_PASSWORD, dbname="sales"
+        host="127.0.0.1", port=port, user="sales", password=PG_PASSWORD, dbname="sales"
     ) as conn:
         conn.execute("CREATE TABLE sales_data (id int PRIMARY KEY, product text, amount numeric)")
         conn.execute(
@@ -152,7 +158,7 @@ def test_postgres_round_trip(pg_data: Path) -> None:
 
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(
-            host="127.0.0.1", port=PG_PORT, user="sales", password="wrong", dbname="sales"
+            host="127.0.0.1", port=port, user="sales", password="wrong", dbname="sales"
         ).close()
     assert PG_PASSWORD not in (pg_data / "postgres.log").read_text()
 
@@ -165,7 +171,7 @@ def test_postgres_round_trip(pg_data: Path) -> None:
 def test_cli_reports_status_and_one_line_errors(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "sales_core.devservices", *args],
+            [sys.executable, "-m", "devtools", *args],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,

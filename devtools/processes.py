@@ -1,15 +1,7 @@
-"""Local development services: a single-node Apache Kafka broker and a PostgreSQL server.
+"""Process helpers the local services share: tools, ports, pid files, stopping, locking.
 
-Both run as real processes on this machine, so the demo and the integration tests need
-neither Docker nor a pre-installed cluster. The service modules are imported on demand::
-
-    from sales_core.devservices import kafka, postgres
-
-    kafka.start(port=19092)
-    postgres.start(port=15432)
-
-This package module only holds the small process helpers both services share (standard
-library only, so importing it is cheap); ``python -m sales_core.devservices`` is the CLI.
+Standard library only, so importing it is cheap. The services themselves are
+:mod:`devtools.kafka` and :mod:`devtools.postgres`; ``python -m devtools`` is their CLI.
 """
 
 from __future__ import annotations
@@ -28,10 +20,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CACHE_ROOT = PROJECT_ROOT / ".cache"
-
-__all__ = ["CACHE_ROOT", "PROJECT_ROOT", "ServiceError"]
 
 
 class ServiceError(RuntimeError):
@@ -39,6 +29,10 @@ class ServiceError(RuntimeError):
 
     The message is a single line meant for a human (the CLI prints it as is).
     """
+
+
+class PortInUseError(ServiceError):
+    """The port a service was asked to listen on is taken by another program."""
 
 
 def require_tool(name: str, apt_package: str) -> str:
@@ -102,6 +96,23 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound right now (nothing listens on it or holds it)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def read_pid(pid_file: Path) -> int | None:

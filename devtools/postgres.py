@@ -4,7 +4,7 @@ Uses the PostgreSQL server binaries of this machine (installing the Debian ``pos
 package when they are missing) to run a private cluster in ``data_dir``, listening on
 127.0.0.1 only, with a password-protected login role and database::
 
-    from sales_core.devservices import postgres
+    from devtools import postgres
 
     postgres.start(port=15432)   # idempotent; returns once a password login works
     postgres.stop()
@@ -17,36 +17,42 @@ development only. The password is never logged or put in an error message.
 When running as root (PostgreSQL refuses to), the server runs as the ``postgres`` OS user.
 Local (Unix socket) connections are trusted: the socket lives inside the data directory
 (or, for a long path, a private ``/tmp`` directory), which only the server's OS user (and
-root) can enter. TCP logins need the password
-(SCRAM-SHA-256).
+root) can enter. TCP logins need the password (SCRAM-SHA-256). The binaries and the data
+directory's files are :mod:`devtools.postgres_cluster`'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import pwd
-import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sales_core.devservices import (
+from devtools.postgres_cluster import (
+    DATA_ENV,
+    HOST,
+    SUPERUSER,
+    ensure_installed,
+    initdb,
+    postmaster,
+    prepare_data_dir,
+    run_as_server,
+    socket_dir,
+    write_settings,
+)
+from devtools.processes import (
     CACHE_ROOT,
+    PortInUseError,
     ServiceError,
-    apt_install,
     file_lock,
+    free_port,
     last_line,
     log_tail,
     port_open,
-    process_matches,
-    read_pid,
 )
 
 if TYPE_CHECKING:
@@ -60,35 +66,11 @@ DEFAULT_USER = "sales"
 DEFAULT_DATABASE = "sales"
 #: The password used when LAMBDA_SALES__SOURCES__JDBC__PASSWORD is unset. Local development only.
 DEV_PASSWORD = "sales-local-dev"
-HOST = "127.0.0.1"
-SUPERUSER = "postgres"
-OS_USER = "postgres"
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 
 PORT_ENV = "LAMBDA_SALES_PG_PORT"
-DATA_ENV = "LAMBDA_SALES_PG_DATA"
 PASSWORD_ENV = "LAMBDA_SALES__SOURCES__JDBC__PASSWORD"
-
-#: Unix socket paths are limited to 107 bytes; the socket file name takes up to 17 of them.
-_MAX_SOCKET_DIR_LENGTH = 90
-_CONF_FILE = "lambda_sales.conf"
-_INCLUDE_LINE = f"include_if_exists = '{_CONF_FILE}'"
-
-
-@dataclass(frozen=True)
-class PostgresBinaries:
-    """The directory holding ``pg_ctl``, ``initdb`` and ``postgres``."""
-
-    bindir: Path
-
-    @property
-    def pg_ctl(self) -> str:
-        return str(self.bindir / "pg_ctl")
-
-    @property
-    def initdb(self) -> str:
-        return str(self.bindir / "initdb")
 
 
 @dataclass(frozen=True)
@@ -119,45 +101,8 @@ class PostgresStatus:
 
 
 # --------------------------------------------------------------------------------------
-# Installation and settings
+# Defaults
 # --------------------------------------------------------------------------------------
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
-
-
-def _find_binaries() -> PostgresBinaries | None:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    for bindir in candidates:
-        if all((bindir / tool).is_file() for tool in ("pg_ctl", "initdb", "postgres")):
-            return PostgresBinaries(bindir)
-    return None
-
-
-def ensure_installed() -> PostgresBinaries:
-    """Find the PostgreSQL server binaries, installing the ``postgresql`` package if needed.
-
-    Raises:
-        ServiceError: If they are missing and cannot be installed (not root, no apt-get).
-    """
-    binaries = _find_binaries()
-    if binaries is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        # Debian would otherwise create and start a "main" cluster on port 5432.
-        no_main_cluster = Path("/etc/postgresql-common/createcluster.d/lambda-sales.conf")
-        no_main_cluster.parent.mkdir(parents=True, exist_ok=True)
-        no_main_cluster.write_text("create_main_cluster = false\n")
-        apt_install(["postgresql"])
-        binaries = _find_binaries()
-    if binaries is None:
-        raise ServiceError(
-            "PostgreSQL server binaries (pg_ctl, initdb, postgres) not found; "
-            "install the 'postgresql' package"
-        )
-    return binaries
 
 
 def resolve_port(port: int | None = None) -> int:
@@ -185,150 +130,19 @@ def resolve_data_dir(
     project. When running as root and the default location cannot be reached by the
     ``postgres`` OS user, ``/tmp/lambda-sales-postgres-<port>`` is used instead.
     """
+    # Resolved always: the postmaster's command line names this path, and a later status()
+    # must find it there whichever spelling (a symlinked .cache) it is given.
     explicit = data_dir or os.environ.get(DATA_ENV)
     if explicit:
         return Path(explicit).expanduser().resolve()
     if os.geteuid() != 0 or _traversable_by_others(DEFAULT_DATA_DIR.parent):
-        return DEFAULT_DATA_DIR
-    return Path("/tmp") / f"lambda-sales-postgres-{resolve_port(port)}"
+        return DEFAULT_DATA_DIR.resolve()
+    return (Path("/tmp") / f"lambda-sales-postgres-{resolve_port(port)}").resolve()
 
 
 def _traversable_by_others(path: Path) -> bool:
     """Whether every existing ancestor of ``path`` can be entered by any user (o+x)."""
     return all(parent.stat().st_mode & 0o001 for parent in (path, *path.parents) if parent.exists())
-
-
-# --------------------------------------------------------------------------------------
-# Running the server binaries
-# --------------------------------------------------------------------------------------
-
-
-def _server_account() -> pwd.struct_passwd | None:
-    """The OS account to run the server as: ``postgres`` when we are root, else ourselves."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(OS_USER)
-    except KeyError:
-        logger.info("creating the '%s' OS user", OS_USER)
-        command = ["useradd", "--system", "--user-group", "--no-create-home", OS_USER]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ServiceError(f"useradd {OS_USER} failed: {last_line(result.stderr)}") from None
-        return pwd.getpwnam(OS_USER)
-
-
-def _run(command: list[str], data_dir: Path, what: str) -> subprocess.CompletedProcess[str]:
-    """Run a server binary as the server's OS user; raise ServiceError if it fails."""
-    account = _server_account()
-    kwargs: dict[str, Any] = {}
-    # A minimal environment: the server must not inherit secrets or PG* client settings.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-    if account is not None:
-        kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-        env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
-    result = subprocess.run(
-        command,
-        cwd=data_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        **kwargs,
-    )
-    if result.returncode != 0:
-        raise ServiceError(f"{what} failed: {last_line(result.stderr + result.stdout)}")
-    return result
-
-
-def _socket_dir(data_dir: Path) -> Path:
-    """Where the Unix socket lives: the data dir, unless its path is too long for a socket."""
-    if len(str(data_dir)) <= _MAX_SOCKET_DIR_LENGTH:
-        return data_dir
-    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"lambda-sales-pg-{digest}"
-
-
-def _prepare_data_dir(data_dir: Path) -> None:
-    """Create ``data_dir`` and the socket dir (mode 0700), owned by the server's OS user."""
-    data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    account = _server_account()
-    for directory in {data_dir, _socket_dir(data_dir)}:
-        directory.mkdir(exist_ok=True, mode=0o700)
-        if account is not None:
-            os.chown(directory, account.pw_uid, account.pw_gid)
-    if account is not None:
-        probe = subprocess.run(["test", "-w", str(data_dir)], user=account.pw_uid, check=False)
-        if probe.returncode != 0:
-            raise ServiceError(
-                f"the '{OS_USER}' OS user cannot reach {data_dir}; "
-                f"use a data dir under a world-traversable directory (set {DATA_ENV})"
-            )
-
-
-def _initdb(binaries: PostgresBinaries, data_dir: Path) -> None:
-    logger.info("initialising a PostgreSQL cluster in %s", data_dir)
-    _run(
-        [
-            binaries.initdb,
-            "--pgdata",
-            str(data_dir),
-            "--username",
-            SUPERUSER,
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-instructions",
-        ],
-        data_dir,
-        "initdb",
-    )
-    conf = data_dir / "postgresql.conf"
-    conf.write_text(conf.read_text() + f"\n{_INCLUDE_LINE}\n")
-
-
-def _write_settings(data_dir: Path, port: int) -> None:
-    """(Re)write the settings this module owns; they override postgresql.conf."""
-    settings = {
-        "listen_addresses": f"'{HOST}'",
-        "port": str(port),
-        "unix_socket_directories": f"'{_socket_dir(data_dir)}'",
-        "password_encryption": "'scram-sha-256'",
-        "max_connections": "50",
-        "shared_buffers": "'64MB'",
-        "logging_collector": "off",
-    }
-    lines = ["# Written by sales_core.devservices.postgres on every start; edits are overwritten."]
-    lines += [f"{key} = {value}" for key, value in settings.items()]
-    _write_as_server(data_dir / _CONF_FILE, "\n".join(lines) + "\n")
-    hba = [
-        "# Written by sales_core.devservices.postgres; the socket is inside the 0700 data dir.",
-        "local   all   all                   trust",
-        "host    all   all   127.0.0.1/32    scram-sha-256",
-    ]
-    _write_as_server(data_dir / "pg_hba.conf", "\n".join(hba) + "\n")
-
-
-def _write_as_server(path: Path, text: str) -> None:
-    path.write_text(text)
-    account = _server_account()
-    if account is not None:
-        os.chown(path, account.pw_uid, account.pw_gid)
-    path.chmod(0o600)
-
-
-def _postmaster(data_dir: Path) -> tuple[int, int] | None:
-    """(pid, port) of the running postmaster of ``data_dir``, from ``postmaster.pid``."""
-    pid_file = data_dir / "postmaster.pid"
-    pid = read_pid(pid_file)
-    if pid is None or not process_matches(pid, str(data_dir)):
-        return None
-    try:
-        port = int(pid_file.read_text().splitlines()[3])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid, port
 
 
 # --------------------------------------------------------------------------------------
@@ -341,7 +155,7 @@ def _superuser_connection(data_dir: Path, port: int) -> Iterator[psycopg.Connect
     import psycopg
 
     with psycopg.connect(
-        host=str(_socket_dir(data_dir)),
+        host=str(socket_dir(data_dir)),
         port=port,
         user=SUPERUSER,
         dbname="postgres",
@@ -444,7 +258,7 @@ def start(
     password = resolve_password(password)
     binaries = ensure_installed()
     with file_lock(data_dir.parent / f".{data_dir.name}.lock"):
-        running = _postmaster(data_dir)
+        running = postmaster(data_dir)
         if running is not None and running[1] != port:
             raise ServiceError(
                 f"the PostgreSQL of {data_dir} already runs on port {running[1]}; "
@@ -452,16 +266,16 @@ def start(
             )
         if running is None:
             if port_open(HOST, port):
-                raise ServiceError(
+                raise PortInUseError(
                     f"port {HOST}:{port} is in use by another program, not the PostgreSQL of {data_dir}"
                 )
-            _prepare_data_dir(data_dir)
+            prepare_data_dir(data_dir)
             if not (data_dir / "PG_VERSION").is_file():
-                _initdb(binaries, data_dir)
-            _write_settings(data_dir, port)
+                initdb(binaries, data_dir)
+            write_settings(data_dir, port)
             logger.info("starting PostgreSQL on %s:%d (data in %s)", HOST, port, data_dir)
             started = time.monotonic()
-            _run(
+            run_as_server(
                 [
                     binaries.pg_ctl,
                     "start",
@@ -490,6 +304,26 @@ def start(
     return status(data_dir=data_dir, port=port)
 
 
+def start_on_free_port(
+    data_dir: str | os.PathLike[str],
+    password: str | None = None,
+    attempts: int = 5,
+) -> PostgresStatus:
+    """Start the server of ``data_dir`` on a port nothing uses, for the tests.
+
+    Several servers may then run on one machine at once (pytest-xdist workers, other
+    checkouts), each with its own data directory. A port another program takes between the
+    choice and the start is given up for another one.
+
+    Raises:
+        ServiceError: As :func:`start`; PortInUseError after ``attempts`` taken ports.
+    """
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortInUseError):
+            return start(port=free_port(HOST), data_dir=data_dir, password=password)
+    return start(port=free_port(HOST), data_dir=data_dir, password=password)
+
+
 def stop(
     data_dir: str | os.PathLike[str] | None = None,
     port: int | None = None,
@@ -506,16 +340,18 @@ def stop(
         The (stopped) status.
     """
     data_dir = resolve_data_dir(data_dir, port)
-    if _postmaster(data_dir) is None:
+    if postmaster(data_dir) is None:
         return status(data_dir=data_dir, port=port)
     binaries = ensure_installed()
     logger.info("stopping PostgreSQL (data in %s)", data_dir)
     command = [binaries.pg_ctl, "stop", "--pgdata", str(data_dir), "--wait", "--silent"]
     try:
-        _run([*command, "--mode", "fast", "--timeout", str(int(timeout))], data_dir, "pg_ctl stop")
+        run_as_server(
+            [*command, "--mode", "fast", "--timeout", str(int(timeout))], data_dir, "pg_ctl stop"
+        )
     except ServiceError:
         logger.warning("PostgreSQL did not stop within %d s; stopping it immediately", timeout)
-        _run([*command, "--mode", "immediate"], data_dir, "pg_ctl stop --mode immediate")
+        run_as_server([*command, "--mode", "immediate"], data_dir, "pg_ctl stop --mode immediate")
     return status(data_dir=data_dir, port=port)
 
 
@@ -524,7 +360,7 @@ def status(
 ) -> PostgresStatus:
     """The status of the server of ``data_dir`` (resolved as in :func:`start`)."""
     data_dir = resolve_data_dir(data_dir, port)
-    running = _postmaster(data_dir)
+    running = postmaster(data_dir)
     if running is None:
         return PostgresStatus(running=False, pid=None, port=None, data_dir=data_dir)
     return PostgresStatus(running=True, pid=running[0], port=running[1], data_dir=data_dir)

@@ -1,11 +1,11 @@
 """A real single-node Apache Kafka broker (KRaft mode) for development and the tests.
 
-The broker jars are resolved from Maven Central with Maven once and cached under
-``.cache/kafka/<version>/libs``; after that, starting the broker never touches the network.
-The broker runs detached (it survives the Python process that started it) and keeps its
-configuration, logs, pid file and cluster id in ``data_dir``::
+Its jars and the files of its data directory are :mod:`devtools.kafka_files`' job; after the
+first start, starting a broker never touches the network. The broker runs detached (it
+survives the Python process that started it) and keeps its configuration, logs, pid file and
+cluster id in ``data_dir``::
 
-    from sales_core.devservices import kafka
+    from devtools import kafka
 
     kafka.start(port=19092)            # idempotent; returns once topics can be listed
     kafka.create_topic("127.0.0.1:19092", "sales-events", partitions=3)
@@ -16,94 +16,56 @@ Only ``kafka-python`` is imported, and only by the functions that talk to the br
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sales_core.devservices import (
-    CACHE_ROOT,
+from devtools.kafka_files import (
+    CONTROLLER_PORT_OFFSET,
+    KAFKA_HOME,
+    KAFKA_VERSION,
+    LOG4J2_PROPERTIES,
+    Layout,
+    configured_bootstrap,
+    ensure_libs,
+    format_storage,
+    java_executable,
+    server_properties,
+)
+from devtools.processes import (
+    PortInUseError,
     ServiceError,
     file_lock,
-    last_line,
+    free_port,
     log_tail,
+    port_free,
     port_open,
     process_matches,
     read_pid,
-    require_tool,
     terminate,
 )
 
 logger = logging.getLogger(__name__)
 
-KAFKA_VERSION = "4.1.1"
-SCALA_BINARY = "2.13"
-#: Kafka 4.x logs through SLF4J 1.7; without this bridge to its log4j2 the broker is silent.
-LOG4J_VERSION = "2.24.3"
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
-KAFKA_HOME = CACHE_ROOT / "kafka"
 DEFAULT_DATA_DIR = KAFKA_HOME / "data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
-#: The KRaft controller listens on ``port + CONTROLLER_PORT_OFFSET`` (10092 for 9092).
-CONTROLLER_PORT_OFFSET = 1000
 START_TIMEOUT_S = 90.0
 #: Launches tried when a signal from outside kills the broker while it starts.
 START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 JVM_OPTIONS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError")
 MAIN_CLASS = "kafka.Kafka"
-STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 
 #: Brokers started by this process. Holding on to the Popen objects keeps Python from
 #: warning that they are "still running" when they are garbage collected.
 _launched: dict[int, subprocess.Popen[bytes]] = {}
-
-_POM = """<?xml version="1.0" encoding="UTF-8"?>
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>lambda-sales.devservices</groupId>
-  <artifactId>kafka-broker-libs</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_{scala}</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
-
-_LOG4J2_PROPERTIES = """\
-# Written by sales_core.devservices.kafka: broker logs go to stdout (kafka.log in the data dir).
-status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.request.name = kafka.request.logger
-logger.request.level = warn
-"""
 
 
 @dataclass(frozen=True)
@@ -128,100 +90,10 @@ class KafkaStatus:
         return f"kafka: stopped, data in {self.data_dir}"
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """The files the broker keeps in its data directory."""
-
-    data_dir: Path
-
-    @property
-    def props(self) -> Path:
-        return self.data_dir / "server.properties"
-
-    @property
-    def log4j(self) -> Path:
-        return self.data_dir / "log4j2.properties"
-
-    @property
-    def log_dirs(self) -> Path:
-        return self.data_dir / "kraft-logs"
-
-    @property
-    def cluster_id(self) -> Path:
-        return self.data_dir / "cluster.id"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.data_dir / "kafka.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.data_dir / "kafka.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.data_dir / ".lock"
-
-
 def _resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
-    return Path(data_dir).expanduser().resolve() if data_dir else DEFAULT_DATA_DIR
-
-
-# --------------------------------------------------------------------------------------
-# Broker jars
-# --------------------------------------------------------------------------------------
-
-
-def ensure_libs(version: str = KAFKA_VERSION) -> Path:
-    """Resolve the broker jars from Maven Central once and return the cached ``libs`` dir.
-
-    The ``MANIFEST`` file is written last, so an interrupted download is simply redone.
-
-    Args:
-        version: The Apache Kafka version.
-
-    Raises:
-        ServiceError: If Maven is missing or the resolution fails.
-    """
-    home = KAFKA_HOME / version
-    libs = home / "libs"
-    manifest = libs / "MANIFEST"
-    if manifest.is_file():
-        return libs
-    with file_lock(home / ".lock"):
-        if manifest.is_file():  # another process finished the download meanwhile
-            return libs
-        mvn = require_tool("mvn", "maven")
-        logger.info("downloading Apache Kafka %s from Maven Central (first run only)", version)
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="libs-", dir=home) as tmp:
-            work = Path(tmp)
-            (work / "pom.xml").write_text(
-                _POM.format(scala=SCALA_BINARY, kafka=version, log4j=LOG4J_VERSION)
-            )
-            jars = work / "libs"
-            command = [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(work / "pom.xml"),
-                f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-                f"-DoutputDirectory={jars}",
-                "-DincludeScope=runtime",
-            ]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            if result.returncode != 0 or not any(jars.glob("kafka_*.jar")):
-                reason = last_line(result.stdout + result.stderr)
-                raise ServiceError(f"Maven could not resolve Apache Kafka {version}: {reason}")
-            shutil.rmtree(libs, ignore_errors=True)
-            jars.rename(libs)
-        names = sorted(p.name for p in libs.glob("*.jar"))
-        (libs / "MANIFEST").write_text("\n".join(names) + "\n")
-        logger.info(
-            "cached %d Kafka jars in %s (%.0f s)", len(names), libs, time.monotonic() - started
-        )
-    return libs
+    # Resolved always, the default too: the broker's command line names this path, and a
+    # later status() must find it there whichever spelling (a symlinked .cache) it is given.
+    return Path(data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
 
 
 # --------------------------------------------------------------------------------------
@@ -229,116 +101,12 @@ def ensure_libs(version: str = KAFKA_VERSION) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return str(Path(java_home) / "bin" / "java")
-    return require_tool("java", "openjdk-17-jre-headless")
-
-
-def _server_properties(layout: _Layout, host: str, port: int) -> str:
-    controller = f"{host}:{port + CONTROLLER_PORT_OFFSET}"
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        # A static quorum: the voter is taken from this file on every start, so the broker
-        # can be restarted on another port with the same data.
-        "controller.quorum.voters": f"1@{controller}",
-        "controller.listener.names": "CONTROLLER",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(layout.log_dirs),
-        "num.partitions": "1",
-        "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": "1",
-        # The default of 50 partitions makes the first consumer group noticeably slow to join.
-        "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "message.max.bytes": str(MAX_MESSAGE_BYTES),
-        "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
-        "socket.request.max.bytes": str(4 * MAX_MESSAGE_BYTES),
-        "num.network.threads": "2",
-        "num.io.threads": "4",
-    }
-    lines = ["# Written by sales_core.devservices.kafka on every start; edits are overwritten."]
-    lines += [f"{key}={value}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _running_pid(layout: _Layout) -> int | None:
+def _running_pid(layout: Layout) -> int | None:
     """The pid of this data directory's broker if it is alive, else None."""
     pid = read_pid(layout.pid_file)
     if pid is not None and process_matches(pid, str(layout.props)):
         return pid
     return None
-
-
-def _configured_bootstrap(layout: _Layout) -> str | None:
-    """The advertised ``host:port`` in the broker's current server.properties."""
-    with contextlib.suppress(OSError):
-        for line in layout.props.read_text().splitlines():
-            if line.startswith("advertised.listeners="):
-                return line.split("//", 1)[1].split(",", 1)[0]
-    return None
-
-
-def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
-    """A cluster id in Kafka's Uuid format that never starts with ``-``.
-
-    Kafka's own ``Uuid.randomUuid`` draws again for an id starting with ``-`` because the
-    storage tool's argument parser reads ``--cluster-id -abc…`` as a missing value followed by
-    an option; one random id in 64 starts with it.
-    """
-    while True:
-        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
-def _cluster_id(layout: _Layout) -> str:
-    """The data directory's stable cluster id (created once, in Kafka's Uuid format).
-
-    A stored id starting with ``-`` (written by an older version, never accepted by the
-    storage tool, so no log directory was formatted with it) is replaced.
-    """
-    if layout.cluster_id.is_file():
-        stored = layout.cluster_id.read_text().strip()
-        if stored and not stored.startswith("-"):
-            return stored
-    cluster_id = new_cluster_id()
-    layout.cluster_id.write_text(cluster_id + "\n")
-    return cluster_id
-
-
-def _format_storage(java: str, libs: Path, layout: _Layout) -> None:
-    """Format the KRaft log directory once (``kafka-storage.sh format``)."""
-    if (layout.log_dirs / "meta.properties").is_file():
-        return
-    command = [
-        java,
-        "-Xmx256m",
-        f"-Dlog4j2.configurationFile={layout.log4j}",
-        "-cp",
-        f"{libs}/*",
-        STORAGE_TOOL_CLASS,
-        "format",
-        "--config",
-        str(layout.props),
-        "--cluster-id",
-        _cluster_id(layout),
-        "--ignore-formatted",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ServiceError(
-            f"formatting Kafka storage failed: {last_line(result.stdout + result.stderr)}"
-        )
 
 
 def _broker_responds(bootstrap: str) -> bool:
@@ -386,7 +154,7 @@ def _exit_description(process: subprocess.Popen[bytes] | None) -> tuple[str, int
 
 def _wait_until_ready(
     pid: int,
-    layout: _Layout,
+    layout: Layout,
     bootstrap: str,
     timeout: float,
     process: subprocess.Popen[bytes] | None = None,
@@ -436,13 +204,13 @@ def start(
         ServiceError: If Java or Maven is missing, the jars cannot be resolved, a port is
             taken by another program, or the broker does not become ready in time.
     """
-    layout = _Layout(_resolve_data_dir(data_dir))
+    layout = Layout(_resolve_data_dir(data_dir))
     bootstrap = f"{host}:{port}"
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(layout.lock):
         pid = _running_pid(layout)
         if pid is not None:
-            running_on = _configured_bootstrap(layout)
+            running_on = configured_bootstrap(layout)
             if running_on != bootstrap:
                 raise ServiceError(
                     f"the Kafka broker of {layout.data_dir} already runs on {running_on}; "
@@ -454,15 +222,15 @@ def start(
 
         for busy in (port, port + CONTROLLER_PORT_OFFSET):
             if port_open(host, busy):
-                raise ServiceError(
+                raise PortInUseError(
                     f"port {host}:{busy} is in use by another program, not the Kafka broker "
                     f"of {layout.data_dir}"
                 )
-        java = _java()
+        java = java_executable()
         libs = ensure_libs()
-        layout.props.write_text(_server_properties(layout, host, port))
-        layout.log4j.write_text(_LOG4J2_PROPERTIES)
-        _format_storage(java, libs, layout)
+        layout.props.write_text(server_properties(layout, host, port))
+        layout.log4j.write_text(LOG4J2_PROPERTIES)
+        format_storage(java, libs, layout)
 
         command = [
             java,
@@ -487,7 +255,38 @@ def start(
         return status(data_dir=layout.data_dir)
 
 
-def _launch(command: list[str], layout: _Layout, bootstrap: str, timeout: float) -> None:
+def free_broker_port(host: str = DEFAULT_HOST) -> int:
+    """A client port nothing uses right now whose controller port (``+1000``) is free too."""
+    while True:
+        port = free_port(host)
+        if port + CONTROLLER_PORT_OFFSET <= 65535 and port_free(
+            host, port + CONTROLLER_PORT_OFFSET
+        ):
+            return port
+
+
+def start_on_free_port(
+    data_dir: str | os.PathLike[str],
+    host: str = DEFAULT_HOST,
+    attempts: int = 5,
+) -> KafkaStatus:
+    """Start the broker of ``data_dir`` on ports nothing uses, for the tests and benchmarks.
+
+    Several brokers may then run on one machine at once (pytest-xdist workers, other
+    checkouts), each with its own data directory. A port another program takes between the
+    choice and the start is given up for another one. :func:`start` with the port of the
+    returned ``bootstrap`` starts the same broker again after a :func:`stop`.
+
+    Raises:
+        ServiceError: As :func:`start`; PortInUseError after ``attempts`` taken ports.
+    """
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortInUseError):
+            return start(host=host, port=free_broker_port(host), data_dir=data_dir)
+    return start(host=host, port=free_broker_port(host), data_dir=data_dir)
+
+
+def _launch(command: list[str], layout: Layout, bootstrap: str, timeout: float) -> None:
     """Run the broker in its own session and wait until it answers; stop it if it does not."""
     logger.info("starting Kafka %s on %s (data in %s)", KAFKA_VERSION, bootstrap, layout.data_dir)
     started = time.monotonic()
@@ -525,7 +324,7 @@ def stop(
     Returns:
         The (stopped) status.
     """
-    layout = _Layout(_resolve_data_dir(data_dir))
+    layout = Layout(_resolve_data_dir(data_dir))
     if not layout.data_dir.is_dir():
         return status(data_dir=layout.data_dir)
     with file_lock(layout.lock):
@@ -540,12 +339,12 @@ def stop(
 
 def status(data_dir: str | os.PathLike[str] | None = None) -> KafkaStatus:
     """The status of the broker of ``data_dir`` (default ``.cache/kafka/data``)."""
-    layout = _Layout(_resolve_data_dir(data_dir))
+    layout = Layout(_resolve_data_dir(data_dir))
     pid = _running_pid(layout)
     if pid is None:
         return KafkaStatus(running=False, pid=None, bootstrap=None, data_dir=layout.data_dir)
     return KafkaStatus(
-        running=True, pid=pid, bootstrap=_configured_bootstrap(layout), data_dir=layout.data_dir
+        running=True, pid=pid, bootstrap=configured_bootstrap(layout), data_dir=layout.data_dir
     )
 
 

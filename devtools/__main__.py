@@ -1,4 +1,4 @@
-"""Command line: ``python -m sales_core.devservices {kafka|postgres} {start|stop|status}``.
+"""Command line: ``python -m devtools {kafka|postgres} {start|stop|status}``.
 
 Prints the service's one-line status on stdout and exits 0; on failure prints one line
 on stderr and exits 1. Progress messages go to stderr (``--quiet`` hides them).
@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sales_core.devservices import ServiceError
+from devtools.processes import ServiceError
 
 ACTIONS = ("start", "stop", "status")
 
@@ -19,7 +19,7 @@ ACTIONS = ("start", "stop", "status")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the dev-services CLI."""
     parser = argparse.ArgumentParser(
-        prog="python -m sales_core.devservices",
+        prog="python -m devtools",
         description="Run the local Apache Kafka broker and PostgreSQL server for development.",
     )
     services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
@@ -42,7 +42,7 @@ def run(service: str, action: str, port: int | None, data_dir: str | None) -> st
         ServiceError: If the action fails.
     """
     if service == "kafka":
-        from sales_core.devservices import kafka
+        from devtools import kafka
 
         if action == "start":
             result = kafka.start(port=port or kafka.DEFAULT_PORT, data_dir=data_dir)
@@ -52,7 +52,7 @@ def run(service: str, action: str, port: int | None, data_dir: str | None) -> st
             result = kafka.status(data_dir=data_dir)
         return str(result)
 
-    from sales_core.devservices import postgres
+    from devtools import postgres
 
     if action == "start":
         return str(postgres.start(port=port, data_dir=data_dir))
