@@ -40,14 +40,20 @@ POSITION_FIELDS: tuple[str, ...] = (
     "source_key",
 )
 
+# Where a record came from and its text as read: the envelope's first columns, and the
+# quarantine's (a reject keeps them unchanged, CONTRACT §2).
+LINEAGE_FIELDS: tuple[T.StructField, ...] = (
+    T.StructField("source", T.StringType(), False),
+    T.StructField("source_name", T.StringType(), True),
+    T.StructField("source_partition", T.IntegerType(), True),
+    T.StructField("source_offset", T.LongType(), True),
+    T.StructField("source_key", T.StringType(), True),
+    T.StructField("raw_record", T.StringType(), True),
+)
+
 ENVELOPE_SCHEMA = T.StructType(
     [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("source_name", T.StringType(), True),
-        T.StructField("source_partition", T.IntegerType(), True),
-        T.StructField("source_offset", T.LongType(), True),
-        T.StructField("source_key", T.StringType(), True),
-        T.StructField("raw_record", T.StringType(), True),
+        *LINEAGE_FIELDS,
         T.StructField("malformed", T.BooleanType(), False),
         *[T.StructField(name, T.StringType(), True) for name in EVENT_FIELDS],
     ]
