@@ -1,4 +1,4 @@
-"""Ingest one epoch: read its files and rows, validate, quarantine, insert new events.
+"""Ingest one epoch: read what its sources planned, validate, quarantine, insert new events.
 
 Every write is idempotent for the epoch, so a run killed anywhere and run again converges:
 the quarantine append carries Delta's ``txnAppId``/``txnVersion`` (skipped when already
@@ -9,6 +9,7 @@ counts are derived afterwards from what the epoch's tag marks in the master data
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -16,9 +17,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.database import JdbcSource
-from batch_layer.landing import read_landing_files
 from batch_layer.ledger import IngestPlan
+from batch_layer.sources import Source
 from sales_core.errors import IO_FAILURE_PACKAGES, SourceError, one_line, root_cause_class
 from sales_core.faults import fault_point
 from sales_core.handoff import BATCH_LAYER
@@ -69,17 +69,19 @@ class IngestCounts:
         )
 
 
-def read_epoch_sources(spark: SparkSession, plan: IngestPlan, jdbc: JdbcSource | None) -> DataFrame:
-    """Envelopes of every record of the epoch: its landing files and its database range."""
+def read_epoch_sources(
+    spark: SparkSession, plan: IngestPlan, sources: Mapping[str, Source]
+) -> DataFrame:
+    """Envelopes of every record of the epoch: each source reads its own entries."""
     parts = []
-    if plan.files:
-        parts.append(read_landing_files(spark, list(plan.files)))
-    if plan.jdbc is not None:
-        if jdbc is None:
+    for kind in sorted({e.source for e in plan.entries}):
+        source = sources.get(kind)
+        if source is None:
             raise ValueError(
-                f"epoch {plan.epoch} includes database rows but sources.jdbc is disabled"
+                f"epoch {plan.epoch} includes {kind} entries but that source is not enabled "
+                f"(sources.{kind}); enable it to finish the epoch"
             )
-        parts.append(jdbc.read(spark, plan.jdbc.low, plan.jdbc.high))
+        parts.append(source.read(spark, plan.of(kind), epoch=plan.epoch))
     return reduce(DataFrame.unionByName, parts)
 
 

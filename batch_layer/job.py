@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,19 +12,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.database import JdbcSource
 from batch_layer.ingest import IngestCounts, ingest_epoch, read_epoch_sources
-from batch_layer.landing import list_landing_files
-from batch_layer.ledger import (
-    IngestPlan,
-    JdbcRange,
-    new_files,
-    read_ledger,
-    record_ingested,
-    record_plan,
-)
+from batch_layer.ledger import IngestPlan, read_ledger, record_ingested, record_plan
 from batch_layer.publish import recompute_and_publish
 from batch_layer.reconcile import reconcile_handoff, reconciliation_drift_alert
+from batch_layer.sources import Entry, Source, configured_sources
 from sales_core.alerts import JOB_FAILED, QUALITY_BELOW_THRESHOLD, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError, QualityGateError, one_line
@@ -44,43 +36,23 @@ class BatchOptions:
     accept_low_quality: bool = False
 
 
-def jdbc_source(config: Config) -> JdbcSource | None:
-    jdbc = config.sources.jdbc
-    if not jdbc.enabled:
-        return None
-    return JdbcSource.from_conf(jdbc)
-
-
 def _plans(
-    spark: SparkSession, config: Config, lakehouse: Lakehouse, progress: Progress
+    spark: SparkSession, sources: Mapping[str, Source], lakehouse: Lakehouse, progress: Progress
 ) -> list[tuple[IngestPlan, bool]]:
     """The interrupted epoch (if any) then a new epoch for whatever is new; (plan, is new)."""
     state = read_ledger(spark, lakehouse.ingest_ledger)
     plans = [(state.pending, False)] if state.pending else []
-    listing = list_landing_files(spark, config.sources.files.landing)
-    files = new_files(state, listing)
-    jdbc = jdbc_source(config)
-    jdbc_range = None
-    if jdbc is not None:
-        high = jdbc.high_watermark(spark)
-        low = state.jdbc_high.get(jdbc.table)
-        if high is not None and high != low:
-            jdbc_range = JdbcRange(jdbc.table, low, high)
-    if files or jdbc_range:
-        epoch = max(state.last_epoch, state.pending.epoch if state.pending else 0) + 1
-        plans.append((IngestPlan(epoch, utcnow(), tuple(files), jdbc_range), True))
     if state.pending:
         progress(
-            f"resuming interrupted ingest epoch {state.pending.epoch} ({len(state.pending.files)} files)"
+            f"resuming interrupted ingest epoch {state.pending.epoch} ({state.pending.summary})"
         )
-    progress(
-        f"{len(listing)} files in landing, {len(files)} new"
-        + (
-            f"; database rows with {jdbc.watermark_column} in ({jdbc_range.low}, {jdbc_range.high}]"
-            if jdbc_range and jdbc
-            else ""
-        )
-    )
+    entries: list[Entry] = []
+    for source in sources.values():
+        planned = source.plan(spark, state.taken_from(source.kind), epoch=state.next_epoch)
+        progress(planned.summary)
+        entries.extend(planned.entries)
+    if entries:
+        plans.append((IngestPlan(state.next_epoch, utcnow(), tuple(entries)), True))
     return plans
 
 
@@ -136,17 +108,14 @@ def run_batch(
         progress(f"{interrupted} earlier batch run(s) had been interrupted; recovering")
     try:
         counts = IngestCounts()
-        jdbc = jdbc_source(config)
+        sources = configured_sources(config.sources, lakehouse)
         epochs = []
-        for plan, is_new in _plans(spark, config, lakehouse, progress):
+        for plan, is_new in _plans(spark, sources, lakehouse, progress):
             if is_new:
                 record_plan(spark, lakehouse.ingest_ledger, plan, record.run_id)
                 fault_point("batch.after_plan")
-            progress(
-                f"ingest epoch {plan.epoch}: {len(plan.files)} files"
-                + (" + database rows" if plan.jdbc else "")
-            )
-            envelopes = read_epoch_sources(spark, plan, jdbc)
+            progress(f"ingest epoch {plan.epoch}: {plan.summary}")
+            envelopes = read_epoch_sources(spark, plan, sources)
             epoch_counts = ingest_epoch(
                 spark,
                 lakehouse,

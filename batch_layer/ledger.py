@@ -1,144 +1,135 @@
-"""The ingest ledger: which landing files and database rows each ingest epoch took.
+"""The ingest ledger: what each ingest epoch took from each source.
 
-An epoch is planned (files and database range written as ``planned``), ingested, then
-committed (the same entries written as ``ingested``). A file is ingested once, however often
-the job runs; an epoch interrupted by a crash is still ``planned`` and the next run finishes
-exactly that epoch (same files, same range, same processing time) before planning another.
+An epoch is planned (its sources' entries written as ``planned``), ingested, then committed
+(the same entries written as ``ingested``). Entries are what the sources say
+(:mod:`batch_layer.sources`): a kind, a name and a position only the source reads. What an
+epoch took is never taken again, however often the job runs; an epoch interrupted by a crash
+is still ``planned`` and the next run finishes exactly that epoch (same entries, same
+processing time) before planning another.
+
+Ledgers written before sources kept their own positions hold them in typed columns
+(``size``, ``modified_at``, ``watermark_low``, ``watermark_high``); such rows are read as if
+those columns were the position's JSON, which is the JSON the files and JDBC sources write.
+The first write to such a ledger adds the ``position`` column (Delta schema evolution).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
-from batch_layer.landing import LandingFile
+from batch_layer.sources.base import Entry, utc_text
 from sales_core.lakehouse import LEDGER_SCHEMA, ensure_table
 
-
-@dataclass(frozen=True)
-class JdbcRange:
-    table: str
-    low: str | None
-    high: str
+LEGACY_POSITION_COLUMNS = ("size", "modified_at", "watermark_low", "watermark_high")
 
 
 @dataclass(frozen=True)
 class IngestPlan:
     epoch: int
     planned_at: datetime
-    files: tuple[LandingFile, ...]
-    jdbc: JdbcRange | None
+    entries: tuple[Entry, ...]
 
     @property
     def tag(self) -> str:
         """The ``ingest_run`` value of every master row this epoch inserts."""
         return f"batch-{self.epoch:08d}"
 
+    def of(self, kind: str) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.source == kind)
+
     @property
-    def empty(self) -> bool:
-        return not self.files and self.jdbc is None
+    def summary(self) -> str:
+        """Entries by source, e.g. ``file 3, http 1``."""
+        counts = Counter(e.source for e in self.entries)
+        return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
 
 
 @dataclass(frozen=True)
 class LedgerState:
-    ingested_files: frozenset[tuple[str, int, datetime]]
     last_epoch: int
     pending: IngestPlan | None
-    jdbc_high: dict[str, str]
+    # Entries of every ingested epoch, then of the pending one: what a new epoch must not take.
+    taken: tuple[Entry, ...]
+
+    def taken_from(self, kind: str) -> tuple[Entry, ...]:
+        return tuple(e for e in self.taken if e.source == kind)
+
+    @property
+    def next_epoch(self) -> int:
+        return max(self.last_epoch, self.pending.epoch if self.pending else 0) + 1
+
+
+def entry_of(row: Mapping[str, Any]) -> Entry:
+    """The entry a ledger row holds, whichever schema wrote it."""
+    if row.get("position") is not None:
+        return Entry(row["source"], row["name"], row["position"])
+    legacy = {
+        column: utc_text(value) if isinstance(value, datetime) else value
+        for column in LEGACY_POSITION_COLUMNS
+        if (value := row.get(column)) is not None
+    }
+    return Entry.of(row["source"], row["name"], legacy)
 
 
 def read_ledger(spark: SparkSession, ledger_path: str) -> LedgerState:
     ensure_table(spark, ledger_path, LEDGER_SCHEMA)
-    rows = spark.read.format("delta").load(ledger_path).collect()
-    ingested_epochs = {r["epoch"] for r in rows if r["state"] == "ingested"}
-    planned = [r for r in rows if r["state"] == "planned" and r["epoch"] not in ingested_epochs]
+    rows = [r.asDict() for r in spark.read.format("delta").load(ledger_path).collect()]
+    ingested = {r["epoch"] for r in rows if r["state"] == "ingested"}
+    planned = {r["epoch"] for r in rows if r["state"] == "planned"} - ingested
     pending = None
     if planned:
-        epoch = min(r["epoch"] for r in planned)
-        entries = [r for r in planned if r["epoch"] == epoch]
-        jdbc_rows = [r for r in entries if r["source"] == "jdbc"]
+        epoch = min(planned)
+        entries = [r for r in rows if r["state"] == "planned" and r["epoch"] == epoch]
         pending = IngestPlan(
             epoch=epoch,
             planned_at=entries[0]["recorded_at"],
-            files=tuple(
-                LandingFile(r["name"], r["size"], r["modified_at"])
-                for r in sorted(entries, key=lambda r: r["name"])
-                if r["source"] == "file"
-            ),
-            jdbc=JdbcRange(
-                jdbc_rows[0]["name"], jdbc_rows[0]["watermark_low"], jdbc_rows[0]["watermark_high"]
-            )
-            if jdbc_rows
-            else None,
+            entries=tuple(entry_of(r) for r in sorted(entries, key=_order)),
         )
-    jdbc_high: dict[str, str] = {}
-    for r in sorted(
-        (r for r in rows if r["state"] == "ingested" and r["source"] == "jdbc"),
-        key=lambda r: r["epoch"],
-    ):
-        jdbc_high[r["name"]] = r["watermark_high"]
+    taken = [r for r in rows if r["state"] == "ingested"]
     return LedgerState(
-        ingested_files=frozenset(
-            (r["name"], r["size"], r["modified_at"])
-            for r in rows
-            if r["state"] == "ingested" and r["source"] == "file"
-        ),
         last_epoch=max((r["epoch"] for r in rows), default=0),
         pending=pending,
-        jdbc_high=jdbc_high,
+        taken=tuple(entry_of(r) for r in sorted(taken, key=_order))
+        + (pending.entries if pending else ()),
     )
 
 
-def new_files(state: LedgerState, listing: Sequence[LandingFile]) -> list[LandingFile]:
-    """Files of the listing that no epoch has taken (a rewritten file counts as new)."""
-    taken = set(state.ingested_files)
-    if state.pending:
-        taken |= {(f.path, f.size, f.modified_at) for f in state.pending.files}
-    return [f for f in listing if f.format and (f.path, f.size, f.modified_at) not in taken]
+def _order(row: Mapping[str, Any]) -> tuple[int, str, str]:
+    return (row["epoch"], row["source"], row["name"])
 
 
-def _entries(spark: SparkSession, plan: IngestPlan, state: str, run_id: str, recorded_at: datetime):  # type: ignore[no-untyped-def]
+def _entries(
+    spark: SparkSession, plan: IngestPlan, state: str, run_id: str, recorded_at: datetime
+) -> DataFrame:
     rows = [
         {
             "epoch": plan.epoch,
             "state": state,
-            "source": "file",
-            "name": f.path,
-            "size": f.size,
-            "modified_at": f.modified_at,
-            "watermark_low": None,
-            "watermark_high": None,
+            "source": e.source,
+            "name": e.name,
+            "position": e.position,
             "run_id": run_id,
             "recorded_at": recorded_at,
         }
-        for f in plan.files
+        for e in plan.entries
     ]
-    if plan.jdbc:
-        rows.append(
-            {
-                "epoch": plan.epoch,
-                "state": state,
-                "source": "jdbc",
-                "name": plan.jdbc.table,
-                "size": None,
-                "modified_at": None,
-                "watermark_low": plan.jdbc.low,
-                "watermark_high": plan.jdbc.high,
-                "run_id": run_id,
-                "recorded_at": recorded_at,
-            }
-        )
     return spark.createDataFrame(rows, LEDGER_SCHEMA)
 
 
 def record_plan(spark: SparkSession, ledger_path: str, plan: IngestPlan, run_id: str) -> None:
-    _entries(spark, plan, "planned", run_id, plan.planned_at).write.format("delta").mode(
-        "append"
-    ).save(ledger_path)
+    (
+        _entries(spark, plan, "planned", run_id, plan.planned_at)
+        .write.format("delta")
+        .mode("append")
+        .option("mergeSchema", "true")  # a ledger of the older schema gains `position`
+        .save(ledger_path)
+    )
 
 
 def record_ingested(
@@ -149,11 +140,8 @@ def record_ingested(
         _entries(spark, plan, "ingested", run_id, at)
         .write.format("delta")
         .mode("append")
+        .option("mergeSchema", "true")
         .option("txnAppId", "lambda-sales-ledger")
         .option("txnVersion", plan.epoch)
         .save(ledger_path)
     )
-
-
-def ingested_file_count(spark: SparkSession, ledger_path: str) -> int:
-    return spark.read.format("delta").load(ledger_path).where(F.col("state") == "ingested").count()

@@ -134,7 +134,7 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> int:
         )
         print(f"published {sent} records to Kafka topic {kafka.topic} at {kafka.bootstrap_servers}")
     else:
-        from batch_layer.database import JdbcSource
+        from batch_layer.sources.jdbc import JdbcSource
 
         jdbc = config.sources.jdbc
         JdbcSource.from_conf(jdbc)  # validates table and column names

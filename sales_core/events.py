@@ -28,8 +28,10 @@ EVENT_FIELDS: tuple[str, ...] = (
     "event_time",
 )
 
-# Where a record came from. ``source_offset`` is the Kafka offset, the file line (1-based) or
-# the Parquet row index; ``source_key`` is the Kafka key or the database row's key.
+# Where a record came from. ``source_offset`` is the Kafka offset, the file line (1-based),
+# the Parquet row index or the index in an API page; ``source_key`` is the Kafka key, the
+# database row's key or the API page's cursor; ``source_partition`` the Kafka partition or the
+# API page's number in the batch epoch's read.
 POSITION_FIELDS: tuple[str, ...] = (
     "source",
     "source_name",
@@ -38,14 +40,20 @@ POSITION_FIELDS: tuple[str, ...] = (
     "source_key",
 )
 
+# Where a record came from and its text as read: the envelope's first columns, and the
+# quarantine's (a reject keeps them unchanged, CONTRACT §2).
+LINEAGE_FIELDS: tuple[T.StructField, ...] = (
+    T.StructField("source", T.StringType(), False),
+    T.StructField("source_name", T.StringType(), True),
+    T.StructField("source_partition", T.IntegerType(), True),
+    T.StructField("source_offset", T.LongType(), True),
+    T.StructField("source_key", T.StringType(), True),
+    T.StructField("raw_record", T.StringType(), True),
+)
+
 ENVELOPE_SCHEMA = T.StructType(
     [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("source_name", T.StringType(), True),
-        T.StructField("source_partition", T.IntegerType(), True),
-        T.StructField("source_offset", T.LongType(), True),
-        T.StructField("source_key", T.StringType(), True),
-        T.StructField("raw_record", T.StringType(), True),
+        *LINEAGE_FIELDS,
         T.StructField("malformed", T.BooleanType(), False),
         *[T.StructField(name, T.StringType(), True) for name in EVENT_FIELDS],
     ]

@@ -43,12 +43,9 @@ LEDGER_SCHEMA = T.StructType(
     [
         T.StructField("epoch", T.LongType(), False),
         T.StructField("state", T.StringType(), False),  # planned | ingested
-        T.StructField("source", T.StringType(), False),  # file | jdbc
-        T.StructField("name", T.StringType(), False),  # file path or table
-        T.StructField("size", T.LongType(), True),
-        T.StructField("modified_at", T.TimestampType(), True),
-        T.StructField("watermark_low", T.StringType(), True),
-        T.StructField("watermark_high", T.StringType(), True),
+        T.StructField("source", T.StringType(), False),  # the source's kind: file, jdbc, http...
+        T.StructField("name", T.StringType(), False),  # what it took: a file, a table, an API URL
+        T.StructField("position", T.StringType(), True),  # JSON, the source's own
         T.StructField("run_id", T.StringType(), False),
         T.StructField("recorded_at", T.TimestampType(), False),
     ]
@@ -111,6 +108,10 @@ class Lakehouse:
     @property
     def quarantine(self) -> str:
         return self._path("bronze", "quarantine")
+
+    def pulled(self, source: str) -> str:
+        """Records a pull source (a paged API) fetched, pinned by epoch so a rerun reads them."""
+        return self._path("bronze", "pulled", source)
 
     @property
     def ingest_ledger(self) -> str:

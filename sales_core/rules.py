@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sales_core.events import EVENT_FIELDS, POSITION_FIELDS, WHITESPACE
+from sales_core.events import EVENT_FIELDS, LINEAGE_FIELDS, POSITION_FIELDS, WHITESPACE
 
 MONEY = T.DecimalType(18, 2)
 MAX_AMOUNT = "1000000.00"
@@ -77,12 +77,7 @@ EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.fieldNames())
 
 QUARANTINE_SCHEMA = T.StructType(
     [
-        T.StructField("source", T.StringType(), False),
-        T.StructField("source_name", T.StringType(), True),
-        T.StructField("source_partition", T.IntegerType(), True),
-        T.StructField("source_offset", T.LongType(), True),
-        T.StructField("source_key", T.StringType(), True),
-        T.StructField("raw_record", T.StringType(), True),
+        *LINEAGE_FIELDS,
         T.StructField("reason", T.StringType(), False),
         T.StructField("rejected_at", T.TimestampType(), False),
     ]

@@ -86,11 +86,27 @@ class JdbcSourceConf:
     fetch_size: int
 
 
+# [sources.http]: a paged JSON API read incrementally by its cursor (batch_layer.sources.http).
+@dataclass(frozen=True)
+class HttpSourceConf:
+    enabled: bool
+    url: str
+    cursor_param: str
+    page_size: int
+    records_field: str
+    next_cursor_field: str
+    token: Secret  # sent as "Authorization: Bearer"; LAMBDA_SALES__SOURCES__HTTP__TOKEN only
+    timeout_seconds: float
+    retries: int
+    backoff_seconds: float
+
+
 @dataclass(frozen=True)
 class SourcesConf:
     files: FilesSourceConf
     kafka: KafkaSourceConf
     jdbc: JdbcSourceConf
+    http: HttpSourceConf
 
 
 # ------------------------------------------------------------------ the other tables

@@ -67,7 +67,7 @@ def test_level_and_format_are_applied(
 ) -> None:
     configure_logging("WARNING", "json")
     logging.getLogger("batch_layer.ingest").info("hidden at WARNING")
-    logging.getLogger("batch_layer.landing").warning("corrupt parquet file %s", "x.parquet")
+    logging.getLogger("batch_layer.sources.files").warning("corrupt parquet file %s", "x.parquet")
     lines = capsys.readouterr().err.splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["corrupt parquet file x.parquet"]
 

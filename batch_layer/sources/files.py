@@ -1,6 +1,8 @@
-"""The landing zone: listing new files and reading them into envelopes.
+"""The landing-zone source: new ``*.jsonl``, ``*.csv`` and ``*.parquet`` files, read into envelopes.
 
-Files are read through Spark on any Hadoop file system (local, ``s3a://``, ``abfss://``,
+A file is taken once: its ledger entry is its path with its size and modification time as
+position, and a file whose path, size and time no epoch has taken (a new or rewritten
+file) is new. Files are read through Spark on any Hadoop file system (local, ``s3a://``, ``abfss://``,
 volumes); nothing here assumes the driver sees the files. Line numbers are exact: a text
 file is read whole (one task a file) and split into lines, so producers should cut large
 deliveries into several files.
@@ -10,14 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
+from typing import ClassVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
+from batch_layer.sources.base import Entry, SourcePlan, utc_text
+from sales_core.config import SourcesConf
 from sales_core.errors import SourceError
 from sales_core.events import (
     ENVELOPE_SCHEMA,
@@ -26,6 +32,7 @@ from sales_core.events import (
     parse_json_records,
     parse_typed_records,
 )
+from sales_core.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +227,42 @@ def read_landing_files(spark: SparkSession, files: list[LandingFile]) -> DataFra
     except AnalysisException as exc:
         raise SourceError(f"cannot read landing files: {first_line(exc)}") from None
     return _union(spark, parts)
+
+
+@dataclass(frozen=True)
+class FilesSource:
+    """The landing zone (``sources.files.landing``) as a batch source."""
+
+    landing: str
+    kind: ClassVar[str] = "file"
+
+    def plan(self, spark: SparkSession, taken: Sequence[Entry], *, epoch: int) -> SourcePlan:
+        listing = list_landing_files(spark, self.landing)
+        seen = {(e.name, e.fields.get("size"), e.fields.get("modified_at")) for e in taken}
+        new = [f for f in listing if f.format and _identity(f) not in seen]
+        return SourcePlan(
+            tuple(file_entry(f) for f in new), f"{len(listing)} files in landing, {len(new)} new"
+        )
+
+    def read(self, spark: SparkSession, entries: Sequence[Entry], *, epoch: int) -> DataFrame:
+        files = [
+            LandingFile(
+                e.name, int(e.fields["size"]), datetime.fromisoformat(e.fields["modified_at"])
+            )
+            for e in entries
+        ]
+        return read_landing_files(spark, files)
+
+
+def _identity(f: LandingFile) -> tuple[str, int, str]:
+    return (f.path, f.size, utc_text(f.modified_at))
+
+
+def file_entry(f: LandingFile) -> Entry:
+    """The ledger entry of a landing file: its path, size and modification time."""
+    return Entry.of("file", f.path, {"size": f.size, "modified_at": utc_text(f.modified_at)})
+
+
+def source(sources: SourcesConf, lakehouse: Lakehouse) -> FilesSource:
+    """The registry's factory: the landing zone is always a source."""
+    return FilesSource(sources.files.landing)

@@ -2,21 +2,27 @@
 
 Rows are read when their watermark column (``sources.jdbc.watermark_column``, an ingestion
 timestamp or sequence by default) lies in ``(low, high]``: ``low`` is the high-water mark of
-the last ingested epoch, ``high`` the column's maximum when the epoch was planned. Both are
-kept in the ingest ledger, so a rerun of a crashed epoch reads exactly the same rows.
+the last epoch that took rows of the table, ``high`` the column's maximum when the epoch was
+planned. Both are the entry's position in the ingest ledger (``watermark_low``,
+``watermark_high``), so a rerun of a crashed epoch reads exactly the same rows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import reduce
+from typing import ClassVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sales_core.config import ConfigError, JdbcSourceConf, Secret
+from batch_layer.sources.base import Entry, SourcePlan
+from sales_core.config import ConfigError, JdbcSourceConf, Secret, SourcesConf
 from sales_core.errors import SourceError
 from sales_core.events import parse_typed_records
+from sales_core.lakehouse import Lakehouse
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -30,6 +36,7 @@ class JdbcSource:
     watermark_column: str
     fetch_size: int
     key_column: str = "event_id"
+    kind: ClassVar[str] = "jdbc"
 
     @classmethod
     def from_conf(cls, conf: JdbcSourceConf) -> JdbcSource:
@@ -75,7 +82,28 @@ class JdbcSource:
         row = self._guard(lambda: self._reader(spark, query).load().first())
         return None if row is None else row["hwm"]
 
-    def read(self, spark: SparkSession, low: str | None, high: str) -> DataFrame:
+    def plan(self, spark: SparkSession, taken: Sequence[Entry], *, epoch: int) -> SourcePlan:
+        """The rows above the last high-water mark of this table, up to its current maximum."""
+        mine = [e for e in taken if e.name == self.table]
+        low = mine[-1].fields["watermark_high"] if mine else None
+        high = self.high_watermark(spark)
+        if high is None or high == low:
+            return SourcePlan((), f"database table {self.table}: nothing new")
+        entry = Entry.of("jdbc", self.table, {"watermark_low": low, "watermark_high": high})
+        return SourcePlan(
+            (entry,), f"database rows with {self.watermark_column} in ({low}, {high}]"
+        )
+
+    def read(self, spark: SparkSession, entries: Sequence[Entry], *, epoch: int) -> DataFrame:
+        return reduce(
+            DataFrame.unionByName,
+            [
+                self.read_range(spark, e.fields.get("watermark_low"), e.fields["watermark_high"])
+                for e in entries
+            ],
+        )
+
+    def read_range(self, spark: SparkSession, low: str | None, high: str) -> DataFrame:
         """Envelopes of the rows whose watermark lies in ``(low, high]``."""
         condition = f"{self.watermark_column} <= {_literal(high)}"
         if low is not None:
@@ -99,6 +127,11 @@ class JdbcSource:
             raise SourceError(
                 f"cannot read database table {self.table} at {redact(self.url)}: {jdbc_reason(exc)}"
             ) from None
+
+
+def source(sources: SourcesConf, lakehouse: Lakehouse) -> JdbcSource | None:
+    """The registry's factory: the database, when ``sources.jdbc.enabled``."""
+    return JdbcSource.from_conf(sources.jdbc) if sources.jdbc.enabled else None
 
 
 def _key(rows: DataFrame, key_column: str):  # type: ignore[no-untyped-def]
