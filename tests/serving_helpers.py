@@ -12,11 +12,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from sales_core.config import Config
+from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from speed_layer.sink import SinkSettings, SpeedSink
 from speed_layer.source import BATCH_TIME
-from tests.oracle import VIEW_KEYS, compute_views, raw_json
+from tests.oracle import VIEW_KEYS, compute_views, raw_json, rows_to_view
 
 KAFKA_RECORD = T.StructType(
     [
@@ -83,3 +84,19 @@ def expected_df(spark: SparkSession, name: str, events: list[dict[str, Any]]) ->
 def totals(rows: list[dict[str, Any]]) -> tuple[int, Any]:
     """(events, revenue) summed over a view's rows."""
     return sum(r["events"] for r in rows), sum((r["revenue"] for r in rows), start=0)
+
+
+def published_views(spark: SparkSession, lakehouse: Lakehouse) -> dict[str, Any]:
+    """The current generation's batch views, each in the oracle's shape (``rows_to_view``)."""
+    generation = current_generation(spark, lakehouse)
+    assert generation is not None
+    return {
+        name: rows_to_view(
+            [
+                r.asDict()
+                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
+            ],
+            name,
+        )
+        for name in VIEWS
+    }

@@ -17,11 +17,10 @@ from pyspark.sql import functions as F
 from batch_layer.job import run_batch
 from devtools.generator import GeneratorSpec, generate_records
 from devtools.writers import write_landing_files
-from sales_core.handoff import current_generation, read_batch_view
+from sales_core.handoff import current_generation
 from sales_core.lakehouse import Lakehouse
-from sales_core.views import VIEWS
-from tests.oracle import rows_to_view
 from tests.processes import descendants, wait_gone
+from tests.serving_helpers import published_views
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,28 +54,13 @@ def write_inputs(landing: Path, part: str) -> None:
         path.rename(path.with_name(f"part-{part}-{index}{path.suffix}"))
 
 
-def views(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def]
-    generation = current_generation(spark, lakehouse)
-    assert generation is not None
-    return {
-        name: rows_to_view(
-            [
-                r.asDict()
-                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
-            ],
-            name,
-        )
-        for name in VIEWS
-    }
-
-
 def outcome(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def]
     """Everything a rerun must reproduce: views, master events, quarantine (by position)."""
     master = spark.read.format("delta").load(lakehouse.master_dataset)
     quarantine = spark.read.format("delta").load(lakehouse.quarantine)
     name = F.regexp_extract("source_name", r"([^/]+)$", 1)
     return {
-        "views": views(spark, lakehouse),
+        "views": published_views(spark, lakehouse),
         "master": sorted(
             tuple(r)
             for r in master.select(
@@ -159,7 +143,7 @@ def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, refe
     lakehouse = Lakehouse(config.lakehouse.root)
     write_inputs(tmp_path / "landing", "a")
     run_batch(spark, config)
-    before = views(spark, lakehouse)
+    before = published_views(spark, lakehouse)
     write_inputs(tmp_path / "landing", "b")
 
     for fault_point in FAULT_POINTS:
@@ -170,10 +154,10 @@ def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, refe
         # unless the kill came after the new one was published.
         if fault_point == "batch.after_publish":
             assert current_generation(spark, lakehouse).generation == 2  # type: ignore[union-attr]
-            assert views(spark, lakehouse) == reference["views"]
+            assert published_views(spark, lakehouse) == reference["views"]
         else:
             assert current_generation(spark, lakehouse).generation == 1, fault_point  # type: ignore[union-attr]
-            assert views(spark, lakehouse) == before, fault_point
+            assert published_views(spark, lakehouse) == before, fault_point
 
     rerun = run_batch(spark, config)
     assert rerun.status == "succeeded"

@@ -31,8 +31,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from pyspark.sql import functions as F
 
-from tests.oracle import compute_views, event, raw_json, rows_to_view
+from tests.oracle import compute_views, event, raw_json
 from tests.processes import descendants, wait_gone
+from tests.serving_helpers import published_views
 
 pytestmark = [pytest.mark.integration]
 
@@ -305,23 +306,10 @@ class Snapshot:
 
 
 def snapshot(spark, config, record) -> Snapshot:  # type: ignore[no-untyped-def]
-    from sales_core.handoff import current_generation, read_batch_view
     from sales_core.lakehouse import Lakehouse
-    from sales_core.views import VIEWS
 
     lakehouse = Lakehouse(config.lakehouse.root)
-    generation = current_generation(spark, lakehouse)
-    assert generation is not None
-    views = {
-        name: rows_to_view(
-            [
-                r.asDict()
-                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
-            ],
-            name,
-        )
-        for name in VIEWS
-    }
+    views = published_views(spark, lakehouse)
     position = ("source_name", "source_key", "source_offset")
     master = spark.read.format("delta").load(lakehouse.master_dataset)
     quarantine = spark.read.format("delta").load(lakehouse.quarantine)

@@ -13,11 +13,10 @@ from pyspark.sql import types as T
 from batch_layer.job import run_batch
 from batch_layer.ledger import read_ledger
 from batch_layer.sources.files import FilesSource, file_entry, list_landing_files
-from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
-from sales_core.views import VIEWS
 from tests.conftest import write_jsonl
-from tests.oracle import compute_views, event, raw_json, rows_to_view
+from tests.oracle import compute_views, event, raw_json
+from tests.serving_helpers import published_views
 
 pytestmark = pytest.mark.integration
 
@@ -99,19 +98,7 @@ def test_an_old_ledger_is_read_and_its_interrupted_epoch_finished(
         ("b1", "batch-00000002"),
         ("c1", "batch-00000003"),
     ]
-    generation = current_generation(spark, lakehouse)
-    assert generation is not None
-    views = {
-        name: rows_to_view(
-            [
-                r.asDict()
-                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
-            ],
-            name,
-        )
-        for name in VIEWS
-    }
-    assert views == compute_views([B, C])
+    assert published_views(spark, lakehouse) == compute_views([B, C])
 
     # The old rows stay; the new ones carry positions; all read as the same kind of entry.
     ledger = spark.read.format("delta").load(lakehouse.ingest_ledger)
