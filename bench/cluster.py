@@ -22,12 +22,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,7 +42,7 @@ from bench.common import (  # noqa: E402
     machine_info,
     parse_count,
 )
-from devtools.processes import free_port, stop_group  # noqa: E402
+from devtools.spark_cluster import standalone_cluster  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,87 +77,6 @@ def fmt_n(n: int) -> str:
     return (
         f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
     )
-
-
-@contextmanager
-def standalone_cluster(base: Path, *, workers: int, worker_memory: str) -> Iterator[str]:
-    """A master and ``workers`` 1-core workers on 127.0.0.1; yields the master URL."""
-    import pyspark
-
-    spark_home = Path(pyspark.__file__).resolve().parent
-    spark_class = str(spark_home / "bin" / "spark-class")
-    master_port, ui_port = free_port(), free_port()
-    url, ui = f"spark://127.0.0.1:{master_port}", f"http://127.0.0.1:{ui_port}"
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(spark_home),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(base / "logs"),
-        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
-        "PYSPARK_PYTHON": sys.executable,
-    }
-    base.mkdir(parents=True, exist_ok=True)
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def launch(name: str, args: list[str]) -> None:
-        log = (base / f"{name}.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [spark_class, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-
-    try:
-        launch(
-            "master",
-            [
-                "org.apache.spark.deploy.master.Master",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(master_port),
-                "--webui-port",
-                str(ui_port),
-            ],
-        )
-        for i in range(workers):
-            launch(
-                f"worker-{i}",
-                [
-                    "org.apache.spark.deploy.worker.Worker",
-                    "--host",
-                    "127.0.0.1",
-                    "--cores",
-                    "1",
-                    "--memory",
-                    worker_memory,
-                    "--webui-port",
-                    str(free_port()),
-                    "--work-dir",
-                    str(base / f"work-{i}"),
-                    url,
-                ],
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{ui}/json/", timeout=5) as response:
-                    state = json.loads(response.read())
-                if sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE") == workers:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise SystemExit(f"bench: the standalone cluster did not come up; logs in {base}")
-            time.sleep(1)
-        yield url
-    finally:
-        for p in reversed(processes):
-            stop_group(p, term_wait=20)
 
 
 def start_session(
@@ -277,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     jars = cached_jars()
     with standalone_cluster(
         args.out / "standalone", workers=2, worker_memory=args.worker_memory
-    ) as url:
-        spark, cluster_start = start_session(url, args, cluster_conf)
+    ) as cluster:
+        spark, cluster_start = start_session(cluster.url, args, cluster_conf)
         executors = (
             spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
         )  # minus the driver

@@ -9,26 +9,23 @@ every worker sees (this machine's file system), nothing else is shared.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devtools import spark_cluster
 from devtools.generator import GeneratorSpec, generate_records
+from devtools.spark_cluster import Cluster
 from devtools.writers import write_landing_files
 from sales_core.lakehouse import Lakehouse
-from tests.processes import free_port, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -37,106 +34,13 @@ SUBMIT = PROJECT_ROOT / "spark-submit.sh"
 WORKERS = 2
 
 
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
-
-
-@dataclass
-class Cluster:
-    url: str
-    ui: str
-    logs: Path
-
-    def state(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.ui}/json/", timeout=5) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One master and two 1-core workers; torn down whatever happens to the tests."""
-    base = tmp_path_factory.mktemp("standalone")
-    spark_class = str(spark_home() / "bin" / "spark-class")
-    master_port, ui_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(base / "logs"),
-        # No REST submission server: its fixed port 6066 would clash with other clusters.
-        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
-        "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=false",
-        "PYSPARK_PYTHON": sys.executable,
-    }
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def launch(name: str, args: list[str]) -> None:
-        log = (base / f"{name}.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [spark_class, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-
-    cluster = Cluster(f"spark://127.0.0.1:{master_port}", f"http://127.0.0.1:{ui_port}", base)
-    try:
-        launch(
-            "master",
-            [
-                "org.apache.spark.deploy.master.Master",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(master_port),
-                "--webui-port",
-                str(ui_port),
-            ],
-        )
-        for i in range(WORKERS):
-            launch(
-                f"worker-{i}",
-                [
-                    "org.apache.spark.deploy.worker.Worker",
-                    "--host",
-                    "127.0.0.1",
-                    "--cores",
-                    "1",
-                    "--memory",
-                    "1g",
-                    "--webui-port",
-                    str(free_port()),
-                    "--work-dir",
-                    str(base / f"work-{i}"),
-                    cluster.url,
-                ],
-            )
-        deadline = time.monotonic() + 180
-        alive = 0
-        while time.monotonic() < deadline:
-            for p in processes:
-                if p.poll() is not None:
-                    raise RuntimeError(f"a Spark daemon exited ({p.args}); logs in {base}")
-            try:
-                alive = sum(
-                    1 for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE"
-                )
-            except OSError:
-                alive = 0
-            if alive == WORKERS:
-                break
-            time.sleep(1)
-        else:
-            raise RuntimeError(f"{alive} of {WORKERS} workers registered in 180 s; logs in {base}")
+    with spark_cluster.standalone_cluster(
+        tmp_path_factory.mktemp("standalone"), workers=WORKERS, worker_memory="1g"
+    ) as cluster:
         yield cluster
-    finally:
-        for p in reversed(processes):
-            stop_group(p, term_wait=20)
 
 
 def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.CompletedProcess[str]:
@@ -323,7 +227,7 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(
     for name in ("lambda-sales-batch", "lambda-sales-speed"):
         assert name in apps, list(apps)
         assert apps[name]["cores"] == WORKERS, apps[name]
-    executor_dirs = [standalone_cluster.logs / f"work-{i}" for i in range(WORKERS)]
+    executor_dirs = [standalone_cluster.base / f"work-{i}" for i in range(WORKERS)]
     for work_dir in executor_dirs:  # each worker launched executors for both applications
         assert len([p for p in work_dir.iterdir() if p.name.startswith("app-")]) == 2, work_dir
 
