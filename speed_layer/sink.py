@@ -13,9 +13,10 @@ with the same records, the same state and the same ``N``. It then:
    records less the ids of batch rows newer than the last registered epoch, which the append
    reads inside its own transaction (a batch insert committed after that read makes the append
    conflict, and it runs again);
-4. appends the shared views over exactly those events to the speed increments, tagged
-   ``batch_id = N``: computed from the cached rows when the master append wrote them all (its
-   commit says how many rows it wrote), else from the master rows tagged ``N``;
+4. appends the shared views over exactly those events to the speed increments (one table,
+   one commit for the four views), tagged ``batch_id = N``: computed from the cached rows when
+   the master append wrote them all (its commit says how many rows it wrote), else from the
+   master rows tagged ``N``;
 5. hands its half of the metrics to the :class:`~speed_layer.metrics.MetricsRecorder`.
 
 Every append is idempotent on ``N``, and each is one Delta commit, so a table holds all of
@@ -31,22 +32,28 @@ loses nothing.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import reduce
 
-from pyspark import StorageLevel, inheritable_thread_target
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sales_core.config import KafkaSourceConf
 from sales_core.faults import fault_point
 from sales_core.handoff import BATCH_LAYER, SPEED_LAYER, SPEED_STREAM
-from sales_core.lakehouse import Lakehouse, ensure_speed_tables, table_version
+from sales_core.lakehouse import (
+    INCREMENT_TAG_FIELDS,
+    Lakehouse,
+    ensure_speed_tables,
+    increment_rows,
+    table_version,
+)
 from sales_core.master import with_conflict_retry, with_ingest_metadata
 from sales_core.rules import EVENT_COLUMNS, quarantine_records
 from sales_core.runs import utcnow
-from sales_core.views import VIEWS, ViewDef, compute_view
+from sales_core.views import VIEWS, compute_view
 from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
 from speed_layer.deltalog import commits_from
 from speed_layer.kafka_client import MAX_REQUEST_BYTES
@@ -54,6 +61,8 @@ from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
 from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
 
 log = logging.getLogger(__name__)
+
+STREAM_COLUMN, BATCH_COLUMN = (f.name for f in INCREMENT_TAG_FIELDS)
 
 _EPOCH_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _POSITION = ("source", "source_name", "source_partition", "source_offset", "source_key")
@@ -157,6 +166,25 @@ def publish_dead_letters(rejected: DataFrame, conf: KafkaSourceConf) -> None:
         .option("kafka.max.request.size", str(MAX_REQUEST_BYTES))
         .save()
     )
+
+
+def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFrame:
+    """Every view over ``events`` in the increments table's row shape, tagged ``(stream,
+    batch_id)`` and with its view's name: one Spark job and one file per view when written
+    (a union keeps its inputs' partitions, and each view is coalesced to one), so a reader
+    of one view skips the other views' files by their statistics."""
+    parts = [
+        events.transform(compute_view(view))
+        .select(
+            F.lit(stream).alias(STREAM_COLUMN),
+            F.lit(batch_id).cast("long").alias(BATCH_COLUMN),
+            *view.columns,
+        )
+        .transform(increment_rows(name))
+        .coalesce(1)
+        for name, view in VIEWS.items()
+    ]
+    return reduce(DataFrame.union, parts)
 
 
 def prepare_records(kafka_records: DataFrame) -> DataFrame:
@@ -424,40 +452,14 @@ class SpeedSink:
             inserted = inputs.count() if count is None else count
             if not inserted:
                 return 0
-
-            def append(number: int, name: str, view: ViewDef) -> None:
-                increment = (
-                    inputs.transform(compute_view(view))
-                    .select(
-                        F.lit(settings.stream).alias("stream"),
-                        F.lit(batch_id).cast("long").alias("batch_id"),
-                        *view.columns,
-                    )
-                    .coalesce(1)  # one micro-batch's aggregates: one small file per view
-                )
-                path = settings.lakehouse.speed_increments(name)
-                if replay and self._written(spark, path, batch_id):
-                    return
-                with_conflict_retry(
-                    lambda: increment.write.format("delta").mode("append").save(path),
-                    what=f"append speed increments to {name}",
-                )
-                fault_point(f"speed.after_increment_{number}")
-
-            # The four tables are independent and each append is idempotent on its own, so
-            # they run side by side: most of an append is Delta log and job latency, not CPU.
-            # The threads carry this micro-batch's Spark local properties (the query's job
-            # group and SQL execution), as the appends would in the micro-batch's own thread.
-            in_query = inheritable_thread_target(spark)(append)
-            with ThreadPoolExecutor(
-                max_workers=len(VIEWS), thread_name_prefix="speed-increment"
-            ) as pool:
-                appends = [
-                    pool.submit(in_query, number, name, view)
-                    for number, (name, view) in enumerate(VIEWS.items(), start=1)
-                ]
-                for done in appends:
-                    done.result()  # the first failure, after every append has ended
+            path = settings.lakehouse.speed_increments
+            if replay and self._written(spark, path, batch_id):
+                return inserted
+            increments = view_increments(inputs, stream=settings.stream, batch_id=batch_id)
+            with_conflict_retry(
+                lambda: increments.write.format("delta").mode("append").save(path),
+                what="append to the speed increments",
+            )
         finally:
             if count is None:
                 inputs.unpersist()

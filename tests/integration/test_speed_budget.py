@@ -28,7 +28,6 @@ import pytest
 from devtools.writers import publish_records
 from sales_core.config import load_config
 from sales_core.lakehouse import Lakehouse
-from sales_core.views import VIEWS
 from speed_layer import sink as sink_module
 from speed_layer.job import run_speed
 from tests.conftest import write_stream_conf
@@ -72,7 +71,7 @@ def test_steady_state_micro_batch_budget(spark, tmp_path, kafka_bootstrap, monke
     tables = [
         lakehouse.master_dataset,
         lakehouse.quarantine,
-        *[lakehouse.speed_increments(name) for name in VIEWS],
+        lakehouse.speed_increments,
     ]
     cost: dict[int, tuple[int, int]] = {}  # batch id -> (jobs, commits)
     original = sink_module.SpeedSink.write_micro_batch

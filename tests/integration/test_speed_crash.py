@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from devtools.generator import GeneratorSpec, generate_records
 from devtools.writers import publish_records
 from sales_core.config import load_config
-from sales_core.lakehouse import Lakehouse
+from sales_core.lakehouse import Lakehouse, read_view_increments
 from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import read_checkpoint_state
 from speed_layer.job import run_speed
@@ -44,12 +44,11 @@ END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
 EVENTS = 450
 PER_TRIGGER = 150  # three or four micro-batches (Spark splits the limit over the partitions)
 # Before and after every Delta commit of a micro-batch, and after Spark's own checkpoint
-# commit: quarantine | master | increments of view 1 .. 4 | (end of the sink, Spark's commit
+# commit: quarantine | master | increments (the four views, one commit) | (end of the sink, Spark's commit
 # next) | Spark's commit done, metrics not written | metrics written (off the hot path).
 IN_SINK = (
     "speed.after_quarantine",
     "speed.after_master_insert",
-    "speed.after_increment_1",
     "speed.after_increments",
     "speed.before_checkpoint_commit",
 )
@@ -85,11 +84,7 @@ def outcome(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
     quarantine = spark.read.format("delta").load(lakehouse.quarantine)
     increments = {}
     for name, view in VIEWS.items():
-        rows = (
-            spark.read.format("delta")
-            .load(lakehouse.speed_increments(name))
-            .transform(merge_partials(view))
-        )
+        rows = read_view_increments(spark, lakehouse, name).transform(merge_partials(view))
         increments[name] = rows_to_view([r.asDict() for r in rows.collect()], name)
     metrics = spark.read.format("delta").load(lakehouse.stream_metrics)
     return {

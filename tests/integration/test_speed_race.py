@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from sales_core.events import parse_json_records
 from sales_core.handoff import BATCH_LAYER
-from sales_core.lakehouse import Lakehouse, ensure_speed_tables
+from sales_core.lakehouse import Lakehouse, ensure_speed_tables, read_view_increments
 from sales_core.master import insert_new_events, with_ingest_metadata
 from sales_core.rules import valid_events, validate
 from sales_core.views import VIEWS, merge_partials
@@ -106,10 +106,7 @@ def test_batch_insert_during_the_master_append_is_caught(spark, tmp_path, monkey
     kept = [e for e in STREAMED if e is not RACED]
     for name, view in VIEWS.items():
         rows_ = (
-            spark.read.format("delta")
-            .load(lakehouse.speed_increments(name))
-            .transform(merge_partials(view))
-            .collect()
+            read_view_increments(spark, lakehouse, name).transform(merge_partials(view)).collect()
         )
         assert rows_to_view([r.asDict() for r in rows_], name) == compute_views(kept)[name], name
     metrics = spark.read.format("delta").load(lakehouse.stream_metrics).collect()
