@@ -352,7 +352,7 @@ class SpeedSink:
             )
         )
 
-    def _newer_batch_rows(self, spark: SparkSession) -> DataFrame:
+    def newer_batch_rows(self, spark: SparkSession) -> DataFrame:
         """Event ids of batch rows of epochs newer than the last registered one (all batch
         rows when the sink's input carries no registrations). Read inside the master append's
         transaction, this is the bounded read that settles what the state cannot see."""
@@ -384,7 +384,7 @@ class SpeedSink:
             # Built anew for each attempt: the read of newer batch rows happens inside the
             # append's transaction, so Delta checks later commits against it.
             (
-                new_events.join(self._newer_batch_rows(spark), on="event_id", how="left_anti")
+                new_events.join(self.newer_batch_rows(spark), on="event_id", how="left_anti")
                 .write.format("delta")
                 .mode("append")
                 .option("userMetadata", tag)

@@ -62,7 +62,7 @@ def test_batch_insert_during_the_master_append_is_caught(spark, tmp_path, monkey
 
     marker = tmp_path / "slept"
     attempts: list[int] = []
-    original = SpeedSink._newer_batch_rows
+    original = SpeedSink.newer_batch_rows
 
     def slow_once(self: SpeedSink, spark_: Any) -> DataFrame:
         attempts.append(1)
@@ -76,7 +76,7 @@ def test_batch_insert_during_the_master_append_is_caught(spark, tmp_path, monkey
 
         return original(self, spark_).where(F.udf(sleep_first, "boolean")(F.col("event_id")))
 
-    monkeypatch.setattr(SpeedSink, "_newer_batch_rows", slow_once)
+    monkeypatch.setattr(SpeedSink, "newer_batch_rows", slow_once)
 
     def racing_batch() -> None:
         while not marker.exists():

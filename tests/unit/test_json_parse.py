@@ -7,6 +7,8 @@ malformed. Expected values are worked out by hand from the inline lines.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from decimal import Decimal
 
 import pytest
@@ -73,7 +75,11 @@ def test_one_json_parse_per_record(spark: SparkSession) -> None:
     frame = spark.createDataFrame([("kafka", "t", 0, 0, None, record())], INPUT_SCHEMA).transform(
         parse_json_records("value")
     )
-    plan = frame._jdf.queryExecution().optimizedPlan().toString()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        frame.explain(mode="extended")
+    text = printed.getvalue()
+    plan = text[text.index("== Optimized Logical Plan ==") : text.index("== Physical Plan ==")]
     parses = plan.count("parse_json(") + plan.count("parseJson(")
     assert parses == 1, plan
     assert plan.count("from_json(") == 2, (
