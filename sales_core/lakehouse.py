@@ -6,9 +6,11 @@ them. Table creation is idempotent and safe to race (``createIfNotExists``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -289,6 +291,43 @@ def increment_rows(view_name: str) -> Callable[[DataFrame], DataFrame]:
         )
 
     return transform
+
+
+@dataclass(frozen=True)
+class IncrementsCommit:
+    """What a speed increments commit says of itself (its ``userMetadata``)."""
+
+    stream: str
+    batch_id: int
+    newest_message_at: datetime | None  # the newest Kafka record's publish time (UTC)
+
+
+def increments_commit_metadata(
+    stream: str, batch_id: int, newest_message_at: datetime | None
+) -> str:
+    """The ``userMetadata`` of a speed increments commit (see :func:`read_increments_commit`)."""
+    return json.dumps(
+        {
+            "stream": stream,
+            "batch_id": batch_id,
+            "newest_message_at": newest_message_at.isoformat() if newest_message_at else None,
+        }
+    )
+
+
+def read_increments_commit(user_metadata: str | None) -> IncrementsCommit | None:
+    """The micro-batch a speed increments commit wrote (None: another kind of commit, such as
+    a compaction or a maintenance delete)."""
+    try:
+        data = json.loads(user_metadata or "")
+        newest = data["newest_message_at"]
+        return IncrementsCommit(
+            str(data["stream"]),
+            int(data["batch_id"]),
+            datetime.fromisoformat(newest).astimezone(timezone.utc) if newest else None,
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def read_view_increments(spark: SparkSession, lakehouse: Lakehouse, view_name: str) -> DataFrame:

@@ -1,5 +1,5 @@
-"""Reading a Delta table's transaction log on the driver: which commit a writer tagged, and
-what it wrote.
+"""Delta's transaction log on the driver: which commit a writer tagged and what it wrote, and
+an append that conflicts with any concurrent one without reading the table.
 
 The sink tags its master append with Delta's ``userMetadata`` option; Delta records it in the
 commit's ``commitInfo``, next to the commit's own metrics. Reading the
@@ -10,9 +10,15 @@ file systems the answer is None and the caller takes its slower, always-right pa
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
+from py4j.protocol import Py4JError, Py4JJavaError
+from pyspark.sql import DataFrame, SparkSession
+
 from speed_layer.checkpoint import local_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,3 +69,57 @@ def commits_from(table_path: str, version: int) -> list[Commit] | None:
         commits.append(commit)
         version += 1
     return commits
+
+
+# Whether Delta's transaction API can be reached through py4j in this process (see
+# append_conflicting_with_any_add); False after the first sign that it cannot.
+DELTA_TXN_API = {"usable": True}
+
+
+def append_conflicting_with_any_add(
+    spark: SparkSession, path: str, rows: DataFrame, *, user_metadata: str, expected_version: int
+) -> bool:
+    """Append ``rows`` to the Delta table at ``path`` in one transaction that reads nothing
+    and yet conflicts with every concurrent commit that adds data (Delta's ``readWholeTable``):
+    one Spark job (the write), where a read of the table inside the transaction costs a job
+    to rebuild the table's file list at each new version.
+
+    The transaction must start from ``expected_version`` (the caller has seen every commit up
+    to it); if the table has moved on, nothing is written and the answer is False, as it is
+    when Delta's transaction API is not reachable (Spark Connect, another Delta build): the
+    caller then takes its own path. A concurrent commit that adds data raises Delta's conflict
+    error from the commit (nothing is committed; retry).
+    """
+    if not DELTA_TXN_API["usable"]:
+        return False
+    try:
+        jvm = spark._jvm  # absent on Spark Connect
+        assert jvm is not None
+        delta = jvm.org.apache.spark.sql.delta
+        txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
+        if int(txn.snapshot().version()) != expected_version:
+            return False
+        none = jvm.scala.Option.empty()
+        operation = delta.DeltaOperations.Write(
+            jvm.org.apache.spark.sql.SaveMode.Append,
+            none,
+            none,
+            jvm.scala.Option.apply(user_metadata),
+            none,
+            none,
+            none,
+            none,
+            none,
+        )
+    except (Py4JError, AssertionError, AttributeError) as exc:
+        if isinstance(exc, Py4JJavaError):
+            raise  # Delta itself failed: not a missing API
+        log.info(
+            "Delta's transaction API is not usable here (%s); appends read the table instead",
+            type(exc).__name__,
+        )
+        DELTA_TXN_API["usable"] = False
+        return False
+    txn.readWholeTable()
+    txn.commit(txn.writeFiles(rows._jdf), operation)
+    return True

@@ -48,6 +48,7 @@ from sales_core.lakehouse import (
     Lakehouse,
     ensure_speed_tables,
     increment_rows,
+    increments_commit_metadata,
     table_version,
 )
 from sales_core.master import with_conflict_retry, with_ingest_metadata
@@ -55,7 +56,7 @@ from sales_core.rules import EVENT_COLUMNS, quarantine_records
 from sales_core.runs import utcnow
 from sales_core.views import VIEWS, compute_view
 from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
-from speed_layer.deltalog import commits_from
+from speed_layer.deltalog import append_conflicting_with_any_add, commits_from
 from speed_layer.kafka_client import MAX_REQUEST_BYTES
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
 from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
@@ -274,10 +275,16 @@ class SpeedSink:
                         batch_id,
                         count=None,
                         replay=replay,
+                        newest_message_at=summary.newest_message_at,
                     )
                 else:
                     valid = self._write_increments(
-                        spark, new_events, batch_id, count=inserted, replay=replay
+                        spark,
+                        new_events,
+                        batch_id,
+                        count=inserted,
+                        replay=replay,
+                        newest_message_at=summary.newest_message_at,
                     )
             fault_point("speed.after_increments")
         finally:
@@ -375,12 +382,18 @@ class SpeedSink:
         (``expected`` of them), else None (some were the batch layer's, or a replay wrote
         nothing): the caller then reads the rows tagged ``batch_id`` back."""
         master = self.settings.lakehouse.master_dataset
+        # Seen before this micro-batch was planned: every master commit below this version
+        # (the previous micro-batch ended after reading the log up to it, and the query read
+        # the batch layer's inserts up to at least there when it planned this one).
+        seen = None if replay else self._log_version
         if self._log_version is None:
             self._log_version = table_version(spark, master) + 1
 
         tag = f"{self.app_id}:{batch_id}"
 
         def append() -> None:
+            if seen is not None and self._append_unread(spark, new_events, since=seen, tag=tag):
+                return
             # Built anew for each attempt: the read of newer batch rows happens inside the
             # append's transaction, so Delta checks later commits against it.
             (
@@ -406,6 +419,31 @@ class SpeedSink:
         if len(ours) == 1 and ours[0].output_rows == expected:
             return expected
         return None
+
+    def _append_unread(
+        self, spark: SparkSession, new_events: DataFrame, *, since: int, tag: str
+    ) -> bool:
+        """The steady state's master append: one Spark job, no read of the master dataset.
+
+        When every commit from version ``since`` on is this stream's own, no batch row can
+        exist that the state has not seen: the events are appended in a transaction that
+        conflicts with any concurrent commit adding data (a batch insert racing it makes it
+        fail, and the retry takes the reading path). False: another writer committed since,
+        or the transaction API is not reachable; nothing was written.
+        """
+        master = self.settings.lakehouse.master_dataset
+        commits = commits_from(master, since)
+        if commits is None or any(
+            not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
+        ):
+            return False
+        return append_conflicting_with_any_add(
+            spark,
+            master,
+            new_events,
+            user_metadata=tag,
+            expected_version=since - 1 + len(commits),
+        )
 
     def _written(self, spark: SparkSession, path: str, batch_id: int) -> bool:
         """Whether the table holds rows of this stream's micro-batch ``batch_id`` (replays)."""
@@ -438,11 +476,14 @@ class SpeedSink:
         *,
         count: int | None,
         replay: bool,
+        newest_message_at: datetime | None,
     ) -> int:
         """Append the views over ``events`` to the speed increments; returns how many events.
 
         ``count``: how many ``events`` there are, when known (they come from the cache); else
-        they are read back from the master dataset, cached and counted here.
+        they are read back from the master dataset, cached and counted here. The commit says
+        which micro-batch it is and when its newest Kafka record was published (readers such
+        as ``/health`` learn it from the log, before the metrics are written).
         """
         settings = self.settings
         inputs = events.select(*_VIEW_INPUTS)
@@ -456,8 +497,14 @@ class SpeedSink:
             if replay and self._written(spark, path, batch_id):
                 return inserted
             increments = view_increments(inputs, stream=settings.stream, batch_id=batch_id)
+            metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
             with_conflict_retry(
-                lambda: increments.write.format("delta").mode("append").save(path),
+                lambda: (
+                    increments.write.format("delta")
+                    .mode("append")
+                    .option("userMetadata", metadata)
+                    .save(path)
+                ),
                 what="append to the speed increments",
             )
         finally:

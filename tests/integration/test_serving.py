@@ -396,3 +396,35 @@ def test_readers_never_see_a_mixed_or_empty_generation(spark, make_config, tmp_p
 def rows_to_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The customer_totals rows of the oracle (every view has the same event/revenue totals)."""
     return list(compute_views(events)["customer_totals"].values())
+
+
+def test_a_long_lived_reader_sees_each_micro_batch_commit_at_once(spark, make_config) -> None:  # type: ignore[no-untyped-def]
+    """The reader behind ``serve`` notices an increments commit on its next answer (one probe
+    of the log's next version), and ``/health`` names the newest micro-batch and its newest
+    event from that commit, before the metrics (written seconds later, in batches) say so."""
+    config = make_config()
+    lakehouse = Lakehouse(config.lakehouse.root)
+    sent = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc)
+    speed_micro_batch(spark, config, 0, raw(SPEED_0), first_offset=0, batch_time=sent)
+    DeltaTable.forPath(spark, lakehouse.stream_metrics).delete()  # as if not written yet
+    reader = FastServing(lakehouse.root)
+    assert (
+        rows_to_view(reader.rows("sales_daily"), "sales_daily")
+        == (compute_views(SPEED_0)["sales_daily"])
+    )
+    speed = reader.health(now=sent)["speed"]
+    assert (speed["last_micro_batch"], speed["newest_event_at"]) == (0, sent), speed
+    speed_micro_batch(spark, config, 1, raw(SPEED_1), first_offset=10, batch_time=sent)
+    DeltaTable.forPath(spark, lakehouse.stream_metrics).delete()
+    # The same reader, right after the commit: micro-batch 1 is in the answer and in /health.
+    expected = compute_views(SPEED_0 + SPEED_1)
+    for name in VIEWS:
+        assert rows_to_view(reader.rows(name), name) == expected[name], name
+    assert reader.health()["speed"]["last_micro_batch"] == 1
+    # A compaction is a newer commit of another kind: the newest micro-batch is still 1.
+    spark.sql(f"OPTIMIZE delta.`{lakehouse.speed_increments}`")
+    assert reader.health()["speed"]["last_micro_batch"] == 1
+    assert (
+        rows_to_view(reader.rows("customer_totals"), "customer_totals")
+        == (expected["customer_totals"])
+    )
