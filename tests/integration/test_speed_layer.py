@@ -531,16 +531,16 @@ def test_generate_to_kafka_publishes_keyed_records(kafka_bootstrap, tmp_path) ->
             assert json.loads(m.value)["event_id"] == m.key.decode()
 
 
-def test_refuses_to_start_when_the_state_was_deleted(spark, make_config, bootstrap) -> None:  # type: ignore[no-untyped-def]
+def test_refuses_to_start_when_the_state_was_deleted(spark, make_config, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
     """The de-duplication state lives in the checkpoint: without it, ids the stream already
     took would be accepted again."""
-    topic = new_topic(bootstrap, "state")
-    config = speed_config(make_config, bootstrap, topic)
+    topic = new_topic(kafka_bootstrap, "state")
+    config = speed_config(make_config, kafka_bootstrap, topic)
     lakehouse = Lakehouse(config.lakehouse.root)
-    publish(bootstrap, topic, [as_message(GOOD[0], 0)])
+    publish(kafka_bootstrap, topic, [as_message(GOOD[0], 0)])
     run_speed(spark, config, available_now=True)
     shutil.rmtree(Path(lakehouse.speed_checkpoint) / "state")
-    publish(bootstrap, topic, [as_message(GOOD[0], 0)])  # a copy the state would have dropped
+    publish(kafka_bootstrap, topic, [as_message(GOOD[0], 0)])  # a copy the state would have dropped
     with pytest.raises(CheckpointMismatchError, match=r"no de-duplication state \(state/ was"):
         run_speed(spark, config, available_now=True)
     assert [r["event_id"] for r in master_rows(spark, lakehouse)] == [GOOD[0]["event_id"]]
