@@ -247,9 +247,9 @@ def _increments_schema() -> T.StructType:
 INCREMENT_VIEW = "view"
 INCREMENTS_SCHEMA = _increments_schema()
 
-# A hot table (a commit a second): statistics only on the columns readers prune on (the tags
-# and the view: a micro-batch writes one file per view), and a log checkpoint (a Spark job in
-# the committing micro-batch) every 100 commits, not every 10.
+# A hot table (a commit a second): statistics only on the columns readers prune on (the tags,
+# and the view for files that hold one view), and a log checkpoint (a Spark job in the
+# committing micro-batch) every 100 commits, not every 10.
 INCREMENTS_PROPERTIES = {
     "delta.dataSkippingStatsColumns": ",".join(
         [*(f.name for f in INCREMENT_TAG_FIELDS), INCREMENT_VIEW]

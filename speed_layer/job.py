@@ -29,6 +29,7 @@ from sales_core.handoff import SPEED_STREAM
 from sales_core.lakehouse import Lakehouse, ensure_speed_tables
 from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
 from speed_layer.checkpoint import check_start
+from speed_layer.compaction import IncrementsCompactor
 from speed_layer.dedup import SPEED_SETTINGS, speed_stream
 from speed_layer.kafka_client import ensure_topic
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics, ProgressListener, StreamTotals
@@ -190,6 +191,11 @@ def run_speed(
         spark, lakehouse.stream_metrics, background=True, observe=_alert_on(alerts)
     )
     listener = ProgressListener(QUERY_NAME, recorder)
+    compactor = IncrementsCompactor(
+        spark,
+        lakehouse.speed_increments,
+        0 if available_now else config.speed.compact_interval_seconds,
+    )
     sink = _GatedSink(
         SinkSettings(
             lakehouse,
@@ -227,6 +233,7 @@ def run_speed(
     )
     try:
         query = writer.start()
+        compactor.start()
         try:
             stopped = _await(query, sink, stop, progress)
         finally:
@@ -248,6 +255,7 @@ def run_speed(
             raise
         raise PipelineError(f"the streaming query failed: {record.error}") from exc
     finally:
+        compactor.close()
         _finish_metrics(spark, recorder, listener, lakehouse.speed_checkpoint)
         alerts.close()
         for key, previous in saved.items():  # the session may run other jobs after this one

@@ -171,9 +171,8 @@ def publish_dead_letters(rejected: DataFrame, conf: KafkaSourceConf) -> None:
 
 def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFrame:
     """Every view over ``events`` in the increments table's row shape, tagged ``(stream,
-    batch_id)`` and with its view's name: one Spark job and one file per view when written
-    (a union keeps its inputs' partitions, and each view is coalesced to one), so a reader
-    of one view skips the other views' files by their statistics."""
+    batch_id)`` and with its view's name: one Spark job and one small file when written (a
+    reader of one view filters its rows; the file is a micro-batch's aggregates)."""
     parts = [
         events.transform(compute_view(view))
         .select(
@@ -182,10 +181,9 @@ def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFra
             *view.columns,
         )
         .transform(increment_rows(name))
-        .coalesce(1)
         for name, view in VIEWS.items()
     ]
-    return reduce(DataFrame.union, parts)
+    return reduce(DataFrame.union, parts).coalesce(1)
 
 
 def prepare_records(kafka_records: DataFrame) -> DataFrame:
