@@ -68,6 +68,7 @@ from bench.common import (  # noqa: E402
     BASE_EPOCH,
     OUT,
     SPAN_DAYS,
+    append_result,
     cached_master,
     delta_active_files,
     delta_holds,
@@ -433,9 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "results.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_result(record, args.out)
     return 0
 
 

@@ -47,7 +47,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, CpuMeter, load_average, machine_info, parse_count, stopwatch  # noqa: E402
+from bench.common import (  # noqa: E402
+    OUT,
+    CpuMeter,
+    append_result,
+    load_average,
+    machine_info,
+    parse_count,
+    stopwatch,
+)
 
 PARTITIONS = 3
 PRODUCER = ROOT / "bench" / "java" / "BenchProducer.java"
@@ -607,8 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop()
     results["load_after"] = load_average()
-    with (OUT / "results.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(results, default=str) + "\n")
+    append_result(results)
     return 0
 
 

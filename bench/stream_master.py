@@ -15,7 +15,6 @@ Run it from a tree of another revision (copy this file there) to measure that re
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, load_average, machine_info, parse_count  # noqa: E402
+from bench.common import OUT, append_result, load_average, machine_info, parse_count  # noqa: E402
 from bench.stream import Bench, config_for  # noqa: E402
 
 
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stop()
     results["load_after"] = load_average()
-    with (OUT / "results.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(results, default=str) + "\n")
+    append_result(results)
     return 0
 
 

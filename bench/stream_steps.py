@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import json
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, load_average, machine_info, parse_count  # noqa: E402
+from bench.common import OUT, append_result, load_average, machine_info, parse_count  # noqa: E402
 from bench.stream import Bench, config_for  # noqa: E402
 
 #: (module, attribute, step label): the steps timed, in the order a micro-batch runs them.
@@ -134,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     results["load_after"] = load_average()
-    with (OUT / "results.jsonl").open("a") as handle:
-        handle.write(json.dumps(results) + "\n")
+    append_result(results)
     return 0
 
 

@@ -358,13 +358,14 @@ class SpeedSink:
         )
 
     def newer_batch_rows(self, spark: SparkSession) -> DataFrame:
-        """Event ids of batch rows of epochs newer than the last registered one (all batch
-        rows when the sink's input carries no registrations). Read inside the master append's
-        transaction, this is the bounded read that settles what the state cannot see."""
+        """Event ids of batch rows of epochs newer than the last registered one. Read inside
+        the master append's transaction, this is the bounded read that settles what the state
+        cannot see. A sink whose input carries no registrations (called outside a query: no
+        de-duplication state before it) compares with every row of the master dataset."""
         master = spark.read.format("delta").load(self.settings.lakehouse.master_dataset)
-        newer = F.col("ingest_layer") == BATCH_LAYER
-        if self._epoch is not None:
-            newer = newer & (F.col("ingest_run") > F.lit(self._epoch))
+        if self._epoch is None:
+            return master.select("event_id")
+        newer = (F.col("ingest_layer") == BATCH_LAYER) & (F.col("ingest_run") > F.lit(self._epoch))
         return master.where(newer).select("event_id")
 
     def _append_master(
@@ -382,8 +383,9 @@ class SpeedSink:
         master = self.settings.lakehouse.master_dataset
         # Seen before this micro-batch was planned: every master commit below this version
         # (the previous micro-batch ended after reading the log up to it, and the query read
-        # the batch layer's inserts up to at least there when it planned this one).
-        seen = None if replay else self._log_version
+        # the batch layer's inserts up to at least there when it planned this one). None: the
+        # append reads (a replay, the first micro-batch of a process, or no state upstream).
+        seen = None if replay or self.settings.registered_epoch is None else self._log_version
         if self._log_version is None:
             self._log_version = table_version(spark, master) + 1
 
