@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from sales_core.config import Config
 from sales_core.handoff import SPEED_LAYER
-from sales_core.lakehouse import Lakehouse
+from sales_core.lakehouse import Lakehouse, read_view_increments
 from sales_core.views import VIEWS, ViewDef, compute_view, merge_partials
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,7 @@ def reconcile_handoff(
     summaries = []
     for name, view in VIEWS.items():
         increments = (
-            spark.read.format("delta")
-            .load(lakehouse.speed_increments(name))
+            read_view_increments(spark, lakehouse, name)
             .join(F.broadcast(pairs), on=["stream", "batch_id"])
             .select(*view.columns)
             .transform(merge_partials(view))

@@ -23,7 +23,6 @@ appended as one JSON line to ``bench/out/results.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -41,6 +40,7 @@ from bench.common import (  # noqa: E402
     OUT,
     CpuMeter,
     Samples,
+    append_result,
     cached_master,
     delta_active_files,
     generate_master,
@@ -652,9 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "goal_ratio": GOAL_RATIO,
     }
-    with (args.out / "results.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(f"\nappended to {args.out / 'results.jsonl'}")
+    print(f"\nappended to {append_result(record, args.out)}")
     return 0
 
 

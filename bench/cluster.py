@@ -36,6 +36,7 @@ from bench.common import (  # noqa: E402
     OUT,
     CpuMeter,
     Samples,
+    append_result,
     cached_master,
     generate_master,
     load_average,
@@ -233,9 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "differences": differences,
         "settings": {"driver_memory": args.driver_memory, "worker_memory": args.worker_memory},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "results.jsonl").open("a") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_result(result, args.out)
     return 0
 
 

@@ -101,6 +101,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def append_result(record: dict[str, Any], out: Path = OUT) -> Path:
+    """Append one benchmark's record as a JSON line to ``out/results.jsonl`` (returned)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+    return path
+
+
 def parse_count(text: str) -> int:
     """An event count as people write it: 1000000, 1_000_000, 500k, 1M, 2.5M."""
     cleaned = text.strip().lower().replace("_", "")

@@ -49,6 +49,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from bench.common import (  # noqa: E402
     BASE_EPOCH,
     OUT,
     SPAN_DAYS,
+    append_result,
     cached_master,
     delta_active_files,
     delta_holds,
@@ -140,12 +142,18 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The lakehouse: cached master + generation 1 + a day of speed increments."""
+    from pyspark.sql import DataFrame
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
     from batch_layer.publish import recompute_and_publish
     from sales_core.handoff import SPEED_STREAM, current_generation
-    from sales_core.lakehouse import MASTER_SCHEMA, Lakehouse, ensure_speed_tables
+    from sales_core.lakehouse import (
+        MASTER_SCHEMA,
+        Lakehouse,
+        ensure_speed_tables,
+        increment_rows,
+    )
     from sales_core.views import VIEWS
 
     n = args.events
@@ -229,26 +237,26 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         .load(lakehouse.master_dataset)
         .where(F.col("ingest_batch") > mark)
     )
-    for name, view in VIEWS.items():
-        # compute_view per micro-batch: grouping by the micro-batch too gives each one's increment.
-        per_batch = (
-            day_rows.withColumnRenamed("ingest_batch", "batch_id")
-            .groupBy("batch_id", *view.key_names)
-            .agg(*[m.over_events() for m in view.measures])
-        )
-        (
-            per_batch.select(F.lit(SPEED_STREAM).alias("stream"), "batch_id", *view.columns)
-            # one file per micro-batch, as the streaming job writes them
-            .repartitionByRange(args.micro_batches, "batch_id")
-            .write.format("delta")
-            .mode("append")
-            .save(lakehouse.speed_increments(name))
-        )
+    # compute_view per micro-batch: grouping by the micro-batch too gives each one's increment.
+    per_view = [
+        day_rows.withColumnRenamed("ingest_batch", "batch_id")
+        .groupBy("batch_id", *view.key_names)
+        .agg(*[m.over_events() for m in view.measures])
+        .select(F.lit(SPEED_STREAM).alias("stream"), "batch_id", *view.columns)
+        .transform(increment_rows(name))
+        for name, view in VIEWS.items()
+    ]
+    (
+        reduce(DataFrame.unionByName, per_view)
+        # a file per micro-batch and view, as the streaming job writes them
+        .repartitionByRange(args.micro_batches * len(VIEWS), "batch_id", "view")
+        .write.format("delta")
+        .mode("append")
+        .save(lakehouse.speed_increments)
+    )
     spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
     info["speed_day_s"] = round(time.perf_counter() - t, 1)
-    info["increment_files"] = {
-        name: len(delta_active_files(lakehouse.speed_increments(name))) for name in VIEWS
-    }
+    info["increment_files"] = len(delta_active_files(lakehouse.speed_increments))
     info["day_events"] = day_events
     t = time.perf_counter()
     for name in VIEWS:
@@ -363,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         for q in pair:
             warm.answer(q)  # warm-up: fills the file caches
         fast, new_batch, fresh, cold, on_spark = [], [], [], [], []
-        micro_batches = MicroBatchAppender(lakehouse.speed_increments(name))
+        micro_batches = MicroBatchAppender(lakehouse.speed_increments, name)
         try:
             for i in range(args.runs):
                 q = pair[i % 2]
@@ -426,18 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "results.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_result(record, args.out)
     return 0
 
 
 class MicroBatchAppender:
-    """Appends copies of the newest micro-batch's increment rows, under new micro-batch ids, to
-    an increments table with delta-rs (one file, one commit each: a micro-batch as the reader
-    sees it), and restores the table's version afterwards."""
+    """Appends copies of the newest micro-batch's increment rows of one view, under new
+    micro-batch ids, to the increments table with delta-rs (one file, one commit each: a
+    micro-batch as that view's reader sees it), and restores the table's version afterwards."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, view: str) -> None:
         import pyarrow.compute as pc
         from deltalake import DeltaTable
 
@@ -445,8 +451,11 @@ class MicroBatchAppender:
         table = DeltaTable(path)
         self.version = table.version()
         dataset = table.to_pyarrow_dataset()
-        newest = pc.max(dataset.to_table(columns=["batch_id"]).column("batch_id")).as_py()
-        self.template = dataset.to_table(filter=pc.field("batch_id") == newest)
+        mine = pc.field("view") == view
+        newest = pc.max(
+            dataset.to_table(columns=["batch_id"], filter=mine).column("batch_id")
+        ).as_py()
+        self.template = dataset.to_table(filter=mine & (pc.field("batch_id") == newest))
         self.next_id = int(newest) + 1
 
     def append(self) -> None:

@@ -47,7 +47,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, CpuMeter, load_average, machine_info, parse_count, stopwatch  # noqa: E402
+from bench.common import (  # noqa: E402
+    OUT,
+    CpuMeter,
+    append_result,
+    load_average,
+    machine_info,
+    parse_count,
+    stopwatch,
+)
 
 PARTITIONS = 3
 PRODUCER = ROOT / "bench" / "java" / "BenchProducer.java"
@@ -329,48 +337,88 @@ def sustained(
     return result
 
 
-def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, Any]:
+class HttpPoller:
+    """``lambda-sales serve`` on the bench's lakehouse, asked for a small merged view over and
+    over: when each answer arrived and how many events it counted (a thread)."""
+
+    VIEW = "revenue_category_monthly"  # a handful of rows: the answer is cheap to fetch
+
+    def __init__(self, conf_path: Path, interval: float = 0.02) -> None:
+        from devtools.processes import free_port
+
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("lambda-sales")),
+                "serve",
+                "--conf",
+                str(conf_path),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.samples: list[tuple[int, int]] = []  # (answer received, epoch ms; events counted)
+        self.interval = interval
+        self._stop = threading.Event()
+        deadline = time.monotonic() + 60
+        while self._get("/health") is None:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.close()
+                raise RuntimeError("lambda-sales serve did not start")
+            time.sleep(0.2)
+        self.thread = threading.Thread(target=self._run, name="http-poller", daemon=True)
+        self.thread.start()
+
+    def _get(self, path: str) -> Any:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+                return json.loads(r.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            answer = self._get(f"/views/{self.VIEW}?limit=100000")
+            if answer is not None:
+                events = sum(int(row["events"]) for row in answer["rows"])
+                self.samples.append((int(time.time() * 1000), events))
+            time.sleep(self.interval)
+
+    def close(self) -> None:
+        from devtools.processes import stop_group
+
+        self._stop.set()
+        if hasattr(self, "thread"):
+            self.thread.join(timeout=30)
+        stop_group(self.process, term_wait=10)
+
+
+def first_answers(samples: list[tuple[int, int]], needed: dict[int, int]) -> dict[int, int]:
+    """Per micro-batch, when the first answer arrived that counted at least ``needed[batch]``
+    events (the events of every micro-batch up to it: commits are in micro-batch order)."""
+    visible: dict[int, int] = {}
+    order = sorted(needed.items())
+    i = 0
+    for at, events in samples:
+        while i < len(order) and events >= order[i][1]:
+            visible[order[i][0]] = at
+            i += 1
+    return visible
+
+
+def percentiles(spark: Any, lakehouse: Any, visible: dict[int, int]) -> dict[str, Any]:
+    """Freshness per event (visible at - event_time, the producer's send time) over the
+    micro-batches in ``visible``: count, p50/p95/p99 and max, in seconds."""
     from pyspark.sql import functions as F
 
-    from sales_core.views import VIEWS
-
-    topic, lakehouse, stream = start_stream(bench, spark, "freshness", rate)
-    try:
-        produced = bench.produce(topic, rate * duration, rate, f"f{rate}")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            done = (
-                spark.read.format("delta")
-                .load(lakehouse.stream_metrics)
-                .agg(F.sum("valid"))
-                .first()[0]
-                or 0
-            )
-            if done >= rate * duration:
-                break
-            time.sleep(1)
-    finally:
-        stream.stop()
-
-    # When each micro-batch's events became visible in every view: the commit time of its
-    # increment to the last view table (Delta log: commit timestamp + the batch_id stats).
-    last_view = list(VIEWS)[-1]
-    visible: dict[int, int] = {}
-    log_dir = Path(lakehouse.speed_increments(last_view)) / "_delta_log"
-    for commit in sorted(log_dir.glob("*.json")):
-        timestamp, batches = None, set()
-        for line in commit.read_text().splitlines():
-            action = json.loads(line)
-            if "commitInfo" in action:
-                timestamp = int(action["commitInfo"]["timestamp"])
-            if "add" in action and action["add"].get("stats"):
-                stats = json.loads(action["add"]["stats"])
-                batches.add(int(stats["minValues"]["batch_id"]))
-        for batch in batches:
-            if timestamp is not None:
-                visible[batch] = timestamp
     visible_df = spark.createDataFrame(list(visible.items()), "batch_id long, visible_ms long")
-    latency = (
+    row = (
         spark.read.format("delta")
         .load(lakehouse.master_dataset)
         .join(visible_df, F.col("ingest_batch") == F.col("batch_id"))
@@ -382,22 +430,87 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
         )
         .first()
     )
+    return {
+        "events": row["events"],
+        "p50_s": row["p"][0] / 1000,
+        "p95_s": row["p"][1] / 1000,
+        "p99_s": row["p"][2] / 1000,
+        "max_s": row["max"] / 1000,
+    }
+
+
+def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, Any]:
+    """Per event, from the producer's send to (a) the increments commit that holds it and
+    (b) the first HTTP answer of ``lambda-sales serve`` that counts it."""
+    from pyspark.sql import functions as F
+
+    topic, lakehouse, stream = start_stream(bench, spark, "freshness", rate)
+    poller = HttpPoller(Path(lakehouse.root).parent / "pipeline.toml")
+    try:
+        produced = bench.produce(topic, rate * duration, rate, f"f{rate}")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if poller.samples and poller.samples[-1][1] >= rate * duration:
+                break
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        poller.close()
+        stream.stop()
+
+    # When each micro-batch's events became visible in every view: the commit time of its
+    # increments (one commit, every view; Delta log: commit timestamp + the batch_id stats).
+    committed: dict[int, int] = {}
+    log_dir = Path(lakehouse.speed_increments) / "_delta_log"
+    for commit in sorted(log_dir.glob("*.json")):
+        timestamp, batches = None, set()
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                timestamp = int(action["commitInfo"]["timestamp"])
+            if "add" in action and action["add"].get("stats"):
+                stats = json.loads(action["add"]["stats"])
+                batches.add(int(stats["minValues"]["batch_id"]))
+        for batch in batches:
+            if timestamp is not None:
+                committed[batch] = timestamp
+    per_batch = {
+        int(r["ingest_batch"]): int(r["n"])
+        for r in spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .groupBy("ingest_batch")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    }
+    needed, total = {}, 0
+    for batch in sorted(per_batch):
+        total += per_batch[batch]
+        needed[batch] = total
+    answered = first_answers(poller.samples, needed)
     metrics = [r for r in stream_metrics(spark, lakehouse.stream_metrics) if r["input_rows"] > 0]
+    at_commit = percentiles(spark, lakehouse, committed)
+    over_http = percentiles(spark, lakehouse, answered)
+    polls = [b[0] - a[0] for a, b in zip(poller.samples, poller.samples[1:], strict=False)]
     result = {
         "rate": rate,
         "duration_s": duration,
         "published_rate": produced["rate"],
-        "events": latency["events"],
-        "p50_s": latency["p"][0] / 1000,
-        "p95_s": latency["p"][1] / 1000,
-        "p99_s": latency["p"][2] / 1000,
-        "max_s": latency["max"] / 1000,
+        "events": at_commit["events"],
+        "p50_s": at_commit["p50_s"],
+        "p95_s": at_commit["p95_s"],
+        "p99_s": at_commit["p99_s"],
+        "max_s": at_commit["max_s"],
+        "http": over_http,
+        "http_poll_median_ms": statistics.median(polls) if polls else None,
         "median_batch_ms": statistics.median(r["duration_ms"] for r in metrics),
         "micro_batches": len(metrics),
     }
     print(
-        f"    {rate:,}/s, 1 s trigger, {duration}s: freshness p50 {result['p50_s']:.2f}s, p95 {result['p95_s']:.2f}s, "
-        f"p99 {result['p99_s']:.2f}s over {result['events']:,} events; median micro-batch {result['median_batch_ms']} ms",
+        f"    {rate:,}/s, 1 s trigger, {duration}s: in the increments p50 {result['p50_s']:.2f}s, "
+        f"p95 {result['p95_s']:.2f}s, p99 {result['p99_s']:.2f}s; in an HTTP answer p50 "
+        f"{over_http['p50_s']:.2f}s, p95 {over_http['p95_s']:.2f}s, p99 {over_http['p99_s']:.2f}s "
+        f"({over_http['events']:,} events, an answer every {result['http_poll_median_ms']} ms); "
+        f"median micro-batch {result['median_batch_ms']} ms",
         flush=True,
     )
     return result
@@ -444,7 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=int, default=300, help="(b) seconds at each rate (default 300)"
     )
     parser.add_argument(
-        "--fresh-rate", type=int, default=10_000, help="(c) publish rate (default 10k/s)"
+        "--fresh-rates",
+        default="1000,10000",
+        help="(c) publish rates, events/s, one measurement each (default 1000,10000)",
     )
     parser.add_argument("--fresh-duration", type=int, default=120, help="(c) seconds (default 120)")
     args = parser.parse_args(argv)
@@ -493,12 +608,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "freshness" in parts:
             print("(c) freshness:", flush=True)
-            results["freshness"] = freshness(bench, spark, args.fresh_rate, args.fresh_duration)
+            results["freshness"] = [
+                freshness(bench, spark, int(rate), args.fresh_duration)
+                for rate in args.fresh_rates.split(",")
+            ]
     finally:
         bench.stop()
     results["load_after"] = load_average()
-    with (OUT / "results.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(results, default=str) + "\n")
+    append_result(results)
     return 0
 
 

@@ -3,10 +3,10 @@
 Runs ``run_speed(available_now=True)`` over a pre-filled topic of ``bench/stream.py`` (same
 broker, same port, same data: run ``bench/stream.py --only throughput --events N`` first so
 the topic ``bench-prefill-N`` exists), with a wall-clock timer around each step of the sink:
-the first look at the Kafka records (rows, offsets), validation with the count per reason,
-the insert-only MERGE into the master dataset, the four view increments (reading back the
-micro-batch's master rows, then one append per view), the metrics row; and, per run, the two
-run-record upserts. The first run pays for table creation and JIT warm-up; later runs show
+the first action over the micro-batch (Kafka read, parse, validation, the de-duplication
+state, counted per reason: the rows are cached), the quarantine and dead-letter topic (only
+with rejects), the master append, the four view increments, the metrics rows (written in the
+background, off the micro-batch's path); and, per run, the two run-record upserts. The first run pays for table creation and JIT warm-up; later runs show
 the steady state. Results are printed and appended to ``bench/out/results.jsonl``.
 
     python bench/stream_steps.py --events 1M --runs 2
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import json
 import shutil
 import sys
 import time
@@ -29,18 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, load_average, machine_info, parse_count  # noqa: E402
+from bench.common import OUT, append_result, load_average, machine_info, parse_count  # noqa: E402
 from bench.stream import Bench, config_for  # noqa: E402
 
 #: (module, attribute, step label): the steps timed, in the order a micro-batch runs them.
 STEPS = (
     ("speed_layer.sink", "SpeedSink.write_micro_batch", "micro-batch (all steps)"),
-    ("speed_layer.sink", "_look_at", "first look: rows, offsets (Kafka read, cached)"),
-    ("speed_layer.sink", "SpeedSink._write_records", "validate + count + quarantine + master"),
-    ("speed_layer.sink", "insert_new_events", "  of which: MERGE into master dataset"),
-    ("speed_layer.sink", "SpeedSink._write_increments", "view increments (read back + 4 appends)"),
-    ("speed_layer.sink", "SpeedSink._append_increment", "  of which: the 4 appends"),
-    ("speed_layer.sink", "record_metrics", "stream_metrics row"),
+    ("speed_layer.sink", "_summarise", "Kafka read + parse + validate + state, counted (cached)"),
+    ("speed_layer.sink", "SpeedSink._quarantine", "quarantine append (only with rejects)"),
+    ("speed_layer.sink", "publish_dead_letters", "dead-letter topic (only with rejects)"),
+    ("speed_layer.sink", "SpeedSink._append_master", "master append (txn, bounded batch read)"),
+    ("speed_layer.sink", "SpeedSink._write_increments", "view increments (4 appends, cached rows)"),
+    ("speed_layer.metrics", "append_metrics", "stream_metrics rows (background, off the path)"),
     ("speed_layer.job", "save_run", "run record upserts (per run, not per micro-batch)"),
 )
 
@@ -134,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     results["load_after"] = load_average()
-    with (OUT / "results.jsonl").open("a") as handle:
-        handle.write(json.dumps(results) + "\n")
+    append_result(results)
     return 0
 
 

@@ -61,39 +61,47 @@ ENVELOPE_SCHEMA = T.StructType(
 ENVELOPE_COLUMNS: tuple[str, ...] = tuple(ENVELOPE_SCHEMA.fieldNames())
 
 _CORRUPT = "_corrupt_record"
+# A plain from_json of every field as text: the least any JSON source does (bench/parse.py's
+# baseline); the parser itself reads one VARIANT per record.
 _JSON_FIELDS_SCHEMA = T.StructType(
     [T.StructField(name, T.StringType(), True) for name in EVENT_FIELDS]
     + [T.StructField(_CORRUPT, T.StringType(), True)]
-)
-# What Java's regex `\s` matches: the whitespace around a JSON object.
-WHITESPACE = " \t\n\x0b\f\r"
-# With string literals blanked out, a `}` followed by anything but `,`, `}` or `]` means text
-# after the object (two objects on a line): Spark's parser would read only the first.
-# Possessive: the alternatives never overlap, so no backtracking is needed (and none is done:
-# the plain form was the costliest expression of the parser).
-_JSON_STRING = r'"(?:[^"\\]++|\\.)*+"'
-_TEXT_AFTER_OBJECT = r"\}\s*[^\s,}\]]"
-# A numeric text, as in sales_core.rules; JSON numbers that look like this are re-read exactly.
-_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-# JSON number tokens read as exact decimals (Spark's string conversion of a number token goes
-# through a double): money rounded half-up straight to cents, quantities kept whole.
-_EXACT_NUMBERS_SCHEMA = T.StructType(
-    [
-        T.StructField("amount", T.DecimalType(38, 2), True),
-        T.StructField("quantity", T.DecimalType(38, 18), True),
-    ]
 )
 _JSON_OPTIONS = {
     "mode": "PERMISSIVE",
     "columnNameOfCorruptRecord": _CORRUPT,
     "allowSingleQuotes": "false",
 }
+# What Java's regex `\s` matches: the whitespace around a JSON object.
+WHITESPACE = " \t\n\x0b\f\r"
+# With string literals blanked out, a `}` followed by anything but `,`, `}` or `]` means text
+# after the object (two objects on a line): the variant parser reads only the first.
+# Possessive: the alternatives never overlap, so no backtracking is needed (and none is done:
+# the plain form was the costliest expression of the parser).
+_JSON_STRING = r'"(?:[^"\\]++|\\.)*+"'
+_TEXT_AFTER_OBJECT = r"\}\s*[^\s,}\]]"
+# JSON number tokens that the variant holds as doubles, read again as exact decimals: money
+# rounded half-up straight to cents, quantities kept whole.
+_EXACT_NUMBERS_SCHEMA = T.StructType(
+    [
+        T.StructField("amount", T.DecimalType(38, 2), True),
+        T.StructField("quantity", T.DecimalType(38, 18), True),
+    ]
+)
 
 
 _MALFORMED = "_malformed"
+_VARIANT = "_variant"
+_EXACT = ("quantity", "amount")
 
 
-def _envelope(df: DataFrame, fields: Column, malformed: Column, raw_record: Column) -> DataFrame:
+def _envelope(
+    df: DataFrame,
+    fields: Column,
+    malformed: Column,
+    raw_record: Column,
+    keep: Sequence[str] = (),
+) -> DataFrame:
     """Project ``df`` (already carrying the position columns) onto the envelope schema.
 
     ``malformed`` is evaluated once, in a projection of its own: every field depends on it,
@@ -110,59 +118,69 @@ def _envelope(df: DataFrame, fields: Column, malformed: Column, raw_record: Colu
             F.when(~is_malformed, fields.getField(name)).cast("string").alias(name)
             for name in EVENT_FIELDS
         ],
+        *[F.col(name) for name in keep],
     )
 
 
-def parse_json_records(value_col: str = "value") -> Callable[[DataFrame], DataFrame]:
-    """Parse one JSON object per row (a JSONL line or a Kafka value) into the envelope.
+def parse_json_records(
+    value_col: str = "value", *, keep: Sequence[str] = ()
+) -> Callable[[DataFrame], DataFrame]:
+    """Parse one JSON object per row (a JSONL line or a Kafka value) into the envelope (plus
+    the input columns named in ``keep``, unchanged).
 
-    JSON numbers are kept as their text (Spark copies the token to the string field), so an
-    amount such as ``1000.005`` reaches the decimal rounding without passing through a double.
-    Unknown fields are ignored; a row that is not a JSON object is flagged ``malformed``.
+    One JSON parse per record: the text becomes a VARIANT (``try_parse_json``: strict JSON,
+    no single quotes, no duplicate keys, no NaN), and each field is read from it as text.
+    A JSON number is kept in the variant as an exact decimal, so an amount such as
+    ``1000.005`` reaches the decimal rounding without passing through a double. Only a number
+    the variant holds as a double (exponent form, or more than 38 digits: rare) is read again
+    from the text as an exact decimal. Unknown fields are ignored; a row that is not a JSON
+    object, or has text after the object, is flagged ``malformed``.
     """
 
     def transform(df: DataFrame) -> DataFrame:
         value = F.col(value_col)
-        with_parsed = df.withColumns(
-            {
-                "_parsed": F.from_json(value, _JSON_FIELDS_SCHEMA, _JSON_OPTIONS),
-                "_exact": F.from_json(value, _EXACT_NUMBERS_SCHEMA, {"allowSingleQuotes": "false"}),
-            }
-        )
-        # Strict JSON (no trailing text, no single quotes), and an object, not an array/scalar.
-        # A JSON object, possibly padded with whitespace; anything else (array, scalar,
-        # garbage) is `malformed`. Spark's parser flags broken text; this catches valid JSON
-        # that is not an object. (Cheaper than the regex ^\s*\{[\s\S]*\}\s*$.)
+        parsed = df.withColumn(_VARIANT, F.try_parse_json(value))
+        variant = F.col(_VARIANT)
+        # A JSON object, possibly padded with whitespace: the variant parser accepts any JSON
+        # value and stops after the first one, so the text's ends and what follows the object
+        # are checked here. The costly check (string literals blanked out) runs only for the
+        # rare records where a `}` is followed by something other than `,`, `}` or `]`.
         trimmed = F.trim(value, F.lit(WHITESPACE))
-        is_object = trimmed.startswith("{") & trimmed.endswith("}") & (F.length(trimmed) >= 2)
-        malformed = (
-            value.isNull()
-            | ~is_object
-            | F.try_parse_json(value).isNull()
-            | F.regexp_replace(value, _JSON_STRING, '""').rlike(_TEXT_AFTER_OBJECT)
-            | F.col("_parsed").isNull()
-            | F.col(f"_parsed.{_CORRUPT}").isNotNull()
+        is_object = trimmed.startswith("{") & trimmed.endswith("}")
+        text_after_object = F.when(
+            value.rlike(_TEXT_AFTER_OBJECT),
+            F.regexp_replace(value, _JSON_STRING, '""').rlike(_TEXT_AFTER_OBJECT),
+        ).otherwise(F.lit(False))
+        malformed = value.isNull() | variant.isNull() | ~is_object | text_after_object
+        # Each numeric field's value once, in a projection of its own (read twice below).
+        numbers = parsed.withColumns(
+            {f"_v_{name}": F.try_variant_get(variant, f"$.{name}", "variant") for name in _EXACT}
         )
         fields = F.struct(
             *[
-                _exact_number(F.col(f"_parsed.{name}"), F.col(f"_exact.{name}")).alias(name)
-                if name in _EXACT_NUMBERS_SCHEMA.fieldNames()
-                else F.col(f"_parsed.{name}")
+                _exact_text(F.col(f"_v_{name}"), F.col(value_col), name).alias(name)
+                if name in _EXACT
+                else F.try_variant_get(variant, f"$.{name}", "string").alias(name)
                 for name in EVENT_FIELDS
             ]
         )
-        return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value)
+        return _envelope(numbers, fields, F.coalesce(malformed, F.lit(True)), value, keep)
 
     return transform
 
 
-def _exact_number(text: Column, exact: Column) -> Column:
-    """The exact decimal's text where the field is numeric, else the text as received.
+def _exact_text(field: Column, value: Column, name: str) -> Column:
+    """A numeric field's text: exact where the variant holds an exact number or a string.
 
-    A number beyond a double's range arrives from Spark as the quoted text "Infinity".
+    A JSON number the variant keeps as a double (``1.0049999999999999e0``, or more than 38
+    digits) is read again from the record's text as an exact decimal; a number beyond any
+    decimal's range stays the double's text (``Infinity``: a number, out of any range).
     """
-    unquoted = F.regexp_replace(text, r'^"([+-]?Infinity)"$', "$1")
-    return F.when(text.rlike(_NUMBER) & exact.isNotNull(), exact.cast("string")).otherwise(unquoted)
+    text = F.try_variant_get(field, "$", "string")
+    exact = F.from_json(value, _EXACT_NUMBERS_SCHEMA, {"allowSingleQuotes": "false"}).getField(name)
+    return F.when(
+        F.schema_of_variant(field) == "DOUBLE", F.coalesce(exact.cast("string"), text)
+    ).otherwise(text)
 
 
 def csv_header_fields(header_line: str) -> list[str]:

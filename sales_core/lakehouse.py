@@ -6,11 +6,15 @@ them. Table creation is idempotent and safe to race (``createIfNotExists``).
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sales_core.events import POSITION_FIELDS
@@ -128,8 +132,10 @@ class Lakehouse:
     def batch_view(self, view_name: str) -> str:
         return self._path("gold", view_name)
 
-    def speed_increments(self, view_name: str) -> str:
-        return self._path("speed", "increments", view_name)
+    @property
+    def speed_increments(self) -> str:
+        """The speed increments of every view, one table (rows tagged with their view)."""
+        return self._path("speed", "view_increments")
 
     @property
     def stream_metrics(self) -> str:
@@ -219,9 +225,37 @@ STREAM_METRICS_SCHEMA = T.StructType(
 )
 
 
-def increments_schema(view_name: str) -> T.StructType:
-    """A speed increments table: ``(stream, batch_id)`` plus the view's columns."""
-    return T.StructType([*INCREMENT_TAG_FIELDS, *VIEWS[view_name].schema.fields])
+def _increments_schema() -> T.StructType:
+    fields: dict[str, T.StructField] = {}
+    for view in VIEWS.values():
+        for field in view.schema.fields:
+            known = fields.setdefault(field.name, T.StructField(field.name, field.dataType, True))
+            if known.dataType != field.dataType:
+                raise TypeError(f"views disagree on the type of column {field.name}")
+    return T.StructType(
+        [
+            *INCREMENT_TAG_FIELDS,
+            T.StructField(INCREMENT_VIEW, T.StringType(), False),
+            *fields.values(),
+        ]
+    )
+
+
+# The column of the speed increments that names the view a row belongs to. The table's other
+# columns are every view's columns (a column two views share has one type), null where a view
+# has no such column: one row shape for all views, so a micro-batch is one commit.
+INCREMENT_VIEW = "view"
+INCREMENTS_SCHEMA = _increments_schema()
+
+# A hot table (a commit a second): statistics only on the columns readers prune on (the tags,
+# and the view for files that hold one view), and a log checkpoint (a Spark job in the
+# committing micro-batch) every 100 commits, not every 10.
+INCREMENTS_PROPERTIES = {
+    "delta.dataSkippingStatsColumns": ",".join(
+        [*(f.name for f in INCREMENT_TAG_FIELDS), INCREMENT_VIEW]
+    ),
+    "delta.checkpointInterval": "100",
+}
 
 
 def ensure_speed_tables(spark: SparkSession, lakehouse: Lakehouse) -> None:
@@ -233,9 +267,77 @@ def ensure_speed_tables(spark: SparkSession, lakehouse: Lakehouse) -> None:
 
 
 def ensure_speed_increments(spark: SparkSession, lakehouse: Lakehouse) -> None:
-    """Create the (empty) speed increments tables unless they exist (safe to race)."""
-    for name in VIEWS:
-        ensure_table(spark, lakehouse.speed_increments(name), increments_schema(name))
+    """Create the (empty) speed increments table unless it exists (safe to race)."""
+    ensure_table(
+        spark, lakehouse.speed_increments, INCREMENTS_SCHEMA, properties=INCREMENTS_PROPERTIES
+    )
+
+
+def increment_rows(view_name: str) -> Callable[[DataFrame], DataFrame]:
+    """Rows of one view tagged ``(stream, batch_id)`` in the increments table's row shape:
+    the view's name, and null in the columns of the other views."""
+    columns = set(VIEWS[view_name].columns)
+
+    def transform(rows: DataFrame) -> DataFrame:
+        return rows.select(
+            *(
+                F.lit(view_name).alias(f.name)
+                if f.name == INCREMENT_VIEW
+                else F.col(f.name)
+                if f.name in columns or f in INCREMENT_TAG_FIELDS
+                else F.lit(None).cast(f.dataType).alias(f.name)
+                for f in INCREMENTS_SCHEMA.fields
+            )
+        )
+
+    return transform
+
+
+@dataclass(frozen=True)
+class IncrementsCommit:
+    """What a speed increments commit says of itself (its ``userMetadata``)."""
+
+    stream: str
+    batch_id: int
+    newest_message_at: datetime | None  # the newest Kafka record's publish time (UTC)
+
+
+def increments_commit_metadata(
+    stream: str, batch_id: int, newest_message_at: datetime | None
+) -> str:
+    """The ``userMetadata`` of a speed increments commit (see :func:`read_increments_commit`)."""
+    return json.dumps(
+        {
+            "stream": stream,
+            "batch_id": batch_id,
+            "newest_message_at": newest_message_at.isoformat() if newest_message_at else None,
+        }
+    )
+
+
+def read_increments_commit(user_metadata: str | None) -> IncrementsCommit | None:
+    """The micro-batch a speed increments commit wrote (None: another kind of commit, such as
+    a compaction or a maintenance delete)."""
+    try:
+        data = json.loads(user_metadata or "")
+        newest = data["newest_message_at"]
+        return IncrementsCommit(
+            str(data["stream"]),
+            int(data["batch_id"]),
+            datetime.fromisoformat(newest).astimezone(timezone.utc) if newest else None,
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def read_view_increments(spark: SparkSession, lakehouse: Lakehouse, view_name: str) -> DataFrame:
+    """One view's rows of the speed increments: ``(stream, batch_id)`` and the view's columns."""
+    return (
+        spark.read.format("delta")
+        .load(lakehouse.speed_increments)
+        .where(F.col(INCREMENT_VIEW) == view_name)
+        .select(*(f.name for f in INCREMENT_TAG_FIELDS), *VIEWS[view_name].columns)
+    )
 
 
 def table_version(spark: SparkSession, path: str) -> int:

@@ -9,7 +9,7 @@ DataFrames alike and never runs an action.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -194,11 +194,14 @@ def revenue_category(amount: Column) -> Column:
     )
 
 
-def validate(*, now: datetime | Column) -> Callable[[DataFrame], DataFrame]:
+def validate(
+    *, now: datetime | Column, keep: Sequence[str] = ()
+) -> Callable[[DataFrame], DataFrame]:
     """Validate and normalise envelopes.
 
     Args:
         now: the processing time that ``future_event_time`` is judged against.
+        keep: input columns beyond the envelope to carry through unchanged.
 
     Returns:
         A transformation adding ``reject_reason``, ``defaulted`` (how many optional fields
@@ -257,6 +260,7 @@ def validate(*, now: datetime | Column) -> Callable[[DataFrame], DataFrame]:
             F.date_trunc("hour", ts).alias("event_hour"),
             F.date_format(event_date, "yyyy-MM").alias("month"),
             revenue_category(amount).alias("revenue_category"),
+            *[F.col(name) for name in keep],
         )
 
     return transform

@@ -40,6 +40,7 @@ from serving_layer.delta_files import (
     arrow_filter,
     check_readable,
     may_hold_rows,
+    newest_increments_commit,
     newest_metrics,
     partition_filters,
     read_files,
@@ -47,6 +48,7 @@ from serving_layer.delta_files import (
 )
 from serving_layer.merge_spec import (
     GENERATIONS_KEY,
+    INCREMENTS_KEY,
     NO_VIEWS,
     MergeSpec,
     RowFilter,
@@ -322,6 +324,8 @@ class FastServing:
             generations = self._tables.latest(self.lakehouse.generations)
             current = self._generation(generations)
             metrics = self._tables.latest(self.lakehouse.stream_metrics)
+            increments = self._tables.latest(self.lakehouse.speed_increments)
+            newest_commit = newest_increments_commit(increments)
         batch: dict[str, Any] = {
             "generation": None,
             "published_at": None,
@@ -347,6 +351,17 @@ class FastServing:
         last = None
         if metrics.table is not None:
             last = newest_metrics(metrics.table, self.storage_options)
+        if newest_commit is not None:
+            # The increments commit is on the micro-batch's path; the metrics come seconds
+            # later, in batches: the newer of the two (a micro-batch without new events
+            # commits no increments).
+            commit, committed_at = newest_commit
+            if last is None or commit.batch_id > last["batch_id"]:
+                last = {
+                    "batch_id": commit.batch_id,
+                    "ended_at": committed_at,
+                    "newest_message_at": commit.newest_message_at,
+                }
         if last:
             speed["last_micro_batch"] = last["batch_id"]
             for name, seconds_key, value in (
@@ -356,13 +371,19 @@ class FastServing:
                 speed[name] = value
                 speed[seconds_key] = round((now - value).total_seconds(), 3) if value else None
         return {
-            "status": "ok" if current or metrics.table is not None else "empty",
+            "status": "ok"
+            if current or metrics.table is not None or increments.table is not None
+            else "empty",
             "now": now,
             "batch": batch,
             "speed": speed,
             "versions": {
                 k: v.version
-                for k, v in ((GENERATIONS_KEY, generations), ("stream_metrics", metrics))
+                for k, v in (
+                    (GENERATIONS_KEY, generations),
+                    (INCREMENTS_KEY, increments),
+                    ("stream_metrics", metrics),
+                )
                 if v.version is not None
             },
         }

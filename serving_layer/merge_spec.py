@@ -30,7 +30,7 @@ from typing import Any
 from pyspark.sql import types as T
 
 from sales_core.handoff import Generation
-from sales_core.lakehouse import INCREMENT_TAG_FIELDS, Lakehouse
+from sales_core.lakehouse import INCREMENT_TAG_FIELDS, INCREMENT_VIEW, Lakehouse
 from sales_core.views import ViewDef, get_view
 from serving_layer.query import Answer, Predicate
 
@@ -40,6 +40,7 @@ GENERATION = "generation"
 STREAM, BATCH_ID = (f.name for f in INCREMENT_TAG_FIELDS)
 # Names in Snapshot.versions / Answer.versions.
 GENERATIONS_KEY = "generations"
+INCREMENTS_KEY = "increments"
 NO_VIEWS = "no views yet: run `lambda-sales batch` or `lambda-sales speed` first"
 
 
@@ -72,9 +73,8 @@ class RowFilter:
 class Increments:
     """Where the speed increments of one view come from and which of their rows count.
 
-    The one place that says so: today each view has its own table, every row of which is the
-    view's (``rows`` keeps all). Should the views share one table, ``path`` names it and
-    ``rows`` picks the view's rows (``(("view", "=", name),)``); every engine applies both.
+    The one place that says so: the views share one table (``path``), and ``rows`` picks the
+    view's rows (``(("view", "=", name),)``); every engine applies both.
     """
 
     path: str
@@ -118,10 +118,8 @@ class MergeSpec:
         """The name of the view's batch table in :attr:`Snapshot.versions`."""
         return f"gold/{self.view.name}"
 
-    @property
-    def increments_key(self) -> str:
-        """The name of the view's increments table in :attr:`Snapshot.versions`."""
-        return f"increments/{self.view.name}"
+    increments_key = INCREMENTS_KEY
+    """The name of the increments table in :attr:`Snapshot.versions` (one for every view)."""
 
     @staticmethod
     def batch_rows(generation: int) -> RowFilter:
@@ -154,7 +152,9 @@ def merge_spec(lakehouse: Lakehouse, view_name: str) -> MergeSpec:
     """The merge of ``view_name`` over the tables of ``lakehouse``."""
     view = get_view(view_name)
     return MergeSpec(
-        view, lakehouse.batch_view(view.name), Increments(lakehouse.speed_increments(view.name))
+        view,
+        lakehouse.batch_view(view.name),
+        Increments(lakehouse.speed_increments, RowFilter(((INCREMENT_VIEW, "=", view.name),))),
     )
 
 
@@ -183,7 +183,7 @@ class Snapshot:
     Attributes:
         generation: the published batch generation (None before the first publish).
         versions: Delta version per table read: ``generations``, ``gold/<view>``,
-            ``increments/<view>``; a table missing here does not exist (yet).
+            ``increments``; a table missing here does not exist (yet).
     """
 
     generation: Generation | None
@@ -206,7 +206,8 @@ def pin(
     latest: Callable[[str, bool], int | None],
     generation_at: Callable[[int], Generation | None],
 ) -> Snapshot:
-    """Pin the generations table, then each view's batch table and increments, in this order.
+    """Pin the generations table, then each view's batch table and increments, in this order;
+    a table several views share (the increments) is pinned once, at its first view.
 
     Args:
         latest: an engine's latest version of the table at a path (None: no table there);
@@ -225,7 +226,8 @@ def pin(
             version = latest(spec.batch_path, True)
             if version is not None:
                 versions[spec.batch_key] = version
-        version = latest(spec.increments.path, False)
-        if version is not None:
-            versions[spec.increments_key] = version
+        if spec.increments_key not in versions:
+            version = latest(spec.increments.path, False)
+            if version is not None:
+                versions[spec.increments_key] = version
     return Snapshot(generation, versions)

@@ -11,12 +11,18 @@ local path is read with the file system; elsewhere (``s3a://``, ``abfss://``…)
 Spark's file listing, so nothing here depends on Spark internals beyond that layout.
 
 What the tables say: the highest micro-batch id of the stream in the master dataset (``M``)
-and in ``stream_metrics`` (``L``, written last in every micro-batch, so every committed
-micro-batch has its row). With ``C`` the last committed and ``P`` the last planned
+and in ``stream_metrics`` (``L``). With ``C`` the last committed and ``P`` the last planned
 micro-batch (-1 for none; ``P`` is ``C`` or ``C + 1``), a consistent state has ``M <= P``
 and ``C <= L <= P``. Tables ahead of the last commit are fine only for the micro-batch the
 offset log holds: the restart replays exactly its logged offsets, so its idempotent writes
-line up; anything further ahead means the checkpoint is older than the tables.
+line up; anything further ahead means the checkpoint is older than the tables. Metrics rows
+are written off the hot path, after Spark's commit, so a crash may leave the last few
+committed micro-batches without one (``L < C``): up to :data:`MAX_UNWRITTEN` of them count
+as agreement when ``stream_metrics`` exists, and the job rebuilds them
+(:mod:`speed_layer.recovery`).
+
+The de-duplication state lives in the checkpoint (``state/``): a checkpoint that committed a
+micro-batch but has no state lost every id the stream had seen, and is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
@@ -33,6 +40,9 @@ from pyspark.sql.utils import AnalysisException
 from sales_core.errors import PipelineError
 from sales_core.lakehouse import Lakehouse
 from speed_layer.tables import last_master_batch, last_metrics_batch
+
+# At most this many committed micro-batches may lack their metrics row after a crash.
+MAX_UNWRITTEN = 100
 
 
 class CheckpointMismatchError(PipelineError):
@@ -85,7 +95,7 @@ def _batch_ids(spark: SparkSession, directory: str) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def _read_text(spark: SparkSession, file: str) -> str | None:
+def read_text(spark: SparkSession, file: str) -> str | None:
     path = local_path(file)
     if path is not None:
         return path.read_text(encoding="utf-8") if path.is_file() else None
@@ -120,7 +130,7 @@ def batch_end_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> di
     if path is None:
         return None
     try:
-        text = _read_text(spark, str(path / "offsets" / str(batch_id)))
+        text = read_text(spark, str(path / "offsets" / str(batch_id)))
     except (OSError, UnicodeDecodeError):
         return None
     if text is None:
@@ -136,7 +146,7 @@ def read_checkpoint_state(spark: SparkSession, location: str) -> CheckpointState
     committed = _batch_ids(spark, f"{base}/commits")
     offsets: dict[str, dict[int, int]] = {}
     if planned:
-        text = _read_text(spark, f"{base}/offsets/{planned[-1]}")
+        text = read_text(spark, f"{base}/offsets/{planned[-1]}")
         offsets = parse_offsets(text or "")
     return CheckpointState(
         location=location,
@@ -207,13 +217,50 @@ def check_start(
         CheckpointMismatchError: with the reason, in one line.
     """
     state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
+    metrics_batch = last_metrics_batch(spark, lakehouse, stream)
+    committed = state.last_committed
+    if (
+        committed is not None
+        and DeltaTable.isDeltaTable(spark, lakehouse.stream_metrics)
+        and 0 < committed - (-1 if metrics_batch is None else metrics_batch) <= MAX_UNWRITTEN
+    ):
+        metrics_batch = committed  # rows lost in a crash, rebuilt before the query starts
     reason = disagreement(
         state,
         topic=topic,
         stream=stream,
         master_batch=last_master_batch(spark, lakehouse, stream),
-        metrics_batch=last_metrics_batch(spark, lakehouse, stream),
-    )
+        metrics_batch=metrics_batch,
+    ) or missing_state(spark, state)
     if reason is not None:
         raise CheckpointMismatchError(reason)
     return state
+
+
+def missing_state(spark: SparkSession, state: CheckpointState) -> str | None:
+    """Why the checkpoint's de-duplication state is unusable, in one line; None when it is
+    there (or nothing was committed yet)."""
+    if state.last_committed is None:
+        return None
+    base = state.location.rstrip("/")
+    path = local_path(f"{base}/state/0")
+    if path is not None:
+        present = path.is_dir() and any(path.iterdir())
+    else:
+        try:
+            present = bool(
+                spark.read.format("binaryFile")
+                .option("recursiveFileLookup", "true")
+                .load(f"{base}/state/0")
+                .limit(1)
+                .count()
+            )
+        except AnalysisException:
+            present = False
+    if present:
+        return None
+    return (
+        f"speed checkpoint {state.location} has committed micro-batches up to "
+        f"{state.last_committed} but no de-duplication state (state/ was deleted): starting "
+        "would accept events the stream already took; restore the whole checkpoint"
+    )

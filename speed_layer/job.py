@@ -29,9 +29,12 @@ from sales_core.handoff import SPEED_STREAM
 from sales_core.lakehouse import Lakehouse, ensure_speed_tables
 from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
 from speed_layer.checkpoint import check_start
+from speed_layer.compaction import IncrementsCompactor
+from speed_layer.dedup import SPEED_SETTINGS, speed_stream
 from speed_layer.kafka_client import ensure_topic
-from speed_layer.sink import SinkSettings, SpeedSink, StreamTotals
-from speed_layer.source import read_kafka_stream
+from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics, ProgressListener, StreamTotals
+from speed_layer.recovery import records_read, recover_metrics, registered_epoch
+from speed_layer.sink import SinkSettings, SpeedSink
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +99,13 @@ def stop_on_sigterm() -> threading.Event:
 
 
 class _GatedSink(SpeedSink):
-    """The sink, refusing micro-batches that start after a stop was requested, and checking
-    each micro-batch's lag and freshness against the alert thresholds."""
+    """The sink, refusing micro-batches that start after a stop was requested."""
 
     def __init__(
-        self, settings: SinkSettings, stop: threading.Event, alerts: StreamAlerts | None = None
+        self, settings: SinkSettings, stop: threading.Event, metrics: MetricsRecorder
     ) -> None:
-        super().__init__(settings)
+        super().__init__(settings, metrics=metrics)
         self._stop = stop
-        self._alerts = alerts
         self.refused: int | None = None
 
     def write_micro_batch(self, batch_df: DataFrame, batch_id: int) -> None:
@@ -112,9 +113,13 @@ class _GatedSink(SpeedSink):
             self.refused = batch_id
             raise StopRequested(f"micro-batch {batch_id} refused: the job is stopping")
         super().write_micro_batch(batch_df, batch_id)
-        metrics = self.last_metrics
-        if self._alerts is not None and metrics is not None and metrics.batch_id == batch_id:
-            self._alerts.observe(batch_id, metrics.kafka_lag, metrics.freshness_ms)
+
+
+def _alert_on(alerts: StreamAlerts) -> Callable[[MicroBatchMetrics], None]:
+    def observe(metrics: MicroBatchMetrics) -> None:
+        alerts.observe(metrics.batch_id, metrics.kafka_lag, metrics.freshness_ms)
+
+    return observe
 
 
 def _stop_between_micro_batches(query: StreamingQuery, progress: Progress) -> None:
@@ -167,6 +172,9 @@ def run_speed(
     stop = stop or threading.Event()
 
     checkpoint = check_start(spark, lakehouse, stream=SPEED_STREAM, topic=kafka_conf.topic)
+    recovered = recover_metrics(spark, lakehouse, checkpoint, stream=SPEED_STREAM)
+    if recovered:
+        progress(f"rebuilt the metrics of micro-batch(es) {recovered} (lost in a crash)")
     progress(
         f"checkpoint agrees with the tables (last committed micro-batch {checkpoint.last_committed})"
         if checkpoint.exists
@@ -179,20 +187,33 @@ def run_speed(
     mark_interrupted(spark, lakehouse.pipeline_runs, "speed", except_run=record.run_id)
 
     alerts = StreamAlerts(config.alerts, SPEED_STREAM)
+    recorder = MetricsRecorder(
+        spark, lakehouse.stream_metrics, background=True, observe=_alert_on(alerts)
+    )
+    listener = ProgressListener(QUERY_NAME, recorder)
+    compactor = IncrementsCompactor(
+        spark,
+        lakehouse.speed_increments,
+        0 if available_now else config.speed.compact_interval_seconds,
+    )
     sink = _GatedSink(
         SinkSettings(
             lakehouse,
             kafka_conf,
             stream=SPEED_STREAM,
-            checkpoint=lakehouse.speed_checkpoint,
             conflict_retries=config.batch.max_conflict_retries,
             replayable_up_to=-1 if checkpoint.last_planned is None else checkpoint.last_planned,
+            registered_epoch=registered_epoch(spark, lakehouse, checkpoint),
         ),
         stop,
-        alerts,
+        recorder,
     )
+    saved = {key: spark.conf.get(key, None) for key in SPEED_SETTINGS}
+    for key, value in SPEED_SETTINGS.items():
+        spark.conf.set(key, value)
+    spark.streams.addListener(listener)
     writer = (
-        read_kafka_stream(spark, kafka_conf)
+        speed_stream(spark, kafka_conf, lakehouse.master_dataset)
         .writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", lakehouse.speed_checkpoint)
         .foreachBatch(sink.write_micro_batch)
@@ -212,15 +233,17 @@ def run_speed(
     )
     try:
         query = writer.start()
+        compactor.start()
         try:
             stopped = _await(query, sink, stop, progress)
         finally:
             if query.isActive:
                 query.stop()
     except Exception as exc:
+        _finish_metrics(spark, recorder, listener, lakehouse.speed_checkpoint)
         record.status, record.ended_at = "failed", utcnow()
         record.error = one_line(exc)
-        _record_totals(record, sink.totals)
+        _record_totals(record, recorder.totals)
         save_run(spark, lakehouse.pipeline_runs, record)
         notify(
             config,
@@ -232,13 +255,38 @@ def run_speed(
             raise
         raise PipelineError(f"the streaming query failed: {record.error}") from exc
     finally:
-        sink.close()
+        compactor.close()
+        _finish_metrics(spark, recorder, listener, lakehouse.speed_checkpoint)
         alerts.close()
+        for key, previous in saved.items():  # the session may run other jobs after this one
+            if previous is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, previous)
 
     record.status, record.ended_at = ("stopped" if stopped else "succeeded"), utcnow()
-    _record_totals(record, sink.totals)
+    _record_totals(record, recorder.totals)
     save_run(spark, lakehouse.pipeline_runs, record)
-    return SpeedRun(record.run_id, record.status, record.started_at, record.ended_at, sink.totals)
+    return SpeedRun(
+        record.run_id, record.status, record.started_at, record.ended_at, recorder.totals
+    )
+
+
+# How long the end of a run waits for Spark's last progress reports (they come from its
+# listener bus, a moment after the query ends); the checkpoint says the rest.
+PROGRESS_GRACE_SECONDS = 3.0
+
+
+def _finish_metrics(
+    spark: SparkSession, recorder: MetricsRecorder, listener: ProgressListener, checkpoint: str
+) -> None:
+    """Finish and write every micro-batch's metrics, then stop listening (idempotent)."""
+    deadline = time.monotonic() + PROGRESS_GRACE_SECONDS
+    while recorder.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    recorder.finish_all(lambda batch_id: records_read(spark, checkpoint, batch_id))
+    recorder.close()
+    spark.streams.removeListener(listener)
 
 
 def _record_totals(record: RunRecord, totals: StreamTotals) -> None:

@@ -1,24 +1,39 @@
-"""Per micro-batch metrics: one JSON log line and one row of the ``stream_metrics`` table.
+"""Per micro-batch metrics: one JSON log line and one row of the ``stream_metrics`` table,
+written off the hot path.
 
-The row is the last write of a micro-batch, and a replayed micro-batch does not append it
-again, which makes ``stream_metrics`` the tables' record of how far the stream got (see
-:mod:`speed_layer.checkpoint`).
+The sink knows where each record ended (new, quarantined) and the freshest message; Spark's
+progress report, which comes after its checkpoint commit, knows how many records the query
+read (duplicates the state dropped included) and the Kafka lag. :class:`MetricsRecorder`
+joins the two (:class:`ProgressListener` feeds it Spark's side) and a background thread
+appends the finished rows to ``stream_metrics`` in batches: no Delta commit on the hot path.
+
+A crash can lose rows not yet written; they are rebuilt at the next start from the checkpoint
+and the tables (:func:`speed_layer.recovery.recover_metrics`), so ``stream_metrics`` still
+ends with one row per committed micro-batch. A row is never appended twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQueryListener
 
+from sales_core.faults import fault_point
 from sales_core.lakehouse import STREAM_METRICS_SCHEMA
 from sales_core.master import with_conflict_retry
 
 log = logging.getLogger(__name__)
+
+# How often the background writer appends the finished rows (seconds).
+FLUSH_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,27 +100,197 @@ def kafka_lag(latest: dict[int, int], processed: dict[int, int]) -> int | None:
     return sum(known) if known else None
 
 
-def record_metrics(
-    spark: SparkSession, metrics_path: str, metrics: MicroBatchMetrics, *, replay: bool
-) -> None:
-    """Log ``metrics`` as one JSON line and append it to ``stream_metrics``.
+@dataclass
+class StreamTotals:
+    """Sums over the micro-batches a sink processed (replays included)."""
 
-    Args:
-        replay: the micro-batch may have run before: append only if its row is not there.
-    """
-    log.info(metrics.as_json())
-    if replay:
-        recorded = (
-            spark.read.format("delta")
-            .load(metrics_path)
-            .where((F.col("stream") == metrics.stream) & (F.col("batch_id") == metrics.batch_id))
-            .limit(1)
-            .count()
-        )
-        if recorded:
-            return
-    row = spark.createDataFrame([metrics.as_row()], STREAM_METRICS_SCHEMA)
+    batches: int = 0
+    input_rows: int = 0
+    valid: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def add(self, metrics: MicroBatchMetrics) -> None:
+        self.batches += 1
+        self.input_rows += metrics.input_rows
+        self.valid += metrics.valid
+        self.duplicates += metrics.duplicates
+        self.quarantined += metrics.quarantined
+
+
+def append_metrics(spark: SparkSession, metrics_path: str, rows: list[MicroBatchMetrics]) -> None:
+    """Append ``rows`` to ``stream_metrics``, except those whose ``(stream, batch_id)`` is there."""
+    if not rows:
+        return
+    present = {
+        (r["stream"], int(r["batch_id"]))
+        for r in spark.read.format("delta")
+        .load(metrics_path)
+        .where(F.col("batch_id").isin([m.batch_id for m in rows]))
+        .select("stream", "batch_id")
+        .collect()
+    }
+    new = [m for m in rows if (m.stream, m.batch_id) not in present]
+    if not new:
+        return
+    frame = spark.createDataFrame([m.as_row() for m in new], STREAM_METRICS_SCHEMA)
     with_conflict_retry(
-        lambda: row.write.format("delta").mode("append").save(metrics_path),
+        lambda: frame.write.format("delta").mode("append").save(metrics_path),
         what="append stream metrics",
     )
+
+
+Observer = Callable[[MicroBatchMetrics], None]
+
+
+class MetricsRecorder:
+    """Joins the sink's and Spark's halves of each micro-batch's metrics and writes the rows.
+
+    ``background=True`` (the streaming job): a thread appends finished rows every
+    :data:`FLUSH_SECONDS`; otherwise :meth:`flush` writes them when called.
+    """
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        metrics_path: str,
+        *,
+        background: bool,
+        observe: Observer | None = None,
+    ) -> None:
+        self._spark = spark
+        self._path = metrics_path
+        self._observe = observe
+        self._lock = threading.Condition()
+        self._partial: dict[int, MicroBatchMetrics] = {}  # sink done, Spark not yet reported
+        self._done: list[MicroBatchMetrics] = []  # finished, not yet written
+        self.totals = StreamTotals()
+        self.last: MicroBatchMetrics | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(
+                target=self._run, name="speed-metrics-writer", daemon=True
+            )
+            self._thread.start()
+
+    def sink_done(self, metrics: MicroBatchMetrics) -> None:
+        """The sink's half (``input_rows`` counts only the records the state kept)."""
+        with self._lock:
+            self._partial[metrics.batch_id] = metrics
+
+    def spark_done(self, batch_id: int, input_rows: int, lag: int | None) -> None:
+        """Spark's half, after its checkpoint commit: records read and the Kafka lag."""
+        with self._lock:
+            partial = self._partial.pop(batch_id, None)
+            if partial is None:  # a progress report of a trigger the sink did not write
+                return
+            self._finish(replace(partial, input_rows=input_rows, kafka_lag=lag))
+
+    def pending(self) -> bool:
+        """Whether a micro-batch the sink wrote still waits for Spark's report."""
+        with self._lock:
+            return bool(self._partial)
+
+    def finish_all(self, input_rows: Callable[[int], int | None]) -> None:
+        """Finish micro-batches Spark has not reported, with ``input_rows(batch_id)`` (or the
+        sink's own count when that is None)."""
+        with self._lock:
+            for batch_id in sorted(self._partial):
+                partial = self._partial.pop(batch_id)
+                read = input_rows(batch_id)
+                self._finish(partial if read is None else replace(partial, input_rows=read))
+
+    def _finish(self, partial: MicroBatchMetrics) -> None:
+        metrics = replace(
+            partial, duplicates=partial.input_rows - partial.valid - partial.quarantined
+        )
+        log.info(metrics.as_json())
+        self._done.append(metrics)
+        self.totals.add(metrics)
+        self.last = metrics
+        if self._observe is not None:
+            try:
+                self._observe(metrics)
+            except Exception as exc:  # an alert must never fail the stream
+                log.warning("metrics observer failed: %s", exc)
+        self._lock.notify_all()
+
+    def flush(self) -> None:
+        """Append the finished rows now."""
+        with self._lock:
+            rows, self._done = self._done, []
+        try:
+            append_metrics(self._spark, self._path, rows)
+        except Exception:
+            with self._lock:
+                self._done[:0] = rows  # written next time (append_metrics never doubles)
+            raise
+        if rows:
+            fault_point("speed.after_metrics")
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._closed or bool(self._done))
+                if self._closed:
+                    return
+            try:
+                self.flush()
+            except Exception as exc:  # retried at the next round
+                log.warning("could not write stream metrics yet: %s", exc)
+            with self._lock:
+                self._lock.wait_for(lambda: self._closed, timeout=FLUSH_SECONDS)
+
+    def close(self) -> None:
+        """Stop the background writer and write what is left (idempotent)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+
+def _offsets(text: str | None) -> dict[int, int]:
+    """Partition -> offset of the one topic in a progress report's offset JSON."""
+    try:
+        topics = json.loads(text) if text else None
+    except ValueError:  # Spark reports no offset as a non-JSON text
+        return {}
+    if not isinstance(topics, dict) or len(topics) != 1:
+        return {}
+    partitions = next(iter(topics.values()))
+    if not isinstance(partitions, dict):
+        return {}
+    return {int(p): int(o) for p, o in partitions.items()}
+
+
+class ProgressListener(StreamingQueryListener):
+    """Hands each progress report of the speed query to the recorder (records read, lag)."""
+
+    def __init__(self, query_name: str, recorder: MetricsRecorder) -> None:
+        self._name = query_name
+        self._recorder = recorder
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        progress = event.progress
+        if progress.name != self._name:
+            return
+        fault_point("speed.after_checkpoint_commit")
+        kafka = [s for s in progress.sources if s.description.startswith("Kafka")]
+        if not kafka:
+            return
+        source = kafka[0]
+        lag = kafka_lag(_offsets(source.latestOffset), _offsets(source.endOffset))
+        self._recorder.spark_done(progress.batchId, int(source.numInputRows), lag)
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass

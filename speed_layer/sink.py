@@ -1,72 +1,76 @@
-"""The ``foreachBatch`` sink: one micro-batch of Kafka records into every speed-layer table.
+"""The ``foreachBatch`` sink: one de-duplicated micro-batch into every speed-layer table.
 
-For micro-batch ``N`` (Spark calls the sink at least once per micro-batch; after a crash it
-calls it again with the same records and the same ``N``):
+The sink receives what :func:`speed_layer.dedup.speed_stream` kept of micro-batch ``N``: Kafka
+records validated and keyed (the state dropped ids seen before) and the batch layer's new
+registrations. Spark calls it at least once per micro-batch; after a crash it calls it again
+with the same records, the same state and the same ``N``. It then:
 
-1. validate with the shared rules, judged against the micro-batch's own timestamp;
-2. append the rejects to the quarantine and publish them to the dead-letter topic. The
-   dead-letter topic is **at least once**: a replayed micro-batch publishes its rejects
-   again; consumers de-duplicate by the ``source_topic``/``source_partition``/
-   ``source_offset`` headers;
-3. insert the new events into the master dataset, tagged ``ingest_batch = N`` (an insert-only
-   MERGE on ``event_id``: a replay, or an event the batch layer brought first, inserts
-   nothing; Delta conflicts with a concurrent batch run are retried);
-4. compute the shared views over exactly the master rows tagged ``N`` and append them to the
-   speed increments, tagged ``batch_id = N``. Because they are derived from the master
-   dataset, a crash between 3 and 4 loses nothing: the replay derives the same increments;
-5. record the metrics (one JSON log line, one ``stream_metrics`` row).
+1. caches the rows and counts them per reject reason in one job (the only read of Kafka);
+2. appends the rejects to the quarantine and publishes them to the dead-letter topic, only when
+   there are rejects. The dead-letter topic is **at least once**: consumers de-duplicate by the
+   ``source_topic``/``source_partition``/``source_offset`` headers;
+3. appends the new events to the master dataset, tagged ``ingest_batch = N``: the valid
+   records less the ids of batch rows newer than the last registered epoch, which the append
+   reads inside its own transaction (a batch insert committed after that read makes the append
+   conflict, and it runs again);
+4. appends the shared views over exactly those events to the speed increments (one table,
+   one commit for the four views), tagged ``batch_id = N``: computed from the cached rows when
+   the master append wrote them all (its commit says how many rows it wrote), else from the
+   master rows tagged ``N``;
+5. hands its half of the metrics to the :class:`~speed_layer.metrics.MetricsRecorder`.
 
-Idempotence is keyed on the micro-batch id. Each append is one Delta commit, so a table holds
-all of micro-batch ``N``'s rows or none. A micro-batch that may have run before (a *replay*:
-an id the checkpoint had already planned when the query started, see
-:attr:`SinkSettings.replayable_up_to`) appends only what is not there yet: quarantine rows
-whose Kafka position is absent, increments and metrics whose ``(stream, batch_id)`` is
-absent. First attempts append blindly. (Delta's ``txnAppId``/``txnVersion`` would do the
-same, but it looks the version up in the table's full state: three Spark jobs per table per
-micro-batch, most of a micro-batch's time on a small cluster.)
+Every append is idempotent on ``N``, and each is one Delta commit, so a table holds all of
+micro-batch ``N``'s rows or none. The quarantine append uses Delta's ``txnAppId``/
+``txnVersion``; the master and increments appends, on the hot path, check instead only when
+the micro-batch may have run before (a *replay*: an id the checkpoint had already planned when
+the query started), whether their rows tagged ``N`` are there: Delta's own check looks the
+version up in the table's state, Spark jobs on every append. A replay after the master append
+derives the increments from the master rows tagged ``N``, so a crash between any two commits
+loses nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import reduce
 
-from pyspark import StorageLevel, inheritable_thread_target
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sales_core.config import KafkaSourceConf
 from sales_core.faults import fault_point
-from sales_core.handoff import SPEED_LAYER, SPEED_STREAM
-from sales_core.lakehouse import Lakehouse, ensure_speed_tables
-from sales_core.master import insert_new_events, with_conflict_retry, with_ingest_metadata
-from sales_core.rules import dedupe_events, quarantine_records, valid_events, validate
-from sales_core.runs import utcnow
-from sales_core.views import VIEWS, ViewDef, compute_view
-from speed_layer.checkpoint import batch_end_offsets
-from speed_layer.kafka_client import MAX_REQUEST_BYTES, LatestOffsets
-from speed_layer.metrics import MicroBatchMetrics, kafka_lag, record_metrics
-from speed_layer.source import (
-    BATCH_TIME,
-    KAFKA_COLUMNS,
-    kafka_envelopes,
-    spark_kafka_options,
-    storable_text,
+from sales_core.handoff import BATCH_LAYER, SPEED_LAYER, SPEED_STREAM
+from sales_core.lakehouse import (
+    INCREMENT_TAG_FIELDS,
+    Lakehouse,
+    ensure_speed_tables,
+    increment_rows,
+    increments_commit_metadata,
+    table_version,
 )
+from sales_core.master import with_conflict_retry, with_ingest_metadata
+from sales_core.rules import EVENT_COLUMNS, quarantine_records
+from sales_core.runs import utcnow
+from sales_core.views import VIEWS, compute_view
+from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
+from speed_layer.deltalog import append_conflicting_with_any_add, commits_from
+from speed_layer.kafka_client import MAX_REQUEST_BYTES
+from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
+from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_POSITION = ["source_name", "source_partition", "source_offset"]
+STREAM_COLUMN, BATCH_COLUMN = (f.name for f in INCREMENT_TAG_FIELDS)
+
+_EPOCH_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_POSITION = ("source", "source_name", "source_partition", "source_offset", "source_key")
 # Columns of the master dataset the views need.
 _VIEW_INPUTS = sorted(
     {c for v in VIEWS.values() for c in v.key_names} | {"amount", "quantity", "event_time"}
 )
-
-LatestOffsetsFn = Callable[[str, Iterable[int]], dict[int, int]]
 
 
 @dataclass(frozen=True)
@@ -76,75 +80,60 @@ class SinkSettings:
     Attributes:
         lakehouse: table locations.
         kafka: the source topic, the dead-letter topic and how to reach them.
-        stream: the stream's name: ``ingest_run`` of its master rows, key of the hand-off mark.
-        checkpoint: the query's checkpoint (read for the exact per-partition end offsets of a
-            micro-batch, for the lag metric); None for a sink called outside a query.
-        conflict_retries: retries of a master insert that conflicts with the batch layer.
+        stream: the stream's name: ``ingest_run`` of its master rows, key of the hand-off mark,
+            and the ``txnAppId`` of its appends.
+        conflict_retries: retries of a master append that conflicts with the batch layer.
         replayable_up_to: micro-batch ids up to this one may have run before (the last id the
             checkpoint had planned when the query started; -1 for a new checkpoint). Spark
             runs every later id for the first time. None: any id may be a replay.
+        registered_epoch: the newest batch epoch whose master rows the state holds ("" for
+            none; None: the sink's input carries no registrations, so every batch row counts).
     """
 
     lakehouse: Lakehouse
     kafka: KafkaSourceConf
     stream: str = SPEED_STREAM
-    checkpoint: str | None = None
     conflict_retries: int = 10
     replayable_up_to: int | None = None
-
-
-@dataclass
-class StreamTotals:
-    """Sums over the micro-batches a sink processed (replays included)."""
-
-    batches: int = 0
-    input_rows: int = 0
-    valid: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-
-    def add(self, metrics: MicroBatchMetrics) -> None:
-        self.batches += 1
-        self.input_rows += metrics.input_rows
-        self.valid += metrics.valid
-        self.duplicates += metrics.duplicates
-        self.quarantined += metrics.quarantined
+    registered_epoch: str | None = None
 
 
 @dataclass(frozen=True)
-class _Received:
-    """A first look at a micro-batch's Kafka records (one small aggregation)."""
+class _Summary:
+    """One micro-batch at a glance (one small aggregation over the cached rows)."""
 
-    rows: int
+    kept: int  # Kafka records the state kept
+    by_reason: dict[str | None, int]  # None: valid
     batch_time: datetime | None
     newest_message_at: datetime | None
-    next_offsets: dict[int, int]  # partition -> last offset read + 1
+    newest_epoch: str | None  # the newest batch epoch registered in this micro-batch
 
 
 def _from_micros(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=int(micros))
+    return None if micros is None else _EPOCH_START + timedelta(microseconds=int(micros))
 
 
-def _look_at(received: DataFrame) -> _Received:
-    rows = (
-        received.groupBy("partition")
+def _summarise(rows: DataFrame) -> _Summary:
+    groups = (
+        rows.groupBy(REGISTERED, "reject_reason")
         .agg(
             F.count(F.lit(1)).alias("rows"),
-            F.max("offset").alias("last_offset"),
-            F.max(F.unix_micros("timestamp")).alias("newest_us"),
+            F.max(F.unix_micros(MESSAGE_TIME)).alias("newest_us"),
             F.max(F.unix_micros(BATCH_TIME)).alias("batch_us"),
+            F.max(EPOCH).alias("epoch"),
         )
         .collect()
     )
-    return _Received(
-        rows=sum(int(r["rows"]) for r in rows),
-        batch_time=_from_micros(
-            max((r["batch_us"] for r in rows if r["batch_us"] is not None), default=None)
-        ),
+    records = [g for g in groups if not g[REGISTERED]]
+    epochs = [g["epoch"] for g in groups if g[REGISTERED] and g["epoch"] is not None]
+    return _Summary(
+        kept=sum(int(g["rows"]) for g in records),
+        by_reason={g["reject_reason"]: int(g["rows"]) for g in records},
+        batch_time=_from_micros(max((g["batch_us"] or 0 for g in records), default=None) or None),
         newest_message_at=_from_micros(
-            max((r["newest_us"] for r in rows if r["newest_us"] is not None), default=None)
+            max((g["newest_us"] for g in records if g["newest_us"] is not None), default=None)
         ),
-        next_offsets={int(r["partition"]): int(r["last_offset"]) + 1 for r in rows},
+        newest_epoch=max(epochs, default=None),
     )
 
 
@@ -180,255 +169,345 @@ def publish_dead_letters(rejected: DataFrame, conf: KafkaSourceConf) -> None:
     )
 
 
+def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFrame:
+    """Every view over ``events`` in the increments table's row shape, tagged ``(stream,
+    batch_id)`` and with its view's name: one Spark job and one small file when written (a
+    reader of one view filters its rows; the file is a micro-batch's aggregates)."""
+    parts = [
+        events.transform(compute_view(view))
+        .select(
+            F.lit(stream).alias(STREAM_COLUMN),
+            F.lit(batch_id).cast("long").alias(BATCH_COLUMN),
+            *view.columns,
+        )
+        .transform(increment_rows(name))
+        for name, view in VIEWS.items()
+    ]
+    return reduce(DataFrame.union, parts).coalesce(1)
+
+
+def prepare_records(kafka_records: DataFrame) -> DataFrame:
+    """Static Kafka records (with ``batch_time``) shaped as the streaming query hands them to
+    the sink: validated, keyed, duplicates within them dropped (no state: a sink called
+    outside a query, by tests and tools)."""
+    return (
+        kafka_records.transform(kafka_events)
+        .dropDuplicates([DEDUP_KEY])
+        .withColumns({REGISTERED: F.lit(None).cast("boolean"), EPOCH: F.lit(None).cast("string")})
+    )
+
+
 class SpeedSink:
     """The speed layer's ``foreachBatch`` sink: pass :meth:`write_micro_batch` to Spark.
 
-    Holds no SparkSession (each micro-batch brings its own) and no state a replay depends
-    on: what it keeps (totals, last known partition offsets, a Kafka client for the lag, the
-    ids it was called with, so that a second call with one counts as a replay) feeds the
-    metrics or makes it more careful, never less.
+    Holds no SparkSession (each micro-batch brings its own). What it keeps (the newest
+    registered epoch, where it last read the master dataset's log, the ids it was called
+    with) makes it cheaper or more careful, never less right.
     """
 
-    def __init__(
-        self, settings: SinkSettings, *, latest_offsets: LatestOffsetsFn | None = None
-    ) -> None:
+    def __init__(self, settings: SinkSettings, *, metrics: MetricsRecorder | None = None) -> None:
+        """``metrics``: where the sink's half of each micro-batch's metrics goes (the job's
+        recorder); without one, the sink writes each micro-batch's row itself."""
         self.settings = settings
-        self.totals = StreamTotals()
-        self.last_metrics: MicroBatchMetrics | None = None
-        self._latest_offsets: LatestOffsetsFn = latest_offsets or LatestOffsets(settings.kafka)
-        self._positions: dict[int, int] = {}
-        self._tables_ready = False
+        self._metrics = metrics
+        self._epoch = settings.registered_epoch
         self._attempted: set[int] = set()
+        self._log_version: int | None = None  # the master log version to read from next
+        self._tables_ready = False
+
+    @property
+    def app_id(self) -> str:
+        """The ``txnAppId`` of every append of this stream."""
+        return f"lambda-sales-speed-{self.settings.stream}"
 
     def _may_be_replay(self, batch_id: int) -> bool:
         limit = self.settings.replayable_up_to
         return limit is None or batch_id <= limit or batch_id in self._attempted
 
     def close(self) -> None:
-        """Release the Kafka client used for the lag metric."""
-        close = getattr(self._latest_offsets, "close", None)
-        if callable(close):
-            close()
+        """Nothing to release (kept for callers that close what they open)."""
 
     def write_micro_batch(self, batch_df: DataFrame, batch_id: int) -> None:
-        """Write micro-batch ``batch_id`` (Kafka records plus ``batch_time``) idempotently."""
+        """Write micro-batch ``batch_id`` idempotently.
+
+        ``batch_df`` is the streaming query's (see the module docstring), or static Kafka
+        records with ``batch_time`` (a sink called outside a query): these are shaped like
+        the query's rows first, and their metrics row is written before returning.
+        """
         spark = batch_df.sparkSession
-        settings = self.settings
         started_at = utcnow()
+        standalone = DEDUP_KEY not in batch_df.columns
+        read = batch_df.count() if standalone else None
+        if standalone:
+            batch_df = batch_df.transform(prepare_records)
         replay = self._may_be_replay(batch_id)
         self._attempted.add(batch_id)
         if not self._tables_ready:
-            ensure_speed_tables(spark, settings.lakehouse)
+            ensure_speed_tables(spark, self.settings.lakehouse)
             self._tables_ready = True
 
-        received_df = batch_df.select(*KAFKA_COLUMNS, BATCH_TIME).persist(
-            StorageLevel.MEMORY_AND_DISK
-        )
+        rows = batch_df.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            received = _look_at(received_df)
-            batch_time = received.batch_time or started_at
-            by_reason = self._write_records(spark, received_df, batch_id, batch_time, replay=replay)
+            summary = _summarise(rows)
+            batch_time = summary.batch_time or started_at
+            rejected = {str(r): n for r, n in summary.by_reason.items() if r is not None}
+            if rejected:
+                self._quarantine(rows, batch_id, batch_time)
+            fault_point("speed.after_quarantine")
+            if rejected:
+                publish_dead_letters(
+                    rows.where(F.col(REGISTERED).isNull() & F.col("reject_reason").isNotNull()),
+                    self.settings.kafka,
+                )
+            valid = summary.by_reason.get(None, 0)
+            if valid:
+                new_events = self._master_rows(rows, batch_id, batch_time)
+                inserted = self._append_master(
+                    spark, new_events, batch_id, expected=valid, replay=replay
+                )
+                fault_point("speed.after_master_insert")
+                if inserted is None or replay:
+                    valid = self._write_increments(
+                        spark,
+                        self._tagged_master_rows(spark, batch_id),
+                        batch_id,
+                        count=None,
+                        replay=replay,
+                        newest_message_at=summary.newest_message_at,
+                    )
+                else:
+                    valid = self._write_increments(
+                        spark,
+                        new_events,
+                        batch_id,
+                        count=inserted,
+                        replay=replay,
+                        newest_message_at=summary.newest_message_at,
+                    )
+            fault_point("speed.after_increments")
         finally:
-            received_df.unpersist()
+            rows.unpersist()
+        if summary.newest_epoch is not None and (
+            self._epoch is None or summary.newest_epoch > self._epoch
+        ):
+            self._epoch = summary.newest_epoch
 
-        valid = (
-            self._write_increments(spark, batch_id, replay=replay) if by_reason.get(None, 0) else 0
-        )
-        fault_point("speed.after_increments")
-
-        rejected = {str(reason): n for reason, n in by_reason.items() if reason is not None}
-        quarantined = sum(rejected.values())
         metrics = MicroBatchMetrics(
-            stream=settings.stream,
+            stream=self.settings.stream,
             batch_id=batch_id,
-            batch_time=received.batch_time,
+            batch_time=summary.batch_time,
             started_at=started_at,
             ended_at=utcnow(),
-            input_rows=received.rows,
+            input_rows=summary.kept if read is None else read,
             valid=valid,
-            duplicates=received.rows - quarantined - valid,
-            quarantined=quarantined,
-            kafka_lag=self._lag(spark, batch_id, received.next_offsets),
-            newest_message_at=received.newest_message_at,
+            duplicates=0,
+            quarantined=sum(rejected.values()),
+            kafka_lag=None,
+            newest_message_at=summary.newest_message_at,
             rejected_by_reason=rejected,
         )
-        record_metrics(spark, settings.lakehouse.stream_metrics, metrics, replay=replay)
-        fault_point("speed.after_metrics")  # every write done; Spark has not committed yet
-        self.totals.add(metrics)
-        self.last_metrics = metrics
+        if self._metrics is None:  # called outside a query: metrics written right away
+            self._metrics = MetricsRecorder(
+                spark, self.settings.lakehouse.stream_metrics, background=False
+            )
+        self._metrics.sink_done(metrics)
+        if standalone:
+            self._metrics.finish_all(lambda _batch: None)
+            self._metrics.flush()
+        fault_point("speed.before_checkpoint_commit")
 
-    def _write_records(
+    def _quarantine(self, rows: DataFrame, batch_id: int, batch_time: datetime) -> None:
+        settings = self.settings
+        quarantine_rows = (
+            rows.where(F.col(REGISTERED).isNull())
+            .transform(quarantine_records(batch_time))
+            .withColumns(
+                {
+                    "source_key": storable_text(F.col("source_key")),
+                    "raw_record": storable_text(F.col("raw_record")),
+                    "ingest_layer": F.lit(SPEED_LAYER),
+                    "ingest_run": F.lit(settings.stream),
+                }
+            )
+        )
+        with_conflict_retry(
+            lambda: (
+                quarantine_rows.write.format("delta")
+                .mode("append")
+                .option("txnAppId", self.app_id)
+                .option("txnVersion", batch_id)
+                .save(settings.lakehouse.quarantine)
+            ),
+            what="append to quarantine",
+        )
+
+    def _master_rows(self, rows: DataFrame, batch_id: int, batch_time: datetime) -> DataFrame:
+        """The micro-batch's valid records as master rows (from the cache)."""
+        return (
+            rows.where(F.col(REGISTERED).isNull() & F.col("reject_reason").isNull())
+            .select(*EVENT_COLUMNS, *_POSITION)
+            .withColumn("source_key", storable_text(F.col("source_key")))
+            .transform(
+                with_ingest_metadata(
+                    layer=SPEED_LAYER,
+                    run=self.settings.stream,
+                    batch=batch_id,
+                    ingested_at=batch_time,
+                )
+            )
+        )
+
+    def newer_batch_rows(self, spark: SparkSession) -> DataFrame:
+        """Event ids of batch rows of epochs newer than the last registered one. Read inside
+        the master append's transaction, this is the bounded read that settles what the state
+        cannot see. A sink whose input carries no registrations (called outside a query: no
+        de-duplication state before it) compares with every row of the master dataset."""
+        master = spark.read.format("delta").load(self.settings.lakehouse.master_dataset)
+        if self._epoch is None:
+            return master.select("event_id")
+        newer = (F.col("ingest_layer") == BATCH_LAYER) & (F.col("ingest_run") > F.lit(self._epoch))
+        return master.where(newer).select("event_id")
+
+    def _append_master(
         self,
         spark: SparkSession,
-        received: DataFrame,
+        new_events: DataFrame,
         batch_id: int,
-        batch_time: datetime,
         *,
+        expected: int,
         replay: bool,
-    ) -> dict[str | None, int]:
-        """Quarantine, dead-letter topic and master dataset; returns records per reject reason
-        (``None``: valid, duplicates included)."""
-        settings = self.settings
-        validated = (
-            received.transform(kafka_envelopes)
-            .transform(validate(now=batch_time))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+    ) -> int | None:
+        """Append the new events; the rows written, when they are all of ``new_events``
+        (``expected`` of them), else None (some were the batch layer's, or a replay wrote
+        nothing): the caller then reads the rows tagged ``batch_id`` back."""
+        master = self.settings.lakehouse.master_dataset
+        # Seen before this micro-batch was planned: every master commit below this version
+        # (the previous micro-batch ended after reading the log up to it, and the query read
+        # the batch layer's inserts up to at least there when it planned this one). None: the
+        # append reads (a replay, the first micro-batch of a process, or no state upstream).
+        seen = None if replay or self.settings.registered_epoch is None else self._log_version
+        if self._log_version is None:
+            self._log_version = table_version(spark, master) + 1
+
+        tag = f"{self.app_id}:{batch_id}"
+
+        def append() -> None:
+            if seen is not None and self._append_unread(spark, new_events, since=seen, tag=tag):
+                return
+            # Built anew for each attempt: the read of newer batch rows happens inside the
+            # append's transaction, so Delta checks later commits against it.
+            (
+                new_events.join(self.newer_batch_rows(spark), on="event_id", how="left_anti")
+                .write.format("delta")
+                .mode("append")
+                .option("userMetadata", tag)
+                .save(master)
+            )
+
+        if replay and self._tagged_master_rows(spark, batch_id).limit(1).count():
+            return None  # a previous attempt appended them
+        with_conflict_retry(
+            append, what="append to master dataset", retries=self.settings.conflict_retries
         )
-        try:
-            by_reason: dict[str | None, int] = {
-                r["reject_reason"]: int(r["records"])
-                for r in validated.groupBy("reject_reason")
-                .agg(F.count(F.lit(1)).alias("records"))
-                .collect()
-            }
-            if any(reason is not None for reason in by_reason):
-                quarantine_rows = validated.transform(quarantine_records(batch_time)).withColumns(
-                    {
-                        "source_key": storable_text(F.col("source_key")),
-                        "raw_record": storable_text(F.col("raw_record")),
-                        "ingest_layer": F.lit(SPEED_LAYER),
-                        "ingest_run": F.lit(settings.stream),
-                    }
-                )
-                if replay:
-                    quarantine_rows = quarantine_rows.join(
-                        self._quarantined_positions(spark), on=_POSITION, how="left_anti"
-                    )
-                with_conflict_retry(
-                    lambda: (
-                        quarantine_rows.write.format("delta")
-                        .mode("append")
-                        .save(settings.lakehouse.quarantine)
-                    ),
-                    what="append to quarantine",
-                )
-            fault_point("speed.after_quarantine")
-            if any(reason is not None for reason in by_reason):
-                publish_dead_letters(
-                    validated.where(F.col("reject_reason").isNotNull()), settings.kafka
-                )
+        commits = commits_from(master, self._log_version)
+        if commits is None:
+            self._log_version = None
+            return None
+        if commits:
+            self._log_version = commits[-1].version + 1
+        ours = [c for c in commits if c.user_metadata == tag]
+        if len(ours) == 1 and ours[0].output_rows == expected:
+            return expected
+        return None
 
-            if by_reason.get(None, 0):
-                new_events = (
-                    valid_events(validated)
-                    .transform(dedupe_events())
-                    .drop("copies")
-                    .withColumn("source_key", storable_text(F.col("source_key")))
-                    .transform(
-                        with_ingest_metadata(
-                            layer=SPEED_LAYER,
-                            run=settings.stream,
-                            batch=batch_id,
-                            ingested_at=batch_time,
-                        )
-                    )
-                )
-                insert_new_events(
-                    spark,
-                    settings.lakehouse.master_dataset,
-                    new_events,
-                    retries=settings.conflict_retries,
-                )
-            fault_point("speed.after_master_insert")
-        finally:
-            validated.unpersist()
-        return by_reason
+    def _append_unread(
+        self, spark: SparkSession, new_events: DataFrame, *, since: int, tag: str
+    ) -> bool:
+        """The steady state's master append: one Spark job, no read of the master dataset.
 
-    def _quarantined_positions(self, spark: SparkSession) -> DataFrame:
-        """Kafka positions this stream already quarantined (for a replay)."""
+        When every commit from version ``since`` on is this stream's own, no batch row can
+        exist that the state has not seen: the events are appended in a transaction that
+        conflicts with any concurrent commit adding data (a batch insert racing it makes it
+        fail, and the retry takes the reading path). False: another writer committed since,
+        or the transaction API is not reachable; nothing was written.
+        """
+        master = self.settings.lakehouse.master_dataset
+        commits = commits_from(master, since)
+        if commits is None or any(
+            not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
+        ):
+            return False
+        return append_conflicting_with_any_add(
+            spark,
+            master,
+            new_events,
+            user_metadata=tag,
+            expected_version=since - 1 + len(commits),
+        )
+
+    def _written(self, spark: SparkSession, path: str, batch_id: int) -> bool:
+        """Whether the table holds rows of this stream's micro-batch ``batch_id`` (replays)."""
+        return bool(
+            spark.read.format("delta")
+            .load(path)
+            .where((F.col("stream") == self.settings.stream) & (F.col("batch_id") == batch_id))
+            .limit(1)
+            .count()
+        )
+
+    def _tagged_master_rows(self, spark: SparkSession, batch_id: int) -> DataFrame:
+        """The master rows this micro-batch inserted (files of other micro-batches and of the
+        batch layer are skipped by their statistics)."""
         return (
             spark.read.format("delta")
-            .load(self.settings.lakehouse.quarantine)
+            .load(self.settings.lakehouse.master_dataset)
             .where(
                 (F.col("ingest_layer") == SPEED_LAYER)
                 & (F.col("ingest_run") == self.settings.stream)
-                & (F.col("source_name") == self.settings.kafka.topic)
-            )
-            .select(*_POSITION)
-        )
-
-    def _write_increments(self, spark: SparkSession, batch_id: int, *, replay: bool) -> int:
-        """Append the views over the master rows this micro-batch inserted; returns their count."""
-        settings = self.settings
-        tagged = (
-            spark.read.format("delta")
-            .load(settings.lakehouse.master_dataset)
-            .where(
-                (F.col("ingest_layer") == SPEED_LAYER)
-                & (F.col("ingest_run") == settings.stream)
                 & (F.col("ingest_batch") == batch_id)
             )
-            .select(*_VIEW_INPUTS)
-            .persist(StorageLevel.MEMORY_AND_DISK)
         )
+
+    def _write_increments(
+        self,
+        spark: SparkSession,
+        events: DataFrame,
+        batch_id: int,
+        *,
+        count: int | None,
+        replay: bool,
+        newest_message_at: datetime | None,
+    ) -> int:
+        """Append the views over ``events`` to the speed increments; returns how many events.
+
+        ``count``: how many ``events`` there are, when known (they come from the cache); else
+        they are read back from the master dataset, cached and counted here. The commit says
+        which micro-batch it is and when its newest Kafka record was published (readers such
+        as ``/health`` learn it from the log, before the metrics are written).
+        """
+        settings = self.settings
+        inputs = events.select(*_VIEW_INPUTS)
+        if count is None:
+            inputs = inputs.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            inserted = tagged.count()
-            if inserted:
-
-                def append(number: int, name: str, view: ViewDef) -> None:
-                    increment = (
-                        tagged.transform(compute_view(view))
-                        .select(
-                            F.lit(settings.stream).alias("stream"),
-                            F.lit(batch_id).cast("long").alias("batch_id"),
-                            *view.columns,
-                        )
-                        .coalesce(1)  # one micro-batch's aggregates: one small file per view
-                    )
-                    self._append_increment(
-                        spark,
-                        increment,
-                        settings.lakehouse.speed_increments(name),
-                        batch_id,
-                        replay=replay,
-                    )
-                    fault_point(f"speed.after_increment_{number}")
-
-                # The four tables are independent and each append is idempotent on its own, so
-                # they run side by side: most of an append is Delta log and job latency, not
-                # CPU, and one after another they were a quarter of a small micro-batch. The
-                # threads carry this one's Spark local properties (the query's job group and
-                # SQL execution), as the appends would in the micro-batch's own thread.
-                in_query = inheritable_thread_target(spark)(append)
-                with ThreadPoolExecutor(
-                    max_workers=len(VIEWS), thread_name_prefix="speed-increment"
-                ) as pool:
-                    appends = [
-                        pool.submit(in_query, number, name, view)
-                        for number, (name, view) in enumerate(VIEWS.items(), start=1)
-                    ]
-                    for done in appends:
-                        done.result()  # the first failure, after every append has ended
-        finally:
-            tagged.unpersist()
-        return inserted
-
-    def _append_increment(
-        self, spark: SparkSession, increment: DataFrame, path: str, batch_id: int, *, replay: bool
-    ) -> None:
-        if replay:
-            written = (
-                spark.read.format("delta")
-                .load(path)
-                .where((F.col("stream") == self.settings.stream) & (F.col("batch_id") == batch_id))
-                .limit(1)
-                .count()
+            inserted = inputs.count() if count is None else count
+            if not inserted:
+                return 0
+            path = settings.lakehouse.speed_increments
+            if replay and self._written(spark, path, batch_id):
+                return inserted
+            increments = view_increments(inputs, stream=settings.stream, batch_id=batch_id)
+            metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
+            with_conflict_retry(
+                lambda: (
+                    increments.write.format("delta")
+                    .mode("append")
+                    .option("userMetadata", metadata)
+                    .save(path)
+                ),
+                what="append to the speed increments",
             )
-            if written:
-                return
-        with_conflict_retry(
-            lambda: increment.write.format("delta").mode("append").save(path),
-            what=f"append speed increments to {path.rsplit('/', 1)[-1]}",
-        )
-
-    def _lag(self, spark: SparkSession, batch_id: int, next_offsets: dict[int, int]) -> int | None:
-        """Kafka lag after this micro-batch; None when the brokers do not answer (best effort)."""
-        checkpoint = self.settings.checkpoint
-        exact = batch_end_offsets(spark, checkpoint, batch_id) if checkpoint else None
-        self._positions = exact if exact is not None else {**self._positions, **next_offsets}
-        try:
-            latest = self._latest_offsets(self.settings.kafka.topic, self._positions)
-        except Exception as exc:  # a metric must never fail the micro-batch
-            log.warning("could not read the latest Kafka offsets for the lag metric: %s", exc)
-            return None
-        return kafka_lag(latest, self._positions)
+        finally:
+            if count is None:
+                inputs.unpersist()
+        return inserted

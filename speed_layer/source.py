@@ -11,6 +11,8 @@ that is not UTF-8 as ``base64:<bytes>`` (:func:`storable_text`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -83,35 +85,42 @@ def with_batch_time(kafka_records: DataFrame) -> DataFrame:
     return kafka_records.select(*KAFKA_COLUMNS, F.current_timestamp().alias(BATCH_TIME))
 
 
-def kafka_envelopes(kafka_records: DataFrame) -> DataFrame:
-    """Kafka records (key, value, topic, partition, offset) as envelopes of the shared parser.
+def kafka_envelopes(keep: tuple[str, ...] = ()) -> Callable[[DataFrame], DataFrame]:
+    """Kafka records (key, value, topic, partition, offset) as envelopes of the shared parser,
+    plus the columns named in ``keep`` unchanged.
 
     ``source_key`` and ``raw_record`` hold the key's and the value's bytes unchanged (see the
     module docstring); a value that is not valid UTF-8 is ``malformed``.
     """
-    as_text = kafka_records.select(
-        F.lit("kafka").alias("source"),
-        F.col("topic").alias("source_name"),
-        F.col("partition").cast("int").alias("source_partition"),
-        F.col("offset").cast("long").alias("source_offset"),
-        F.col("key").cast("string").alias("source_key"),
-        F.col("value").cast("string").alias("value"),
-    )
-    envelopes = as_text.transform(parse_json_records("value")).withColumn(
-        "_malformed",
-        F.col("malformed") | ~F.coalesce(F.is_valid_utf8(F.col("raw_record")), F.lit(True)),
-    )
-    malformed = F.col("_malformed")  # evaluated once, not once per field
-    return envelopes.select(
-        *[
-            malformed.alias(name)
-            if name == "malformed"
-            else F.when(~malformed, F.col(name)).alias(name)
-            if name in EVENT_FIELDS
-            else F.col(name)
-            for name in ENVELOPE_COLUMNS
-        ]
-    )
+
+    def transform(kafka_records: DataFrame) -> DataFrame:
+        as_text = kafka_records.select(
+            F.lit("kafka").alias("source"),
+            F.col("topic").alias("source_name"),
+            F.col("partition").cast("int").alias("source_partition"),
+            F.col("offset").cast("long").alias("source_offset"),
+            F.col("key").cast("string").alias("source_key"),
+            F.col("value").cast("string").alias("value"),
+            *[F.col(c) for c in keep],
+        )
+        envelopes = as_text.transform(parse_json_records("value", keep=keep)).withColumn(
+            "_malformed",
+            F.col("malformed") | ~F.coalesce(F.is_valid_utf8(F.col("raw_record")), F.lit(True)),
+        )
+        malformed = F.col("_malformed")  # evaluated once, not once per field
+        return envelopes.select(
+            *[
+                malformed.alias(name)
+                if name == "malformed"
+                else F.when(~malformed, F.col(name)).alias(name)
+                if name in EVENT_FIELDS
+                else F.col(name)
+                for name in ENVELOPE_COLUMNS
+            ],
+            *[F.col(c) for c in keep],
+        )
+
+    return transform
 
 
 def storable_text(text: Column) -> Column:

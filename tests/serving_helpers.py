@@ -57,10 +57,7 @@ def speed_micro_batch(
         )
         for i, r in enumerate(records)
     ]
-    sink = SpeedSink(
-        SinkSettings(Lakehouse(config.lakehouse.root), config.sources.kafka),
-        latest_offsets=lambda topic, parts: {},
-    )
+    sink = SpeedSink(SinkSettings(Lakehouse(config.lakehouse.root), config.sources.kafka))
     try:
         sink.write_micro_batch(spark.createDataFrame(rows, KAFKA_RECORD), batch_id)
     finally:

@@ -135,6 +135,7 @@ class BatchConf:
 @dataclass(frozen=True)
 class SpeedConf:
     trigger_interval: str
+    compact_interval_seconds: float  # compaction of the speed increments by the job; 0: never
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,13 @@ make it run longer.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import os
 import random
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -45,6 +46,7 @@ from serving_layer import spark_engine
 from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import NoViewsError
 from speed_layer.job import run_speed
+from speed_layer.sink import SpeedSink
 from tests.conftest import write_jsonl
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 from tests.serving_helpers import expected_df
@@ -150,15 +152,21 @@ def publish(bootstrap: str, topic: str, records: list[dict[str, Any] | str]) -> 
         producer.close()
 
 
-class _StopAfterFirstMicroBatch(logging.Handler):
-    """Sets ``stop`` when the speed layer logs its first micro-batch's metrics."""
+@contextlib.contextmanager
+def stop_after_first_micro_batch(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` once the first micro-batch's sink is done (as SIGTERM would): the next
+    micro-batch is refused, whenever Spark starts it."""
+    original = SpeedSink.write_micro_batch
 
-    def __init__(self, stop: threading.Event) -> None:
-        super().__init__(logging.INFO)
-        self.stop = stop
+    def then_stop(sink: SpeedSink, batch_df: Any, batch_id: int) -> None:
+        original(sink, batch_df, batch_id)
+        stop.set()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stop.set()
+    SpeedSink.write_micro_batch = then_stop  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SpeedSink.write_micro_batch = original  # type: ignore[method-assign]
 
 
 def check_invariant(
@@ -170,9 +178,7 @@ def check_invariant(
     expected = compute_views(expected_events)
     fast = FastServing(lakehouse.root)
     snapshot = spark_engine.pin_snapshot(spark, lakehouse)
-    if snapshot.generation is None and not any(
-        k.startswith("increments/") for k in snapshot.versions
-    ):
+    if snapshot.generation is None and "increments" not in snapshot.versions:
         # Nothing published and no speed tables yet: an empty view, said as such.
         assert not expected_events, (
             f"no views, but {len(expected_events)} events ingested, after {step}"
@@ -245,14 +251,8 @@ def test_merged_views_equal_a_recomputation_after_every_step(
                 consumed = len(world.kafka_queue)
             else:
                 stop = threading.Event()
-                handler = _StopAfterFirstMicroBatch(stop)
-                metrics_log = logging.getLogger("speed_layer.metrics")
-                metrics_log.addHandler(handler)
-                metrics_log.setLevel(logging.INFO)
-                try:
+                with stop_after_first_micro_batch(stop):
                     run = run_speed(spark, stopping_config, available_now=True, stop=stop)
-                finally:
-                    metrics_log.removeHandler(handler)
                 assert run.totals.batches == 1 and run.status == "stopped", label
                 consumed = run.totals.input_rows
                 assert consumed == min(PER_TRIGGER, len(world.kafka_queue)), label

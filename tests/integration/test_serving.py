@@ -221,10 +221,7 @@ def test_sql_views_equal_the_python_merge(spark, served) -> None:  # type: ignor
             ignore_nullable=True,
         )
     finally:  # leave the module's lakehouse as the other tests expect it
-        for name in VIEWS:
-            DeltaTable.forPath(spark, lakehouse.speed_increments(name)).delete(
-                F.col("batch_id") == 3
-            )
+        DeltaTable.forPath(spark, lakehouse.speed_increments).delete(F.col("batch_id") == 3)
 
 
 def test_reconciliation_of_absorbed_micro_batches_is_recorded(spark, served) -> None:  # type: ignore[no-untyped-def]
@@ -248,8 +245,10 @@ def test_tampered_increment_shows_as_drift_in_the_run_record(
     run_batch(spark, config)
     speed_micro_batch(spark, config, 0, raw(SPEED_0 + SPEED_1), first_offset=0)
     # Someone (a bug, a hand edit) adds an event and 1.50 to one group of sales_daily.
-    DeltaTable.forPath(spark, lakehouse.speed_increments("sales_daily")).update(
-        (F.col("event_date") == date(2024, 5, 2)) & (F.col("category") == "books"),
+    DeltaTable.forPath(spark, lakehouse.speed_increments).update(
+        (F.col("view") == "sales_daily")
+        & (F.col("event_date") == date(2024, 5, 2))
+        & (F.col("category") == "books"),
         {"events": F.col("events") + 1, "revenue": F.col("revenue") + F.lit(Decimal("1.50"))},
     )
     with caplog.at_level(logging.WARNING, logger="batch_layer"):
@@ -317,14 +316,14 @@ def test_a_long_lived_reader_adds_new_micro_batches_to_its_last_merge(
     run_batch(spark, config)
     check(BATCH_1, "full", "generation 1")
     speed_micro_batch(spark, config, 0, raw(SPEED_0) + [B1_AGAIN], first_offset=0)
-    check(BATCH_1 + SPEED_0, "full", "micro-batch 0 (the increments tables are new)")
+    check(BATCH_1 + SPEED_0, "full", "micro-batch 0 (the increments table is new)")
     speed_micro_batch(spark, config, 1, raw(SPEED_1), first_offset=10)
     check(BATCH_1 + SPEED_0 + SPEED_1, "incremental", "micro-batch 1")
     speed_micro_batch(spark, config, 2, raw(SPEED_2), first_offset=20)
     check(ALL_EVENTS, "incremental", "micro-batch 2")
-    for name in VIEWS:  # compaction: files the last merge holds are gone
-        spark.sql(f"OPTIMIZE delta.`{lakehouse.speed_increments(name)}`")
-    check(ALL_EVENTS, "full", "OPTIMIZE of the increments tables")
+    # compaction: files the last merge holds are gone
+    spark.sql(f"OPTIMIZE delta.`{lakehouse.speed_increments}`")
+    check(ALL_EVENTS, "full", "OPTIMIZE of the increments table")
     run_batch(spark, config)  # generation 2 absorbs micro-batches 0-2
     check(ALL_EVENTS, "full", "generation 2")
     later = [event("s4", amount="5.55", event_time="2024-07-01T08:00:00Z", customer_id="c2")]
@@ -334,7 +333,7 @@ def test_a_long_lived_reader_adds_new_micro_batches_to_its_last_merge(
     assert speed["last_micro_batch"] == 3 and speed["newest_event_at"] is not None, speed
     # Rows Parquet alone does not give (deletion vectors): refused with a clear error.
     spark.sql(
-        f"ALTER TABLE delta.`{lakehouse.speed_increments('sales_daily')}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
+        f"ALTER TABLE delta.`{lakehouse.speed_increments}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
     )
     with pytest.raises(DeltaProtocolError, match="deletionVectors"):
         FastServing(lakehouse.root).rows("sales_daily")
@@ -397,3 +396,35 @@ def test_readers_never_see_a_mixed_or_empty_generation(spark, make_config, tmp_p
 def rows_to_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The customer_totals rows of the oracle (every view has the same event/revenue totals)."""
     return list(compute_views(events)["customer_totals"].values())
+
+
+def test_a_long_lived_reader_sees_each_micro_batch_commit_at_once(spark, make_config) -> None:  # type: ignore[no-untyped-def]
+    """The reader behind ``serve`` notices an increments commit on its next answer (one probe
+    of the log's next version), and ``/health`` names the newest micro-batch and its newest
+    event from that commit, before the metrics (written seconds later, in batches) say so."""
+    config = make_config()
+    lakehouse = Lakehouse(config.lakehouse.root)
+    sent = datetime(2026, 3, 1, 12, 0, 5, tzinfo=timezone.utc)
+    speed_micro_batch(spark, config, 0, raw(SPEED_0), first_offset=0, batch_time=sent)
+    DeltaTable.forPath(spark, lakehouse.stream_metrics).delete()  # as if not written yet
+    reader = FastServing(lakehouse.root)
+    assert (
+        rows_to_view(reader.rows("sales_daily"), "sales_daily")
+        == (compute_views(SPEED_0)["sales_daily"])
+    )
+    speed = reader.health(now=sent)["speed"]
+    assert (speed["last_micro_batch"], speed["newest_event_at"]) == (0, sent), speed
+    speed_micro_batch(spark, config, 1, raw(SPEED_1), first_offset=10, batch_time=sent)
+    DeltaTable.forPath(spark, lakehouse.stream_metrics).delete()
+    # The same reader, right after the commit: micro-batch 1 is in the answer and in /health.
+    expected = compute_views(SPEED_0 + SPEED_1)
+    for name in VIEWS:
+        assert rows_to_view(reader.rows(name), name) == expected[name], name
+    assert reader.health()["speed"]["last_micro_batch"] == 1
+    # A compaction is a newer commit of another kind: the newest micro-batch is still 1.
+    spark.sql(f"OPTIMIZE delta.`{lakehouse.speed_increments}`")
+    assert reader.health()["speed"]["last_micro_batch"] == 1
+    assert (
+        rows_to_view(reader.rows("customer_totals"), "customer_totals")
+        == (expected["customer_totals"])
+    )

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from devtools.generator import GeneratorSpec, generate_records
 from devtools.writers import publish_records
 from sales_core.config import load_config
-from sales_core.lakehouse import Lakehouse
+from sales_core.lakehouse import Lakehouse, read_view_increments
 from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import read_checkpoint_state
 from speed_layer.job import run_speed
@@ -43,15 +43,17 @@ TOPIC = f"crash-sales-{uuid.uuid4().hex[:8]}"  # on a broker other modules share
 END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
 EVENTS = 450
 PER_TRIGGER = 150  # three or four micro-batches (Spark splits the limit over the partitions)
-# Between every two Delta writes of a micro-batch, and after the last one (before Spark's
-# checkpoint commit): quarantine | master | increments of view 1 .. 4 | stream_metrics.
-FAULT_POINTS = (
+# Before and after every Delta commit of a micro-batch, and after Spark's own checkpoint
+# commit: quarantine | master | increments (the four views, one commit) | (end of the sink, Spark's commit
+# next) | Spark's commit done, metrics not written | metrics written (off the hot path).
+IN_SINK = (
     "speed.after_quarantine",
     "speed.after_master_insert",
-    "speed.after_increment_1",
     "speed.after_increments",
-    "speed.after_metrics",
+    "speed.before_checkpoint_commit",
 )
+AFTER_COMMIT = ("speed.after_checkpoint_commit", "speed.after_metrics")
+FAULT_POINTS = IN_SINK + AFTER_COMMIT
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +84,7 @@ def outcome(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
     quarantine = spark.read.format("delta").load(lakehouse.quarantine)
     increments = {}
     for name, view in VIEWS.items():
-        rows = (
-            spark.read.format("delta")
-            .load(lakehouse.speed_increments(name))
-            .transform(merge_partials(view))
-        )
+        rows = read_view_increments(spark, lakehouse, name).transform(merge_partials(view))
         increments[name] = rows_to_view([r.asDict() for r in rows.collect()], name)
     metrics = spark.read.format("delta").load(lakehouse.stream_metrics)
     return {
@@ -184,7 +182,10 @@ def test_sigkill_between_writes_then_restart_converges(
     assert status == -signal.SIGKILL, (tmp_path / "speed.log").read_text()[-2000:]
 
     state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
-    assert (state.last_planned, state.last_committed) == (0, None), "killed inside micro-batch 0"
+    if fault_point in IN_SINK:
+        assert (state.last_planned, state.last_committed) == (0, None), "killed in micro-batch 0"
+    else:
+        assert state.last_committed is not None, "killed after Spark committed a micro-batch"
     run = run_speed(spark, config, available_now=True)
     assert run.status == "succeeded"
     check_converged(spark, lakehouse, reference)

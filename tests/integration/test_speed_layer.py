@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from batch_layer.job import run_batch
 from devtools import kafka as kafka_service
 from sales_core.handoff import current_generation, read_batch_view
-from sales_core.lakehouse import Lakehouse
+from sales_core.lakehouse import Lakehouse, read_view_increments
 from sales_core.views import VIEWS, merge_partials
 from speed_layer.checkpoint import CheckpointMismatchError, CheckpointState, disagreement
 from speed_layer.job import run_speed
@@ -115,8 +115,7 @@ def increments_view(
 ) -> dict[Any, Any]:
     """The speed increments of view ``name`` with batch_id above ``above``, merged."""
     rows = (
-        spark.read.format("delta")
-        .load(lakehouse.speed_increments(name))
+        read_view_increments(spark, lakehouse, name)
         .where(F.col("batch_id") > above)
         .transform(merge_partials(VIEWS[name]))
         .collect()
@@ -132,8 +131,7 @@ def merged_views(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
     views = {}
     for name, view in VIEWS.items():
         increments = (
-            spark.read.format("delta")
-            .load(lakehouse.speed_increments(name))
+            read_view_increments(spark, lakehouse, name)
             .where(F.col("batch_id") > mark)
             .select(*view.columns)
         )
@@ -350,7 +348,7 @@ def test_replayed_micro_batch_writes_nothing_twice(spark, make_config, kafka_boo
             "master": lakehouse.master_dataset,
             "quarantine": lakehouse.quarantine,
             "metrics": lakehouse.stream_metrics,
-            **{name: lakehouse.speed_increments(name) for name in VIEWS},
+            "increments": lakehouse.speed_increments,
         }
         return {
             name: sorted(
@@ -531,3 +529,18 @@ def test_generate_to_kafka_publishes_keyed_records(kafka_bootstrap, tmp_path) ->
     for m in messages:
         if m.key is not None:
             assert json.loads(m.value)["event_id"] == m.key.decode()
+
+
+def test_refuses_to_start_when_the_state_was_deleted(spark, make_config, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
+    """The de-duplication state lives in the checkpoint: without it, ids the stream already
+    took would be accepted again."""
+    topic = new_topic(kafka_bootstrap, "state")
+    config = speed_config(make_config, kafka_bootstrap, topic)
+    lakehouse = Lakehouse(config.lakehouse.root)
+    publish(kafka_bootstrap, topic, [as_message(GOOD[0], 0)])
+    run_speed(spark, config, available_now=True)
+    shutil.rmtree(Path(lakehouse.speed_checkpoint) / "state")
+    publish(kafka_bootstrap, topic, [as_message(GOOD[0], 0)])  # a copy the state would have dropped
+    with pytest.raises(CheckpointMismatchError, match=r"no de-duplication state \(state/ was"):
+        run_speed(spark, config, available_now=True)
+    assert [r["event_id"] for r in master_rows(spark, lakehouse)] == [GOOD[0]["event_id"]]

@@ -12,7 +12,7 @@ import pytest
 
 from sales_core.handoff import Generation
 from sales_core.lakehouse import Lakehouse
-from sales_core.views import get_view
+from sales_core.views import VIEWS, get_view
 from serving_layer.delta_files import arrow_filter
 from serving_layer.duckdb_engine import duck_type
 from serving_layer.merge_spec import Increments, RowFilter, merge_select, merge_spec, pin
@@ -113,7 +113,7 @@ def test_pinning_reads_the_generations_table_first_and_batch_tables_only_once_pu
     assert asked == [
         (lakehouse.generations, False),
         (lakehouse.batch_view("sales_daily"), True),
-        (lakehouse.speed_increments("sales_daily"), False),
+        (lakehouse.speed_increments, False),
     ]
     assert snapshot.versions == {"generations": 4, "gold/sales_daily": 9}
     assert snapshot.answer([]).handoff == {"speed": 7} and snapshot.answer([]).generation == 2
@@ -122,6 +122,24 @@ def test_pinning_reads_the_generations_table_first_and_batch_tables_only_once_pu
     before = pin(lakehouse.generations, specs, latest=latest, generation_at=lambda v: None)
     assert [path for path, _ in asked] == [
         lakehouse.generations,
-        lakehouse.speed_increments("sales_daily"),
+        lakehouse.speed_increments,
     ]
     assert before.versions == {"generations": 4} and before.handoff == {}
+
+
+def test_the_increments_table_every_view_shares_is_pinned_once() -> None:
+    lakehouse = Lakehouse("/lh")
+    specs = [merge_spec(lakehouse, name) for name in VIEWS]
+    asked: list[str] = []
+
+    def latest(path: str, exists: bool) -> int | None:
+        asked.append(path)
+        return 5
+
+    snapshot = pin(lakehouse.generations, specs, latest=latest, generation_at=lambda v: None)
+    assert asked == [lakehouse.generations, lakehouse.speed_increments]
+    assert snapshot.versions == {"generations": 5, "increments": 5}
+    for spec in specs:
+        assert spec.increments.rows == RowFilter((("view", "=", spec.view.name),))
+        parts = spec.parts(snapshot)
+        assert [(p.path, p.version) for p in parts] == [(lakehouse.speed_increments, 5)]

@@ -1,0 +1,125 @@
+"""Delta's transaction log on the driver: which commit a writer tagged and what it wrote, and
+an append that conflicts with any concurrent one without reading the table.
+
+The sink tags its master append with Delta's ``userMetadata`` option; Delta records it in the
+commit's ``commitInfo``, next to the commit's own metrics. Reading the
+newest JSON commit files of a local table costs a few milliseconds and no Spark job; for other
+file systems the answer is None and the caller takes its slower, always-right path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from py4j.protocol import Py4JError, Py4JJavaError
+from pyspark.sql import DataFrame, SparkSession
+
+from speed_layer.checkpoint import local_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a Delta table, as far as the sink cares."""
+
+    version: int
+    user_metadata: str | None  # the writer's userMetadata option
+    txn: dict[str, int]  # appId -> version of every txn action in the commit
+    output_rows: int | None  # the commit's numOutputRows metric (appends and MERGE inserts)
+    adds: int  # data files added
+
+
+def _read_commit(table_path: str, version: int) -> Commit | None:
+    path = local_path(table_path)
+    assert path is not None
+    file = path / "_delta_log" / f"{version:020d}.json"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    txn: dict[str, int] = {}
+    user_metadata: str | None = None
+    output_rows: int | None = None
+    adds = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        if "txn" in action:
+            txn[str(action["txn"]["appId"])] = int(action["txn"]["version"])
+        elif "add" in action and action["add"].get("dataChange", True):
+            adds += 1
+        elif "commitInfo" in action:
+            user_metadata = action["commitInfo"].get("userMetadata")
+            metrics = action["commitInfo"].get("operationMetrics") or {}
+            rows = metrics.get("numOutputRows", metrics.get("numTargetRowsInserted"))
+            output_rows = None if rows is None else int(rows)
+    return Commit(version, user_metadata, txn, output_rows, adds)
+
+
+def commits_from(table_path: str, version: int) -> list[Commit] | None:
+    """The commits of the table from ``version`` on, in order (None: not a local table)."""
+    if local_path(table_path) is None:
+        return None
+    commits = []
+    while (commit := _read_commit(table_path, version)) is not None:
+        commits.append(commit)
+        version += 1
+    return commits
+
+
+# Whether Delta's transaction API can be reached through py4j in this process (see
+# append_conflicting_with_any_add); False after the first sign that it cannot.
+DELTA_TXN_API = {"usable": True}
+
+
+def append_conflicting_with_any_add(
+    spark: SparkSession, path: str, rows: DataFrame, *, user_metadata: str, expected_version: int
+) -> bool:
+    """Append ``rows`` to the Delta table at ``path`` in one transaction that reads nothing
+    and yet conflicts with every concurrent commit that adds data (Delta's ``readWholeTable``):
+    one Spark job (the write), where a read of the table inside the transaction costs a job
+    to rebuild the table's file list at each new version.
+
+    The transaction must start from ``expected_version`` (the caller has seen every commit up
+    to it); if the table has moved on, nothing is written and the answer is False, as it is
+    when Delta's transaction API is not reachable (Spark Connect, another Delta build): the
+    caller then takes its own path. A concurrent commit that adds data raises Delta's conflict
+    error from the commit (nothing is committed; retry).
+    """
+    if not DELTA_TXN_API["usable"]:
+        return False
+    try:
+        jvm = spark._jvm  # absent on Spark Connect
+        assert jvm is not None
+        delta = jvm.org.apache.spark.sql.delta
+        txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
+        if int(txn.snapshot().version()) != expected_version:
+            return False
+        none = jvm.scala.Option.empty()
+        operation = delta.DeltaOperations.Write(
+            jvm.org.apache.spark.sql.SaveMode.Append,
+            none,
+            none,
+            jvm.scala.Option.apply(user_metadata),
+            none,
+            none,
+            none,
+            none,
+            none,
+        )
+    except (Py4JError, AssertionError, AttributeError) as exc:
+        if isinstance(exc, Py4JJavaError):
+            raise  # Delta itself failed: not a missing API
+        log.info(
+            "Delta's transaction API is not usable here (%s); appends read the table instead",
+            type(exc).__name__,
+        )
+        DELTA_TXN_API["usable"] = False
+        return False
+    txn.readWholeTable()
+    txn.commit(txn.writeFiles(rows._jdf), operation)
+    return True
