@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,19 @@ def machine_info() -> dict[str, Any]:
         "pyarrow": _version("pyarrow"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
+    }
+
+
+def new_record(bench: str, args: Any, **fields: Any) -> dict[str, Any]:
+    """The start of a benchmark's record: its name, when, the machine, its load and its
+    arguments (``args``: an argparse namespace), then ``fields``."""
+    return {
+        "bench": bench,
+        "at": datetime.now(timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "load_before": load_average(),
+        "args": vars(args),
+        **fields,
     }
 
 

@@ -52,7 +52,7 @@ from bench.common import (  # noqa: E402
     CpuMeter,
     append_result,
     load_average,
-    machine_info,
+    new_record,
     parse_count,
     stopwatch,
 )
@@ -570,13 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     work = OUT / "stream"
     work.mkdir(parents=True, exist_ok=True)
     bench = Bench(work)
-    results: dict[str, Any] = {
-        "bench": "stream",
-        "at": datetime.now(timezone.utc).isoformat(),
-        "machine": machine_info(),
-        "load_before": load_average(),
-        "args": vars(args),
-    }
+    results: dict[str, Any] = new_record("stream", args)
     try:
         with stopwatch() as jvm:
             spark = get_spark(

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, append_result, load_average, machine_info, parse_count  # noqa: E402
+from bench.common import OUT, append_result, load_average, new_record, parse_count  # noqa: E402
 from bench.stream import Bench, config_for  # noqa: E402
 
 
@@ -133,14 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     work = OUT / "stream"
     work.mkdir(parents=True, exist_ok=True)
     bench = Bench(work)
-    results: dict[str, Any] = {
-        "bench": "stream_master",
-        "at": datetime.now(timezone.utc).isoformat(),
-        "machine": machine_info(),
-        "load_before": load_average(),
-        "args": vars(args),
-        "sizes": {},
-    }
+    results: dict[str, Any] = new_record("stream_master", args, sizes={})
     try:
         spark = get_spark(
             config_for(bench, work / "session", "unused").spark, app_name="bench-master"

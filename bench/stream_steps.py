@@ -20,7 +20,6 @@ import functools
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, append_result, load_average, machine_info, parse_count  # noqa: E402
+from bench.common import OUT, append_result, load_average, new_record, parse_count  # noqa: E402
 from bench.stream import Bench, config_for  # noqa: E402
 
 #: (module, attribute, step label): the steps timed, in the order a micro-batch runs them.
@@ -95,14 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(
         config_for(bench, work / "session", "unused").spark, app_name="bench-stream-steps"
     )
-    results: dict[str, Any] = {
-        "bench": "stream_steps",
-        "at": datetime.now(timezone.utc).isoformat(),
-        "machine": machine_info(),
-        "load_before": load_average(),
-        "args": vars(args),
-        "runs": [],
-    }
+    results: dict[str, Any] = new_record("stream_steps", args, runs=[])
     for run in range(args.runs):
         root = work / "steps"
         shutil.rmtree(root, ignore_errors=True)
