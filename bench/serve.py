@@ -163,8 +163,10 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     master = Path(lakehouse.master_dataset)
     if not args.regenerate and ready.is_file():
         info = json.loads(ready.read_text())
-        # The built data set: the n generated events and the day appended after them.
-        if delta_holds(master, n + info.get("day_events", -1)):
+        # The built data set: the n generated events and the day appended after them, with
+        # the increments in the current layout (one table for every view since issue 12).
+        increments = Path(lakehouse.speed_increments) / "_delta_log"
+        if delta_holds(master, n + info.get("day_events", -1)) and increments.is_dir():
             info["cached"] = True
             return lakehouse, info
     info: dict[str, Any] = {"events": n, "micro_batches": args.micro_batches, "cached": False}
