@@ -35,7 +35,6 @@ class IncrementsCompactor:
         self, spark: SparkSession, path: str, interval: float, *, min_files: int = MIN_FILES
     ) -> None:
         self.spark, self.path, self.interval, self.min_files = spark, path, interval, min_files
-        self.compactions = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,7 +65,6 @@ class IncrementsCompactor:
         if files is None or int(files["numFiles"]) < self.min_files:
             return False
         metrics = table.optimize().executeCompaction().select("metrics").first()
-        self.compactions += 1
         log.info(
             "compacted the speed increments: %s",
             None if metrics is None else metrics["metrics"].asDict(),

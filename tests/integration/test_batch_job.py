@@ -15,23 +15,9 @@ from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 from tests.conftest import write_jsonl
 from tests.oracle import compute_views, event, raw_json, rows_to_view
+from tests.serving_helpers import published_views
 
 pytestmark = pytest.mark.integration
-
-
-def published_views(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def]
-    generation = current_generation(spark, lakehouse)
-    assert generation is not None
-    return {
-        name: rows_to_view(
-            [
-                r.asDict()
-                for r in read_batch_view(spark, lakehouse, name, generation.generation).collect()
-            ],
-            name,
-        )
-        for name in VIEWS
-    }
 
 
 def master_rows(spark, lakehouse: Lakehouse) -> list[tuple]:  # type: ignore[no-untyped-def,type-arg]
