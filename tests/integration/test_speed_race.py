@@ -67,36 +67,19 @@ def test_batch_insert_during_the_master_append_is_caught(spark, tmp_path, monkey
 
     def slow_once(self: SpeedSink, spark_: Any) -> DataFrame:
         attempts.append(1)
-        path = str(marker)
-
-        def sleep_first(event_id: str) -> bool:
-            if not Path(path).exists():
-                Path(path).write_text("1")
-                time.sleep(12)
-            return True
-
-        return original(self, spark_).where(F.udf(sleep_first, "boolean")(F.col("event_id")))
+        return sleeping_once(original(self, spark_), marker)
 
     monkeypatch.setattr(SpeedSink, "newer_batch_rows", slow_once)
-
-    def racing_batch() -> None:
-        while not marker.exists():
-            time.sleep(0.1)
-        batch_insert(spark, lakehouse, [RACED], "batch-00000003")
-
-    racer = threading.Thread(target=racing_batch)
-    racer.start()
-    rows = [
-        (e["event_id"].encode(), json.dumps(raw_json(e)).encode(), "t", 0, i, NOW, NOW)
-        for i, e in enumerate(STREAMED)
-    ]
+    racer = racing_batch_insert(spark, lakehouse, marker)
     sink = SpeedSink(
         SinkSettings(
             lakehouse, _kafka_conf(), replayable_up_to=-1, registered_epoch="batch-00000001"
         )
     )
-    sink.write_micro_batch(spark.createDataFrame(rows, KAFKA_RECORD), 0)
-    racer.join()
+    try:
+        sink.write_micro_batch(kafka_rows(spark, STREAMED, offset=0), 0)
+    finally:
+        racer.join()
 
     assert len(attempts) >= 2, "the append did not conflict with the batch insert"
     master = spark.read.format("delta").load(lakehouse.master_dataset).collect()
@@ -136,27 +119,11 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
     original = sink_module.append_conflicting_with_any_add
 
     def slow_once(spark_: Any, path: str, rows: DataFrame, **kwargs: Any) -> bool:
-        marked = str(marker)
-
-        def sleep_first(event_id: str) -> bool:
-            if not Path(marked).exists():
-                Path(marked).write_text("1")
-                time.sleep(12)
-            return True
-
-        slowed = rows.where(F.udf(sleep_first, "boolean")(F.col("event_id")))
-        unread.append(original(spark_, path, slowed, **kwargs))
+        unread.append(original(spark_, path, sleeping_once(rows, marker), **kwargs))
         return unread[-1]
 
     monkeypatch.setattr(sink_module, "append_conflicting_with_any_add", slow_once)
-
-    def racing_batch() -> None:
-        while not marker.exists():
-            time.sleep(0.1)
-        batch_insert(spark, lakehouse, [RACED], "batch-00000003")
-
-    racer = threading.Thread(target=racing_batch)
-    racer.start()
+    racer = racing_batch_insert(spark, lakehouse, marker)
     try:
         sink.write_micro_batch(kafka_rows(spark, STREAMED, offset=10), 1)
     finally:
@@ -177,6 +144,33 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
             read_view_increments(spark, lakehouse, name).transform(merge_partials(view)).collect()
         )
         assert rows_to_view([r.asDict() for r in rows_], name) == compute_views(kept)[name], name
+
+
+def sleeping_once(rows: DataFrame, marker: Path) -> DataFrame:
+    """``rows`` through a Python UDF that, on its first call anywhere, creates ``marker`` and
+    sleeps 12 s: the race window the batch insert commits in."""
+    path = str(marker)
+
+    def sleep_first(event_id: str) -> bool:
+        if not Path(path).exists():
+            Path(path).write_text("1")
+            time.sleep(12)
+        return True
+
+    return rows.where(F.udf(sleep_first, "boolean")(F.col("event_id")))
+
+
+def racing_batch_insert(spark: Any, lakehouse: Lakehouse, marker: Path) -> threading.Thread:
+    """A started thread that inserts RACED as the batch layer, once ``marker`` exists."""
+
+    def insert() -> None:
+        while not marker.exists():
+            time.sleep(0.1)
+        batch_insert(spark, lakehouse, [RACED], "batch-00000003")
+
+    racer = threading.Thread(target=insert)
+    racer.start()
+    return racer
 
 
 def kafka_rows(spark: Any, events: list[dict[str, Any]], *, offset: int) -> DataFrame:
