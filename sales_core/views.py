@@ -8,7 +8,7 @@ min, max), ``compute(A ∪ B) == merge(compute(A), compute(B))`` for disjoint A 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -129,6 +129,60 @@ def compute_view(view: ViewDef) -> Callable[[DataFrame], DataFrame]:
         return events.groupBy(*view.key_names).agg(*[m.over_events() for m in view.measures])
 
     return transform
+
+
+def compute_views_together(
+    views: Sequence[ViewDef], *, view_column: str
+) -> Callable[[DataFrame], DataFrame]:
+    """Aggregate valid events into every view of ``views`` at once: one aggregation over
+    grouping sets (one pass, one plan) instead of one per view.
+
+    A row is one view's row, named in ``view_column``; the other columns are every view's keys
+    and measures (each measure computed as :func:`compute_view` computes it), null where the
+    row's view has no such column. Selecting one view's rows and columns gives exactly
+    ``compute_view(view)``. Measures of the same name must be the same measure.
+    """
+    keys = sorted({k for v in views for k in v.key_names})
+    measures: dict[str, Measure] = {}
+    for view in views:
+        for measure in view.measures:
+            if measures.setdefault(measure.name, measure) != measure:
+                raise ValueError(f"two different measures are called '{measure.name}'")
+
+    def grouping_id(view: ViewDef) -> int:
+        # Spark's grouping_id(): a bit per grouping column, the first the most significant,
+        # set when the row does NOT group by that column.
+        return sum(
+            1 << (len(keys) - 1 - i) for i, key in enumerate(keys) if key not in view.key_names
+        )
+
+    def only_in(name: str) -> Column:
+        """Measure ``name`` on the rows of the views that have it, else null."""
+        ids = [grouping_id(v) for v in views if name in v.columns]
+        return F.when(F.col(_GROUPING_ID).isin(ids), F.col(name)).alias(name)
+
+    def transform(events: DataFrame) -> DataFrame:
+        grouped = events.groupingSets(
+            [[F.col(k) for k in view.key_names] for view in views], *keys
+        ).agg(
+            *[m.over_events() for m in measures.values()],
+            F.grouping_id(*keys).alias(_GROUPING_ID),
+        )
+        name = F.lit(None).cast("string")
+        for view in views:
+            name = F.when(F.col(_GROUPING_ID) == grouping_id(view), F.lit(view.name)).otherwise(
+                name
+            )
+        return grouped.select(
+            name.alias(view_column),
+            *keys,
+            *(only_in(m) for m in measures),
+        )
+
+    return transform
+
+
+_GROUPING_ID = "_grouping_id"
 
 
 def merge_partials(view: ViewDef) -> Callable[[DataFrame], DataFrame]:

@@ -32,8 +32,10 @@ from sales_core.master import with_conflict_retry
 
 log = logging.getLogger(__name__)
 
-# How often the background writer appends the finished rows (seconds).
-FLUSH_SECONDS = 5.0
+# How often the background writer appends the finished rows (seconds). Each append is a Delta
+# commit and a Spark job that compete with the micro-batches for the same cores; readers that
+# need the newest micro-batch at once (``/health``) read the increments commit instead.
+FLUSH_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -118,26 +120,37 @@ class StreamTotals:
         self.quarantined += metrics.quarantined
 
 
-def append_metrics(spark: SparkSession, metrics_path: str, rows: list[MicroBatchMetrics]) -> None:
-    """Append ``rows`` to ``stream_metrics``, except those whose ``(stream, batch_id)`` is there."""
+def append_metrics(
+    spark: SparkSession,
+    metrics_path: str,
+    rows: list[MicroBatchMetrics],
+    *,
+    present: set[tuple[str, int]] | None = None,
+) -> list[MicroBatchMetrics]:
+    """Append ``rows`` to ``stream_metrics``, except those whose ``(stream, batch_id)`` is
+    there; returns the rows appended. ``present``: the keys known to be there, when the caller
+    knows every one (a writer that read the table once and remembers what it wrote since);
+    None reads them from the table."""
     if not rows:
-        return
-    present = {
-        (r["stream"], int(r["batch_id"]))
-        for r in spark.read.format("delta")
-        .load(metrics_path)
-        .where(F.col("batch_id").isin([m.batch_id for m in rows]))
-        .select("stream", "batch_id")
-        .collect()
-    }
+        return []
+    if present is None:
+        present = {
+            (r["stream"], int(r["batch_id"]))
+            for r in spark.read.format("delta")
+            .load(metrics_path)
+            .where(F.col("batch_id").isin([m.batch_id for m in rows]))
+            .select("stream", "batch_id")
+            .collect()
+        }
     new = [m for m in rows if (m.stream, m.batch_id) not in present]
     if not new:
-        return
+        return []
     frame = spark.createDataFrame([m.as_row() for m in new], STREAM_METRICS_SCHEMA)
     with_conflict_retry(
         lambda: frame.write.format("delta").mode("append").save(metrics_path),
         what="append stream metrics",
     )
+    return new
 
 
 Observer = Callable[[MicroBatchMetrics], None]
@@ -167,6 +180,10 @@ class MetricsRecorder:
         self.totals = StreamTotals()
         self.last: MicroBatchMetrics | None = None
         self._closed = False
+        # What the table holds of the micro-batches this recorder saw: None until the first
+        # append read it (rows a previous process wrote before a crash), then kept up to date
+        # here, so a replay is never written twice and no later append reads the table.
+        self._written: set[tuple[str, int]] | None = None
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(
@@ -221,7 +238,20 @@ class MetricsRecorder:
         with self._lock:
             rows, self._done = self._done, []
         try:
-            append_metrics(self._spark, self._path, rows)
+            if self._written is None and rows:
+                # A previous process ran no micro-batch this one has not run (Spark logs an
+                # id before running it): what it wrote is at or after this first row.
+                self._written = {
+                    (r["stream"], int(r["batch_id"]))
+                    for r in self._spark.read.format("delta")
+                    .load(self._path)
+                    .where(F.col("batch_id") >= min(m.batch_id for m in rows))
+                    .select("stream", "batch_id")
+                    .collect()
+                }
+            written = append_metrics(self._spark, self._path, rows, present=self._written)
+            if self._written is not None:
+                self._written.update((m.stream, m.batch_id) for m in written)
         except Exception:
             with self._lock:
                 self._done[:0] = rows  # written next time (append_metrics never doubles)

@@ -16,7 +16,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sales_core.views import VIEWS, compute_view, get_view, merge_partials
+from sales_core.views import (
+    VIEWS,
+    Measure,
+    ViewDef,
+    compute_view,
+    compute_views_together,
+    get_view,
+    merge_partials,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -226,3 +234,29 @@ def test_merge_of_a_view_with_an_empty_partial_is_the_view(events: DataFrame) ->
 def test_unknown_view_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown view 'sales_weekly'.*sales_daily"):
         get_view("sales_weekly")
+
+
+def test_views_computed_together_are_each_view(spark: SparkSession, events: DataFrame) -> None:
+    """compute_views_together (the speed layer's one aggregation over grouping sets): each
+    view's rows, with that view's columns, are the hand-computed rows, and every column the
+    view does not have is null on them. One Spark job."""
+    together = events.transform(
+        compute_views_together(list(VIEWS.values()), view_column="view")
+    ).collect()
+    for name, view in VIEWS.items():
+        schema, rows = EXPECTED[name]
+        mine = [r for r in together if r["view"] == name]
+        others = set(together[0].asDict()) - set(view.columns) - {"view"}
+        assert all(r[c] is None for r in mine for c in others), name
+        actual = spark.createDataFrame([tuple(r[c] for c in view.columns) for r in mine], schema)
+        assert_df_equality(
+            actual, spark.createDataFrame(rows, schema), ignore_nullable=True, ignore_row_order=True
+        )
+    assert {r["view"] for r in together} == set(VIEWS)
+
+
+def test_views_computed_together_refuse_two_measures_of_one_name() -> None:
+    first = VIEWS["sales_daily"]
+    clash = ViewDef("clash", first.keys, (Measure("units", "max", "quantity", T.LongType()),))
+    with pytest.raises(ValueError, match="two different measures are called 'units'"):
+        compute_views_together([first, clash], view_column="view")
