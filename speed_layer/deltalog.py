@@ -72,23 +72,32 @@ def commits_from(table_path: str, version: int) -> list[Commit] | None:
 
 
 # Whether Delta's transaction API can be reached through py4j in this process (see
-# append_conflicting_with_any_add); False after the first sign that it cannot.
+# append_in_transaction); False after the first sign that it cannot.
 DELTA_TXN_API = {"usable": True}
 
 
-def append_conflicting_with_any_add(
-    spark: SparkSession, path: str, rows: DataFrame, *, user_metadata: str, expected_version: int
+def append_in_transaction(
+    spark: SparkSession,
+    path: str,
+    rows: DataFrame,
+    *,
+    user_metadata: str,
+    expected_version: int | None = None,
+    conflict_with_any_add: bool = False,
 ) -> bool:
-    """Append ``rows`` to the Delta table at ``path`` in one transaction that reads nothing
-    and yet conflicts with every concurrent commit that adds data (Delta's ``readWholeTable``):
-    one Spark job (the write), where a read of the table inside the transaction costs a job
-    to rebuild the table's file list at each new version.
+    """Append ``rows`` (in the table's exact column names and types) to the Delta table at
+    ``path`` through Delta's transaction API: one Spark job (the write) and the commit, without
+    the DataFrame writer's analysis and checks around them.
 
-    The transaction must start from ``expected_version`` (the caller has seen every commit up
-    to it); if the table has moved on, nothing is written and the answer is False, as it is
-    when Delta's transaction API is not reachable (Spark Connect, another Delta build): the
-    caller then takes its own path. A concurrent commit that adds data raises Delta's conflict
-    error from the commit (nothing is committed; retry).
+    ``conflict_with_any_add``: the transaction reads nothing and yet conflicts with every
+    concurrent commit that adds data (Delta's ``readWholeTable``), where a read of the table
+    inside the transaction costs a job to rebuild the table's file list at each new version;
+    such a commit raises Delta's conflict error (nothing is committed; retry). Otherwise the
+    append is blind, as a DataFrame append is. ``expected_version``: the version the
+    transaction must start from (the caller has seen every commit up to it); if the table has
+    moved on, nothing is written. False when nothing was written for that reason, or because
+    Delta's transaction API is not reachable (Spark Connect, another Delta build): the caller
+    then takes its own path.
     """
     if not DELTA_TXN_API["usable"]:
         return False
@@ -97,7 +106,7 @@ def append_conflicting_with_any_add(
         assert jvm is not None
         delta = jvm.org.apache.spark.sql.delta
         txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
-        if int(txn.snapshot().version()) != expected_version:
+        if expected_version is not None and int(txn.snapshot().version()) != expected_version:
             return False
         none = jvm.scala.Option.empty()
         operation = delta.DeltaOperations.Write(
@@ -115,11 +124,13 @@ def append_conflicting_with_any_add(
         if isinstance(exc, Py4JJavaError):
             raise  # Delta itself failed: not a missing API
         log.info(
-            "Delta's transaction API is not usable here (%s); appends read the table instead",
+            "Delta's transaction API is not usable here (%s); appends go through the "
+            "DataFrame writer instead",
             type(exc).__name__,
         )
         DELTA_TXN_API["usable"] = False
         return False
-    txn.readWholeTable()
+    if conflict_with_any_add:
+        txn.readWholeTable()
     txn.commit(txn.writeFiles(rows._jdf), operation)
     return True

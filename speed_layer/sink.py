@@ -56,7 +56,7 @@ from sales_core.rules import EVENT_COLUMNS, quarantine_records
 from sales_core.runs import utcnow
 from sales_core.views import VIEWS, compute_views_together
 from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
-from speed_layer.deltalog import append_conflicting_with_any_add, commits_from
+from speed_layer.deltalog import append_in_transaction, commits_from
 from speed_layer.kafka_client import MAX_REQUEST_BYTES
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
 from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
@@ -439,12 +439,13 @@ class SpeedSink:
             not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
         ):
             return False
-        return append_conflicting_with_any_add(
+        return append_in_transaction(
             spark,
             master,
             new_events,
             user_metadata=tag,
             expected_version=since - 1 + len(commits),
+            conflict_with_any_add=True,
         )
 
     def _written(self, spark: SparkSession, path: str, batch_id: int) -> bool:
@@ -500,15 +501,19 @@ class SpeedSink:
                 return inserted
             increments = view_increments(inputs, stream=settings.stream, batch_id=batch_id)
             metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
-            with_conflict_retry(
-                lambda: (
-                    increments.write.format("delta")
-                    .mode("append")
-                    .option("userMetadata", metadata)
-                    .save(path)
-                ),
-                what="append to the speed increments",
-            )
+
+            def append() -> None:
+                # A blind append: through Delta's transaction API when reachable (no
+                # DataFrame writer around the job), else the DataFrame writer.
+                if not append_in_transaction(spark, path, increments, user_metadata=metadata):
+                    (
+                        increments.write.format("delta")
+                        .mode("append")
+                        .option("userMetadata", metadata)
+                        .save(path)
+                    )
+
+            with_conflict_retry(append, what="append to the speed increments")
         finally:
             if count is None:
                 inputs.unpersist()

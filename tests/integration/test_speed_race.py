@@ -116,13 +116,15 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
 
     marker = tmp_path / "slept"
     unread: list[bool] = []
-    original = sink_module.append_conflicting_with_any_add
+    original = sink_module.append_in_transaction
 
     def slow_once(spark_: Any, path: str, rows: DataFrame, **kwargs: Any) -> bool:
+        if not kwargs.get("conflict_with_any_add"):  # the increments' blind append
+            return original(spark_, path, rows, **kwargs)
         unread.append(original(spark_, path, sleeping_once(rows, marker), **kwargs))
         return unread[-1]
 
-    monkeypatch.setattr(sink_module, "append_conflicting_with_any_add", slow_once)
+    monkeypatch.setattr(sink_module, "append_in_transaction", slow_once)
     racer = racing_batch_insert(spark, lakehouse, marker)
     try:
         sink.write_micro_batch(kafka_rows(spark, STREAMED, offset=10), 1)
