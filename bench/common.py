@@ -5,6 +5,8 @@ Nothing here is imported by the pipeline; the benchmarks import the pipeline, ne
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import platform
@@ -35,6 +37,45 @@ CHANNELS = ("web", "mobile", "store", "partner")
 
 
 # --------------------------------------------------------------------------- machine, timing
+
+#: (module, attribute, step label): the steps timed, in the order a micro-batch runs them.
+STEPS = (
+    ("speed_layer.sink", "SpeedSink.write_micro_batch", "micro-batch (all steps)"),
+    ("speed_layer.sink", "_summarise", "Kafka read + parse + validate + state, counted (cached)"),
+    ("speed_layer.sink", "SpeedSink._quarantine", "quarantine append (only with rejects)"),
+    ("speed_layer.sink", "publish_dead_letters", "dead-letter topic (only with rejects)"),
+    (
+        "speed_layer.sink",
+        "SpeedSink._append_master",
+        "master append (unread txn; or the bounded batch read)",
+    ),
+    (
+        "speed_layer.sink",
+        "SpeedSink._write_increments",
+        "view increments (one append, grouping sets over the cache)",
+    ),
+    ("speed_layer.metrics", "append_metrics", "stream_metrics rows (background, off the path)"),
+    ("speed_layer.job", "save_run", "run record upserts (per run, not per micro-batch)"),
+)
+
+
+def instrument(times: dict[str, list[float]]) -> None:
+    """Wrap every step of :data:`STEPS` with a timer that appends to ``times[label]``."""
+    for module_name, attribute, label in STEPS:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = getattr(owner, name)
+
+        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                times[_label].append(time.monotonic() - started)
+
+        setattr(owner, name, functools.wraps(original)(timed))
 
 
 def _first_line(path: str, prefix: str) -> str | None:

@@ -13,9 +13,12 @@ single-node Kafka broker (``devtools.kafka``) on a free port:
     when the Kafka lag does not grow: the slope of the lag over the window (after a warm-up)
     is below 2% of the rate and the stream drains within one trigger interval plus two
     micro-batches once the producer stops. The highest rate kept up is reported.
-(c) **freshness** — at 10k events/s with a 1 s trigger: per event, from the moment the
-    producer handed it to Kafka (its ``event_time``) until the commit of the micro-batch's
-    last speed increment (the moment the event is in every view), p50 and p95.
+(c) **freshness** — at 1k and 10k events/s (``--fresh-rates``) with a 1 s trigger: per
+    event, from the moment the producer handed it to Kafka (its ``event_time``) until the
+    commit of its micro-batch's increments and until the first answer of ``lambda-sales
+    serve`` over HTTP that counts it: p50/p95/p99 over all events and over those sent after a
+    warm-up (``--fresh-warmup``); and where a micro-batch's time goes (Spark's phases from the
+    query's progress reports, the sink's steps from timers around them).
 
 The load comes from ``bench/java/BenchProducer.java`` (the official Java client, run as a
 single source file with the broker's jars): kafka-python needs a whole core at ~35k msgs/s,
@@ -31,6 +34,7 @@ line to ``bench/out/results.jsonl``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import shutil
 import statistics
@@ -39,7 +43,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +53,10 @@ if str(ROOT) not in sys.path:
 
 from bench.common import (  # noqa: E402
     OUT,
+    STEPS,
     CpuMeter,
     append_result,
+    instrument,
     load_average,
     new_record,
     parse_count,
@@ -412,15 +418,19 @@ def first_answers(samples: list[tuple[int, int]], needed: dict[int, int]) -> dic
     return visible
 
 
-def percentiles(spark: Any, lakehouse: Any, visible: dict[int, int]) -> dict[str, Any]:
+def percentiles(
+    spark: Any, lakehouse: Any, visible: dict[int, int], since_ms: int = 0
+) -> dict[str, Any]:
     """Freshness per event (visible at - event_time, the producer's send time) over the
-    micro-batches in ``visible``: count, p50/p95/p99 and max, in seconds."""
+    micro-batches in ``visible`` and the events sent from ``since_ms`` on: count, p50/p95/p99
+    and max, in seconds."""
     from pyspark.sql import functions as F
 
     visible_df = spark.createDataFrame(list(visible.items()), "batch_id long, visible_ms long")
     row = (
         spark.read.format("delta")
         .load(lakehouse.master_dataset)
+        .where(F.unix_millis("event_time") >= since_ms)
         .join(visible_df, F.col("ingest_batch") == F.col("batch_id"))
         .select((F.col("visible_ms") - F.unix_millis("event_time")).alias("latency_ms"))
         .agg(
@@ -439,14 +449,61 @@ def percentiles(spark: Any, lakehouse: Any, visible: dict[int, int]) -> dict[str
     }
 
 
-def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, Any]:
+def breakdown(
+    progress: list[dict[str, Any]], steps: dict[str, list[float]], since: datetime
+) -> dict[str, Any]:
+    """Where a micro-batch's time goes: medians over the micro-batches that read records and
+    started from ``since`` on, of Spark's own phases (``durationMs`` of each progress report:
+    ``addBatch`` is the sink) and of the sink's steps (:data:`bench.common.STEPS`; every
+    micro-batch), in milliseconds."""
+    batches = [
+        p
+        for p in progress
+        if p.get("numInputRows", 0) > 0
+        and datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")) >= since
+    ]
+    phases = sorted({k for p in batches for k in p.get("durationMs", {})})
+    return {
+        "micro_batches": len(batches),
+        "median_rows": statistics.median(p["numInputRows"] for p in batches) if batches else 0,
+        "spark_ms": {
+            k: statistics.median(p["durationMs"].get(k, 0) for p in batches) for k in phases
+        },
+        "sink_ms": {
+            label: round(1000 * statistics.median(steps[label]))
+            for *_x, label in STEPS
+            if steps.get(label)
+        },
+    }
+
+
+def freshness(
+    bench: Bench,
+    spark: Any,
+    rate: int,
+    duration: int,
+    steps: dict[str, list[float]],
+    warmup: int,
+) -> dict[str, Any]:
     """Per event, from the producer's send to (a) the increments commit that holds it and
-    (b) the first HTTP answer of ``lambda-sales serve`` that counts it."""
+    (b) the first HTTP answer of ``lambda-sales serve`` that counts it; and where the time of
+    the micro-batches goes (``steps``: the sink's step timers, filled while the stream runs).
+
+    Every figure is given over all the events and, as ``steady``, over the events sent after
+    the first ``warmup`` seconds: the stream's first micro-batches of a process pay for the
+    JVM's JIT, Spark's code generation and the first read of the tables, and a stream runs
+    for hours."""
     from pyspark.sql import functions as F
 
+    from speed_layer.job import QUERY_NAME
+
     topic, lakehouse, stream = start_stream(bench, spark, "freshness", rate)
+    steps.clear()
+    query = next(q for q in spark.streams.active if q.name == QUERY_NAME)
+    progress: list[dict[str, Any]] = []
     poller = HttpPoller(Path(lakehouse.root).parent / "pipeline.toml")
     try:
+        sent_from = datetime.now(timezone.utc)
         produced = bench.produce(topic, rate * duration, rate, f"f{rate}")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -454,6 +511,7 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
                 break
             time.sleep(0.5)
         time.sleep(1)
+        progress = [json.loads(p.json) for p in query.recentProgress]
     finally:
         poller.close()
         stream.stop()
@@ -490,6 +548,13 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
     metrics = [r for r in stream_metrics(spark, lakehouse.stream_metrics) if r["input_rows"] > 0]
     at_commit = percentiles(spark, lakehouse, committed)
     over_http = percentiles(spark, lakehouse, answered)
+    steady_from = sent_from + timedelta(seconds=warmup)
+    since_ms = int(steady_from.timestamp() * 1000)
+    steady = {
+        "warmup_s": warmup,
+        "at_commit": percentiles(spark, lakehouse, committed, since_ms),
+        "http": percentiles(spark, lakehouse, answered, since_ms),
+    }
     polls = [b[0] - a[0] for a, b in zip(poller.samples, poller.samples[1:], strict=False)]
     result = {
         "rate": rate,
@@ -504,6 +569,8 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
         "http_poll_median_ms": statistics.median(polls) if polls else None,
         "median_batch_ms": statistics.median(r["duration_ms"] for r in metrics),
         "micro_batches": len(metrics),
+        "steady": steady,
+        "breakdown": breakdown(progress, steps, steady_from),
     }
     print(
         f"    {rate:,}/s, 1 s trigger, {duration}s: in the increments p50 {result['p50_s']:.2f}s, "
@@ -511,6 +578,21 @@ def freshness(bench: Bench, spark: Any, rate: int, duration: int) -> dict[str, A
         f"{over_http['p50_s']:.2f}s, p95 {over_http['p95_s']:.2f}s, p99 {over_http['p99_s']:.2f}s "
         f"({over_http['events']:,} events, an answer every {result['http_poll_median_ms']} ms); "
         f"median micro-batch {result['median_batch_ms']} ms",
+        flush=True,
+    )
+    http = steady["http"]
+    print(
+        f"    after the first {warmup}s: in an HTTP answer p50 {http['p50_s']:.2f}s, "
+        f"p95 {http['p95_s']:.2f}s, p99 {http['p99_s']:.2f}s ({http['events']:,} events)",
+        flush=True,
+    )
+    parts = result["breakdown"]
+    print(
+        f"    where a micro-batch goes (medians over {parts['micro_batches']}, "
+        f"{parts['median_rows']:,} records each):\n"
+        + "\n".join(f"      spark {k:30s} {v:7.0f} ms" for k, v in parts["spark_ms"].items())
+        + "\n"
+        + "\n".join(f"      sink  {k:60s} {v:7.0f} ms" for k, v in parts["sink_ms"].items()),
         flush=True,
     )
     return result
@@ -562,6 +644,12 @@ def main(argv: list[str] | None = None) -> int:
         help="(c) publish rates, events/s, one measurement each (default 1000,10000)",
     )
     parser.add_argument("--fresh-duration", type=int, default=120, help="(c) seconds (default 120)")
+    parser.add_argument(
+        "--fresh-warmup",
+        type=int,
+        default=20,
+        help="(c) seconds of load left out of the steady-state figures (default 20)",
+    )
     args = parser.parse_args(argv)
     parts = args.only or ["publishers", "throughput", "sustained", "freshness"]
 
@@ -602,8 +690,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "freshness" in parts:
             print("(c) freshness:", flush=True)
+            steps: dict[str, list[float]] = collections.defaultdict(list)
+            instrument(steps)
             results["freshness"] = [
-                freshness(bench, spark, int(rate), args.fresh_duration)
+                freshness(bench, spark, int(rate), args.fresh_duration, steps, args.fresh_warmup)
                 for rate in args.fresh_rates.split(",")
             ]
     finally:

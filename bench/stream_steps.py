@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import shutil
 import sys
 import time
@@ -27,41 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, append_result, load_average, new_record, parse_count  # noqa: E402
-from bench.stream import Bench, config_for  # noqa: E402
-
-#: (module, attribute, step label): the steps timed, in the order a micro-batch runs them.
-STEPS = (
-    ("speed_layer.sink", "SpeedSink.write_micro_batch", "micro-batch (all steps)"),
-    ("speed_layer.sink", "_summarise", "Kafka read + parse + validate + state, counted (cached)"),
-    ("speed_layer.sink", "SpeedSink._quarantine", "quarantine append (only with rejects)"),
-    ("speed_layer.sink", "publish_dead_letters", "dead-letter topic (only with rejects)"),
-    ("speed_layer.sink", "SpeedSink._append_master", "master append (txn, bounded batch read)"),
-    ("speed_layer.sink", "SpeedSink._write_increments", "view increments (4 appends, cached rows)"),
-    ("speed_layer.metrics", "append_metrics", "stream_metrics rows (background, off the path)"),
-    ("speed_layer.job", "save_run", "run record upserts (per run, not per micro-batch)"),
+from bench.common import (  # noqa: E402
+    OUT,
+    STEPS,
+    append_result,
+    instrument,
+    load_average,
+    new_record,
+    parse_count,
 )
-
-
-def instrument(times: dict[str, list[float]]) -> None:
-    """Wrap every step of :data:`STEPS` with a timer that appends to ``times[label]``."""
-    import importlib
-
-    for module_name, attribute, label in STEPS:
-        owner: Any = importlib.import_module(module_name)
-        *path, name = attribute.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        original = getattr(owner, name)
-
-        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                times[_label].append(time.monotonic() - started)
-
-        setattr(owner, name, functools.wraps(original)(timed))
+from bench.stream import Bench, config_for  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

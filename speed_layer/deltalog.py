@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
@@ -76,7 +77,21 @@ def commits_from(table_path: str, version: int) -> list[Commit] | None:
 DELTA_TXN_API = {"usable": True}
 
 
-def append_in_transaction(
+@dataclass(frozen=True)
+class PreparedAppend:
+    """An append whose files are written and whose commit is still to make (or to drop: the
+    files of an append never committed are no part of the table, and ``VACUUM`` deletes them)."""
+
+    _txn: Any
+    _actions: Any
+    _operation: Any
+
+    def commit(self) -> None:
+        """Commit the append (raises Delta's conflict error when it conflicts)."""
+        self._txn.commit(self._actions, self._operation)
+
+
+def prepare_append(
     spark: SparkSession,
     path: str,
     rows: DataFrame,
@@ -84,30 +99,31 @@ def append_in_transaction(
     user_metadata: str,
     expected_version: int | None = None,
     conflict_with_any_add: bool = False,
-) -> bool:
-    """Append ``rows`` (in the table's exact column names and types) to the Delta table at
-    ``path`` through Delta's transaction API: one Spark job (the write) and the commit, without
-    the DataFrame writer's analysis and checks around them.
+) -> PreparedAppend | None:
+    """Write the files of an append of ``rows`` (in the table's exact column names and types)
+    to the Delta table at ``path`` through Delta's transaction API: one Spark job, without the
+    DataFrame writer's analysis and checks around it. The commit is the caller's
+    (:meth:`PreparedAppend.commit`), so two appends can write side by side and commit in order.
 
     ``conflict_with_any_add``: the transaction reads nothing and yet conflicts with every
-    concurrent commit that adds data (Delta's ``readWholeTable``), where a read of the table
-    inside the transaction costs a job to rebuild the table's file list at each new version;
-    such a commit raises Delta's conflict error (nothing is committed; retry). Otherwise the
-    append is blind, as a DataFrame append is. ``expected_version``: the version the
-    transaction must start from (the caller has seen every commit up to it); if the table has
-    moved on, nothing is written. False when nothing was written for that reason, or because
-    Delta's transaction API is not reachable (Spark Connect, another Delta build): the caller
-    then takes its own path.
+    commit that adds data after it started (Delta's ``readWholeTable``), where a read of the
+    table inside the transaction costs a job to rebuild the table's file list at each new
+    version. Otherwise the append is blind, as a DataFrame append is. ``expected_version``: the
+    version the transaction must start from (the caller has seen every commit up to it).
+
+    None, with nothing written, when the table has moved past ``expected_version`` or Delta's
+    transaction API is not reachable (Spark Connect, another Delta build): the caller then
+    takes its own path.
     """
     if not DELTA_TXN_API["usable"]:
-        return False
+        return None
     try:
         jvm = spark._jvm  # absent on Spark Connect
         assert jvm is not None
         delta = jvm.org.apache.spark.sql.delta
         txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
         if expected_version is not None and int(txn.snapshot().version()) != expected_version:
-            return False
+            return None
         none = jvm.scala.Option.empty()
         operation = delta.DeltaOperations.Write(
             jvm.org.apache.spark.sql.SaveMode.Append,
@@ -129,8 +145,31 @@ def append_in_transaction(
             type(exc).__name__,
         )
         DELTA_TXN_API["usable"] = False
-        return False
+        return None
     if conflict_with_any_add:
         txn.readWholeTable()
-    txn.commit(txn.writeFiles(rows._jdf), operation)
+    return PreparedAppend(txn, txn.writeFiles(rows._jdf), operation)
+
+
+def append_in_transaction(
+    spark: SparkSession,
+    path: str,
+    rows: DataFrame,
+    *,
+    user_metadata: str,
+    expected_version: int | None = None,
+    conflict_with_any_add: bool = False,
+) -> bool:
+    """:func:`prepare_append` and commit at once; False when nothing was written."""
+    prepared = prepare_append(
+        spark,
+        path,
+        rows,
+        user_metadata=user_metadata,
+        expected_version=expected_version,
+        conflict_with_any_add=conflict_with_any_add,
+    )
+    if prepared is None:
+        return False
+    prepared.commit()
     return True

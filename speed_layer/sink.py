@@ -16,7 +16,9 @@ with the same records, the same state and the same ``N``. It then:
 4. appends the shared views over exactly those events to the speed increments (one table,
    one commit for the four views), tagged ``batch_id = N``: computed from the cached rows when
    the master append wrote them all (its commit says how many rows it wrote), else from the
-   master rows tagged ``N``;
+   master rows tagged ``N``. In the steady state (every master commit since the stream last
+   looked is its own) both appends read nothing, write their files side by side and commit
+   in order, master first (:meth:`SpeedSink._append_steady`);
 5. hands its half of the metrics to the :class:`~speed_layer.metrics.MetricsRecorder`.
 
 Every append is idempotent on ``N``, and each is one Delta commit, so a table holds all of
@@ -32,12 +34,15 @@ loses nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.util import InheritableThread
 
 from sales_core.config import KafkaSourceConf
 from sales_core.faults import fault_point
@@ -51,17 +56,19 @@ from sales_core.lakehouse import (
     increments_commit_metadata,
     table_version,
 )
-from sales_core.master import with_conflict_retry, with_ingest_metadata
+from sales_core.master import is_conflict, with_conflict_retry, with_ingest_metadata
 from sales_core.rules import EVENT_COLUMNS, quarantine_records
 from sales_core.runs import utcnow
 from sales_core.views import VIEWS, compute_views_together
 from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
-from speed_layer.deltalog import append_in_transaction, commits_from
+from speed_layer.deltalog import append_in_transaction, commits_from, prepare_append
 from speed_layer.kafka_client import MAX_REQUEST_BYTES
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
 from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 STREAM_COLUMN, BATCH_COLUMN = (f.name for f in INCREMENT_TAG_FIELDS)
 
@@ -188,6 +195,31 @@ def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFra
     )
 
 
+def _in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start ``work`` in a thread that inherits Spark's local properties (the micro-batch's job
+    group and description); returns a function that waits for it and returns its result or
+    raises its error."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = InheritableThread(target=target, name="speed-sink-side")
+    thread.start()
+
+    def wait() -> T:
+        thread.join()
+        if failure:
+            raise failure[0]
+        return outcome[0]
+
+    return wait
+
+
 def prepare_records(kafka_records: DataFrame) -> DataFrame:
     """Static Kafka records (with ``batch_time``) shaped as the streaming query hands them to
     the sink: validated, keyed, duplicates within them dropped (no state: a sink called
@@ -264,25 +296,19 @@ class SpeedSink:
             valid = summary.by_reason.get(None, 0)
             if valid:
                 new_events = self._master_rows(rows, batch_id, batch_time)
-                inserted = self._append_master(
-                    spark, new_events, batch_id, expected=valid, replay=replay
-                )
-                fault_point("speed.after_master_insert")
-                if inserted is None or replay:
-                    valid = self._write_increments(
-                        spark,
-                        self._tagged_master_rows(spark, batch_id),
-                        batch_id,
-                        count=None,
-                        replay=replay,
-                        newest_message_at=summary.newest_message_at,
-                    )
-                else:
-                    valid = self._write_increments(
+                if not self._append_steady(
+                    spark,
+                    new_events,
+                    batch_id,
+                    count=valid,
+                    replay=replay,
+                    newest_message_at=summary.newest_message_at,
+                ):
+                    valid = self._append_reading(
                         spark,
                         new_events,
                         batch_id,
-                        count=inserted,
+                        count=valid,
                         replay=replay,
                         newest_message_at=summary.newest_message_at,
                     )
@@ -421,6 +447,107 @@ class SpeedSink:
         if len(ours) == 1 and ours[0].output_rows == expected:
             return expected
         return None
+
+    def _append_reading(
+        self,
+        spark: SparkSession,
+        new_events: DataFrame,
+        batch_id: int,
+        *,
+        count: int,
+        replay: bool,
+        newest_message_at: datetime | None,
+    ) -> int:
+        """Every other case: the master append (reading what it must, see
+        :meth:`_append_master`), then the increments over the rows it wrote (from the cache
+        when it wrote all ``count`` of them, else read back). Returns the events written."""
+        inserted = self._append_master(spark, new_events, batch_id, expected=count, replay=replay)
+        fault_point("speed.after_master_insert")
+        from_cache = inserted is not None and not replay
+        return self._write_increments(
+            spark,
+            new_events if from_cache else self._tagged_master_rows(spark, batch_id),
+            batch_id,
+            count=inserted if from_cache else None,
+            replay=replay,
+            newest_message_at=newest_message_at,
+        )
+
+    def _append_steady(
+        self,
+        spark: SparkSession,
+        new_events: DataFrame,
+        batch_id: int,
+        *,
+        count: int,
+        replay: bool,
+        newest_message_at: datetime | None,
+    ) -> bool:
+        """The steady state: the master append and the increments append write their files
+        side by side (two Spark jobs at once, where one after the other each waited for the
+        other's planning and commit), then commit in order: the master rows, then the
+        increments. Both read nothing: the master append conflicts with any concurrent data
+        commit (see :meth:`_append_unread`), and the increments are the views over exactly
+        the rows it commits.
+
+        False, with nothing committed, when this is not the steady state (a replay, no state
+        upstream, another writer committed since the stream last looked, Delta's transaction
+        API not reachable) or the master commit conflicts: the caller takes the usual path
+        (written increment files of a dropped commit are no part of the table).
+        """
+        since = None if replay or self.settings.registered_epoch is None else self._log_version
+        if since is None:
+            return False
+        settings = self.settings
+        master = settings.lakehouse.master_dataset
+        commits = commits_from(master, since)
+        if commits is None or any(
+            not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
+        ):
+            return False
+        increments = view_increments(
+            new_events.select(*_VIEW_INPUTS), stream=settings.stream, batch_id=batch_id
+        )
+        metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
+        increment_files = _in_background(
+            lambda: prepare_append(
+                spark, settings.lakehouse.speed_increments, increments, user_metadata=metadata
+            )
+        )
+        try:
+            master_files = prepare_append(
+                spark,
+                master,
+                new_events,
+                user_metadata=f"{self.app_id}:{batch_id}",
+                expected_version=since - 1 + len(commits),
+                conflict_with_any_add=True,
+            )
+        finally:
+            prepared_increments = increment_files()
+        if master_files is None:
+            return False
+        try:
+            master_files.commit()
+        except Exception as exc:
+            if is_conflict(exc):
+                return False
+            raise
+        after = commits_from(master, since)
+        self._log_version = after[-1].version + 1 if after else None
+        fault_point("speed.after_master_insert")
+        if prepared_increments is None:
+            self._write_increments(
+                spark,
+                new_events,
+                batch_id,
+                count=count,
+                replay=False,
+                newest_message_at=newest_message_at,
+            )
+        else:
+            with_conflict_retry(prepared_increments.commit, what="append to the speed increments")
+        return True
 
     def _append_unread(
         self, spark: SparkSession, new_events: DataFrame, *, since: int, tag: str

@@ -115,25 +115,37 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
     sink.write_micro_batch(kafka_rows(spark, first, offset=0), 0)  # the first: reads
 
     marker = tmp_path / "slept"
-    unread: list[bool] = []
-    original = sink_module.append_in_transaction
+    original = sink_module.prepare_append
+    outcomes: list[str] = []  # of the unread append's commit
 
-    def slow_once(spark_: Any, path: str, rows: DataFrame, **kwargs: Any) -> bool:
+    class Recorded:
+        def __init__(self, prepared: Any) -> None:
+            self.prepared = prepared
+
+        def commit(self) -> None:
+            try:
+                self.prepared.commit()
+            except Exception:
+                outcomes.append("conflicted")
+                raise
+            outcomes.append("committed")
+
+    def slow_once(spark_: Any, path: str, rows: DataFrame, **kwargs: Any) -> Any:
         if not kwargs.get("conflict_with_any_add"):  # the increments' blind append
             return original(spark_, path, rows, **kwargs)
-        unread.append(original(spark_, path, sleeping_once(rows, marker), **kwargs))
-        return unread[-1]
+        prepared = original(spark_, path, sleeping_once(rows, marker), **kwargs)
+        return None if prepared is None else Recorded(prepared)
 
-    monkeypatch.setattr(sink_module, "append_in_transaction", slow_once)
+    monkeypatch.setattr(sink_module, "prepare_append", slow_once)
     racer = racing_batch_insert(spark, lakehouse, marker)
     try:
         sink.write_micro_batch(kafka_rows(spark, STREAMED, offset=10), 1)
     finally:
         racer.join()
 
-    # The unread append ran once and conflicted (no answer); the retry saw another
-    # writer's commit and read instead.
-    assert unread == [], unread
+    # The unread append wrote its files once and its commit conflicted; the retry saw
+    # another writer's commit and read instead.
+    assert outcomes == ["conflicted"], outcomes
     assert marker.exists()
     master = spark.read.format("delta").load(lakehouse.master_dataset).collect()
     ids = sorted(r["event_id"] for r in master)
@@ -166,7 +178,10 @@ def racing_batch_insert(spark: Any, lakehouse: Lakehouse, marker: Path) -> threa
     """A started thread that inserts RACED as the batch layer, once ``marker`` exists."""
 
     def insert() -> None:
+        deadline = time.monotonic() + 180  # the test fails on the marker, never hangs
         while not marker.exists():
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.1)
         batch_insert(spark, lakehouse, [RACED], "batch-00000003")
 
