@@ -46,13 +46,18 @@ STEPS = (
     ("speed_layer.sink", "publish_dead_letters", "dead-letter topic (only with rejects)"),
     (
         "speed_layer.sink",
+        "SpeedSink._append_steady",
+        "steady state: master + increments files side by side, 2 commits",
+    ),
+    (
+        "speed_layer.sink",
         "SpeedSink._append_master",
-        "master append (unread txn; or the bounded batch read)",
+        "master append (other cases: with the bounded read)",
     ),
     (
         "speed_layer.sink",
         "SpeedSink._write_increments",
-        "view increments (one append, grouping sets over the cache)",
+        "view increments (other cases: after the master append)",
     ),
     ("speed_layer.metrics", "append_metrics", "stream_metrics rows (background, off the path)"),
     ("speed_layer.job", "save_run", "run record upserts (per run, not per micro-batch)"),

@@ -55,12 +55,22 @@ SPEED_SETTINGS = {
 
 
 def kafka_events(kafka_records: DataFrame) -> DataFrame:
-    """Kafka records (with ``batch_time``) parsed and validated, keyed for de-duplication."""
+    """Kafka records (with ``batch_time``) parsed and validated, keyed for de-duplication.
+
+    ``raw_record`` (the value as received) is kept on rejected records only: the quarantine
+    and the dead-letter topic need it, nothing needs it of a valid one, and it is most of a
+    row's bytes in the de-duplication shuffle and the micro-batch's cache.
+    """
     return (
         kafka_records.withColumn(MESSAGE_TIME, F.col("timestamp"))
         .transform(kafka_envelopes(keep=(BATCH_TIME, MESSAGE_TIME)))
         .transform(validate(now=F.col(BATCH_TIME), keep=(BATCH_TIME, MESSAGE_TIME)))
-        .withColumn(DEDUP_KEY, dedup_key())
+        .withColumns(
+            {
+                DEDUP_KEY: dedup_key(),
+                "raw_record": F.when(F.col("reject_reason").isNotNull(), F.col("raw_record")),
+            }
+        )
     )
 
 
