@@ -14,7 +14,6 @@ writes use neither; see the README's serving section).
 
 from __future__ import annotations
 
-import json
 import logging
 import operator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaProtocolError
 from deltalake.fs import DeltaStorageHandler
 
+from sales_core.delta_log import commit_file, parse_commit
 from sales_core.handoff import Generation
 from sales_core.lakehouse import IncrementsCommit, read_increments_commit
 from serving_layer.merge_spec import RowFilter
@@ -94,7 +94,7 @@ class DeltaTables:
 
 def next_commit_exists(storage: DeltaStorageHandler, version: int) -> bool:
     """Whether the Delta log holds a commit after ``version`` (one stat of its next file)."""
-    info = storage.get_file_info([f"_delta_log/{version + 1:020d}.json"])[0]
+    info = storage.get_file_info([commit_file(version + 1)])[0]
     return bool(info.type != pafs.FileType.NotFound)
 
 
@@ -108,17 +108,14 @@ def newest_increments_commit(
         return None
     for version in range(pinned.version, max(-1, pinned.version - look_back), -1):
         try:
-            with pinned.storage.open_input_file(f"_delta_log/{version:020d}.json") as handle:
+            with pinned.storage.open_input_file(commit_file(version)) as handle:
                 text = handle.read().decode("utf-8")
         except (FileNotFoundError, OSError):
             return None  # cleaned up, or not there: say nothing rather than guess
-        for line in text.splitlines():
-            info = json.loads(line).get("commitInfo")
-            if info is not None:
-                commit = read_increments_commit(info.get("userMetadata"))
-                if commit is not None:
-                    at = datetime.fromtimestamp(int(info["timestamp"]) / 1000, timezone.utc)
-                    return commit, at
+        logged = parse_commit(version, text)
+        commit = read_increments_commit(logged.user_metadata)
+        if commit is not None and logged.timestamp_ms is not None:
+            return commit, datetime.fromtimestamp(logged.timestamp_ms / 1000, timezone.utc)
     return None
 
 

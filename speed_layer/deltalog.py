@@ -9,7 +9,6 @@ file systems the answer is None and the caller takes its slower, always-right pa
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,48 +16,20 @@ from typing import Any
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 
+from sales_core.delta_log import Commit, commit_file, parse_commit
 from speed_layer.checkpoint import local_path
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Commit:
-    """One commit of a Delta table, as far as the sink cares."""
-
-    version: int
-    user_metadata: str | None  # the writer's userMetadata option
-    txn: dict[str, int]  # appId -> version of every txn action in the commit
-    output_rows: int | None  # the commit's numOutputRows metric (appends and MERGE inserts)
-    adds: int  # data files added
-
-
 def _read_commit(table_path: str, version: int) -> Commit | None:
     path = local_path(table_path)
     assert path is not None
-    file = path / "_delta_log" / f"{version:020d}.json"
     try:
-        text = file.read_text(encoding="utf-8")
+        text = (path / commit_file(version)).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    txn: dict[str, int] = {}
-    user_metadata: str | None = None
-    output_rows: int | None = None
-    adds = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        action = json.loads(line)
-        if "txn" in action:
-            txn[str(action["txn"]["appId"])] = int(action["txn"]["version"])
-        elif "add" in action and action["add"].get("dataChange", True):
-            adds += 1
-        elif "commitInfo" in action:
-            user_metadata = action["commitInfo"].get("userMetadata")
-            metrics = action["commitInfo"].get("operationMetrics") or {}
-            rows = metrics.get("numOutputRows", metrics.get("numTargetRowsInserted"))
-            output_rows = None if rows is None else int(rows)
-    return Commit(version, user_metadata, txn, output_rows, adds)
+    return parse_commit(version, text)
 
 
 def commits_from(table_path: str, version: int) -> list[Commit] | None:
