@@ -282,7 +282,11 @@ class SpeedSink:
 
         rows = batch_df.persist(StorageLevel.MEMORY_AND_DISK)
         try:
+            # The appends' plans (driver work: Python, py4j, Spark's analysis) are built while
+            # the micro-batch is read: they do not depend on what the read finds.
+            plans = _in_background(lambda: self._plans(rows, batch_id))
             summary = _summarise(rows)
+            new_events, increments = plans()
             batch_time = summary.batch_time or started_at
             rejected = {str(r): n for r, n in summary.by_reason.items() if r is not None}
             if rejected:
@@ -295,10 +299,10 @@ class SpeedSink:
                 )
             valid = summary.by_reason.get(None, 0)
             if valid:
-                new_events = self._master_rows(rows, batch_id, batch_time)
                 if not self._append_steady(
                     spark,
                     new_events,
+                    increments,
                     batch_id,
                     count=valid,
                     replay=replay,
@@ -369,18 +373,27 @@ class SpeedSink:
             what="append to quarantine",
         )
 
-    def _master_rows(self, rows: DataFrame, batch_id: int, batch_time: datetime) -> DataFrame:
-        """The micro-batch's valid records as master rows (from the cache)."""
+    def _plans(self, rows: DataFrame, batch_id: int) -> tuple[DataFrame, DataFrame]:
+        """The micro-batch's new master rows, and their views as increment rows."""
+        new_events = self._master_rows(rows, batch_id)
+        increments = view_increments(
+            new_events.select(*_VIEW_INPUTS), stream=self.settings.stream, batch_id=batch_id
+        )
+        return new_events, increments
+
+    def _master_rows(self, rows: DataFrame, batch_id: int) -> DataFrame:
+        """The micro-batch's valid records as master rows (from the cache), ingested at the
+        micro-batch's timestamp."""
         return (
             rows.where(F.col(REGISTERED).isNull() & F.col("reject_reason").isNull())
-            .select(*EVENT_COLUMNS, *_POSITION)
+            .select(*EVENT_COLUMNS, *_POSITION, BATCH_TIME)
             .withColumn("source_key", storable_text(F.col("source_key")))
             .transform(
                 with_ingest_metadata(
                     layer=SPEED_LAYER,
                     run=self.settings.stream,
                     batch=batch_id,
-                    ingested_at=batch_time,
+                    ingested_at=F.col(BATCH_TIME),
                 )
             )
         )
@@ -477,6 +490,7 @@ class SpeedSink:
         self,
         spark: SparkSession,
         new_events: DataFrame,
+        increments: DataFrame,
         batch_id: int,
         *,
         count: int,
@@ -505,9 +519,6 @@ class SpeedSink:
             not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
         ):
             return False
-        increments = view_increments(
-            new_events.select(*_VIEW_INPUTS), stream=settings.stream, batch_id=batch_id
-        )
         metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
         increment_files = _in_background(
             lambda: prepare_append(
