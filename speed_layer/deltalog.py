@@ -44,7 +44,7 @@ def commits_from(table_path: str, version: int) -> list[Commit] | None:
 
 
 # Whether Delta's transaction API can be reached through py4j in this process (see
-# append_in_transaction); False after the first sign that it cannot.
+# prepare_append); False after the first sign that it cannot.
 DELTA_TXN_API = {"usable": True}
 
 
@@ -120,27 +120,3 @@ def prepare_append(
     if conflict_with_any_add:
         txn.readWholeTable()
     return PreparedAppend(txn, txn.writeFiles(rows._jdf), operation)
-
-
-def append_in_transaction(
-    spark: SparkSession,
-    path: str,
-    rows: DataFrame,
-    *,
-    user_metadata: str,
-    expected_version: int | None = None,
-    conflict_with_any_add: bool = False,
-) -> bool:
-    """:func:`prepare_append` and commit at once; False when nothing was written."""
-    prepared = prepare_append(
-        spark,
-        path,
-        rows,
-        user_metadata=user_metadata,
-        expected_version=expected_version,
-        conflict_with_any_add=conflict_with_any_add,
-    )
-    if prepared is None:
-        return False
-    prepared.commit()
-    return True

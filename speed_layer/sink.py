@@ -45,6 +45,7 @@ from pyspark.sql import functions as F
 from pyspark.util import InheritableThread
 
 from sales_core.config import KafkaSourceConf
+from sales_core.delta_log import Commit
 from sales_core.faults import fault_point
 from sales_core.handoff import BATCH_LAYER, SPEED_LAYER, SPEED_STREAM
 from sales_core.lakehouse import (
@@ -61,7 +62,7 @@ from sales_core.rules import EVENT_COLUMNS, quarantine_records
 from sales_core.runs import utcnow
 from sales_core.views import VIEWS, compute_views_together
 from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
-from speed_layer.deltalog import append_in_transaction, commits_from, prepare_append
+from speed_layer.deltalog import commits_from, prepare_append
 from speed_layer.kafka_client import MAX_REQUEST_BYTES
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
 from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
@@ -422,19 +423,12 @@ class SpeedSink:
         (``expected`` of them), else None (some were the batch layer's, or a replay wrote
         nothing): the caller then reads the rows tagged ``batch_id`` back."""
         master = self.settings.lakehouse.master_dataset
-        # Seen before this micro-batch was planned: every master commit below this version
-        # (the previous micro-batch ended after reading the log up to it, and the query read
-        # the batch layer's inserts up to at least there when it planned this one). None: the
-        # append reads (a replay, the first micro-batch of a process, or no state upstream).
-        seen = None if replay or self.settings.registered_epoch is None else self._log_version
         if self._log_version is None:
             self._log_version = table_version(spark, master) + 1
 
         tag = f"{self.app_id}:{batch_id}"
 
         def append() -> None:
-            if seen is not None and self._append_unread(spark, new_events, since=seen, tag=tag):
-                return
             # Built anew for each attempt: the read of newer batch rows happens inside the
             # append's transaction, so Delta checks later commits against it.
             (
@@ -450,12 +444,9 @@ class SpeedSink:
         with_conflict_retry(
             append, what="append to master dataset", retries=self.settings.conflict_retries
         )
-        commits = commits_from(master, self._log_version)
+        commits = self._read_log()
         if commits is None:
-            self._log_version = None
             return None
-        if commits:
-            self._log_version = commits[-1].version + 1
         ours = [c for c in commits if c.user_metadata == tag]
         if len(ours) == 1 and ours[0].output_rows == expected:
             return expected
@@ -500,20 +491,27 @@ class SpeedSink:
         """The steady state: the master append and the increments append write their files
         side by side (two Spark jobs at once, where one after the other each waited for the
         other's planning and commit), then commit in order: the master rows, then the
-        increments. Both read nothing: the master append conflicts with any concurrent data
-        commit (see :meth:`_append_unread`), and the increments are the views over exactly
-        the rows it commits.
+        increments. Both read nothing: the master append is a transaction that conflicts with
+        any concurrent commit adding data (a batch insert racing it makes it fail, and the
+        caller's reading path sees the batch's rows), and the increments are the views over
+        exactly the rows it commits.
 
         False, with nothing committed, when this is not the steady state (a replay, no state
         upstream, another writer committed since the stream last looked, Delta's transaction
         API not reachable) or the master commit conflicts: the caller takes the usual path
         (written increment files of a dropped commit are no part of the table).
         """
+        # The stream has seen every master commit below ``since`` before this micro-batch
+        # was planned (the previous micro-batch ended after reading the log up to it, and
+        # the query read the batch layer's inserts up to at least there when it planned this
+        # one). None: a replay, the first micro-batch of a process, or no state upstream.
         since = None if replay or self.settings.registered_epoch is None else self._log_version
         if since is None:
             return False
         settings = self.settings
         master = settings.lakehouse.master_dataset
+        # When every commit from ``since`` on is this stream's own, no batch row can exist
+        # that the state has not seen.
         commits = commits_from(master, since)
         if commits is None or any(
             not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
@@ -544,8 +542,7 @@ class SpeedSink:
             if is_conflict(exc):
                 return False
             raise
-        after = commits_from(master, since)
-        self._log_version = after[-1].version + 1 if after else None
+        self._read_log()
         fault_point("speed.after_master_insert")
         if prepared_increments is None:
             self._write_increments(
@@ -560,31 +557,17 @@ class SpeedSink:
             with_conflict_retry(prepared_increments.commit, what="append to the speed increments")
         return True
 
-    def _append_unread(
-        self, spark: SparkSession, new_events: DataFrame, *, since: int, tag: str
-    ) -> bool:
-        """The steady state's master append: one Spark job, no read of the master dataset.
-
-        When every commit from version ``since`` on is this stream's own, no batch row can
-        exist that the state has not seen: the events are appended in a transaction that
-        conflicts with any concurrent commit adding data (a batch insert racing it makes it
-        fail, and the retry takes the reading path). False: another writer committed since,
-        or the transaction API is not reachable; nothing was written.
-        """
-        master = self.settings.lakehouse.master_dataset
-        commits = commits_from(master, since)
-        if commits is None or any(
-            not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
-        ):
-            return False
-        return append_in_transaction(
-            spark,
-            master,
-            new_events,
-            user_metadata=tag,
-            expected_version=since - 1 + len(commits),
-            conflict_with_any_add=True,
-        )
+    def _read_log(self) -> list[Commit] | None:
+        """The master commits from where the stream last looked on; the stream has now looked
+        past them (None, and it looks again from the table's version next time: not a local
+        table)."""
+        assert self._log_version is not None
+        commits = commits_from(self.settings.lakehouse.master_dataset, self._log_version)
+        if commits is None:
+            self._log_version = None
+        elif commits:
+            self._log_version = commits[-1].version + 1
+        return commits
 
     def _written(self, spark: SparkSession, path: str, batch_id: int) -> bool:
         """Whether the table holds rows of this stream's micro-batch ``batch_id`` (replays)."""
@@ -643,7 +626,10 @@ class SpeedSink:
             def append() -> None:
                 # A blind append: through Delta's transaction API when reachable (no
                 # DataFrame writer around the job), else the DataFrame writer.
-                if not append_in_transaction(spark, path, increments, user_metadata=metadata):
+                prepared = prepare_append(spark, path, increments, user_metadata=metadata)
+                if prepared is not None:
+                    prepared.commit()
+                else:
                     (
                         increments.write.format("delta")
                         .mode("append")
