@@ -243,11 +243,9 @@ class RunningStream:
 
 def wait_for_stream(spark: Any, timeout: float = 300) -> None:
     """Until the streaming query runs (checkpoint and tables checked, tables created)."""
-    from speed_layer.job import QUERY_NAME
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(q.name == QUERY_NAME for q in spark.streams.active):
+        if speed_query(spark) is not None:
             time.sleep(3)  # its first trigger found the topic empty
             return
         time.sleep(0.5)
@@ -281,17 +279,23 @@ def start_stream(bench: Bench, spark: Any, kind: str, rate: int) -> tuple[str, A
     return topic, Lakehouse(config.lakehouse.root), stream
 
 
-def read_offsets(spark: Any) -> int:
-    """Records the speed query has read (end offsets of its newest progress report, summed)."""
+def speed_query(spark: Any) -> Any:
+    """The running speed query of this process (None before it starts)."""
     from speed_layer.job import QUERY_NAME
 
-    query = next((q for q in spark.streams.active if q.name == QUERY_NAME), None)
+    return next((q for q in spark.streams.active if q.name == QUERY_NAME), None)
+
+
+def read_offsets(spark: Any) -> int:
+    """Records the speed query has read (end offsets of its newest progress report, summed)."""
+    from speed_layer.metrics import progress_offsets
+
+    query = speed_query(spark)
     progress = query.lastProgress if query is not None else None
     if not progress:
         return 0
     kafka = [s for s in progress["sources"] if s["description"].startswith("Kafka")]
-    offsets = json.loads(kafka[0]["endOffset"]) if kafka and kafka[0]["endOffset"] else {}
-    return sum(int(o) for partitions in offsets.values() for o in partitions.values())
+    return sum(progress_offsets(kafka[0]["endOffset"]).values()) if kafka else 0
 
 
 def sustained(
@@ -510,11 +514,9 @@ def freshness(
     for hours."""
     from pyspark.sql import functions as F
 
-    from speed_layer.job import QUERY_NAME
-
     topic, lakehouse, stream = start_stream(bench, spark, "freshness", rate)
     steps.clear()
-    query = next(q for q in spark.streams.active if q.name == QUERY_NAME)
+    query = speed_query(spark)
     progress: list[dict[str, Any]] = []
     poller = HttpPoller(Path(lakehouse.root).parent / "pipeline.toml")
     try:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQueryListener
 
@@ -120,6 +120,18 @@ class StreamTotals:
         self.quarantined += metrics.quarantined
 
 
+def _keys(spark: SparkSession, metrics_path: str, where: Column) -> set[tuple[str, int]]:
+    """The ``(stream, batch_id)`` of the ``stream_metrics`` rows that ``where`` selects."""
+    return {
+        (r["stream"], int(r["batch_id"]))
+        for r in spark.read.format("delta")
+        .load(metrics_path)
+        .where(where)
+        .select("stream", "batch_id")
+        .collect()
+    }
+
+
 def append_metrics(
     spark: SparkSession,
     metrics_path: str,
@@ -134,14 +146,7 @@ def append_metrics(
     if not rows:
         return []
     if present is None:
-        present = {
-            (r["stream"], int(r["batch_id"]))
-            for r in spark.read.format("delta")
-            .load(metrics_path)
-            .where(F.col("batch_id").isin([m.batch_id for m in rows]))
-            .select("stream", "batch_id")
-            .collect()
-        }
+        present = _keys(spark, metrics_path, F.col("batch_id").isin([m.batch_id for m in rows]))
     new = [m for m in rows if (m.stream, m.batch_id) not in present]
     if not new:
         return []
@@ -239,16 +244,10 @@ class MetricsRecorder:
             rows, self._done = self._done, []
         try:
             if self._written is None and rows:
-                # A previous process ran no micro-batch this one has not run (Spark logs an
-                # id before running it): what it wrote is at or after this first row.
-                self._written = {
-                    (r["stream"], int(r["batch_id"]))
-                    for r in self._spark.read.format("delta")
-                    .load(self._path)
-                    .where(F.col("batch_id") >= min(m.batch_id for m in rows))
-                    .select("stream", "batch_id")
-                    .collect()
-                }
+                # This process runs no micro-batch below the first one it ran (ids only grow;
+                # its replays come first): rows of older ones cannot collide with its own.
+                first = min(m.batch_id for m in rows)
+                self._written = _keys(self._spark, self._path, F.col("batch_id") >= first)
             written = append_metrics(self._spark, self._path, rows, present=self._written)
             if self._written is not None:
                 self._written.update((m.stream, m.batch_id) for m in written)
@@ -283,7 +282,7 @@ class MetricsRecorder:
         self.flush()
 
 
-def _offsets(text: str | None) -> dict[int, int]:
+def progress_offsets(text: str | None) -> dict[int, int]:
     """Partition -> offset of the one topic in a progress report's offset JSON."""
     try:
         topics = json.loads(text) if text else None
@@ -316,7 +315,7 @@ class ProgressListener(StreamingQueryListener):
         if not kafka:
             return
         source = kafka[0]
-        lag = kafka_lag(_offsets(source.latestOffset), _offsets(source.endOffset))
+        lag = kafka_lag(progress_offsets(source.latestOffset), progress_offsets(source.endOffset))
         self._recorder.spark_done(progress.batchId, int(source.numInputRows), lag)
 
     def onQueryIdle(self, event: Any) -> None:
