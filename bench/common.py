@@ -42,12 +42,17 @@ CHANNELS = ("web", "mobile", "store", "partner")
 STEPS = (
     ("speed_layer.sink", "SpeedSink.write_micro_batch", "micro-batch (all steps)"),
     ("speed_layer.sink", "_summarise", "Kafka read + parse + validate + state, counted (cached)"),
+    (
+        "speed_layer.sink",
+        "SpeedSink._collect",
+        "steady state: Kafka read + parse + validate + state, records to the driver (cached)",
+    ),
     ("speed_layer.sink", "SpeedSink._quarantine", "quarantine append (only with rejects)"),
     ("speed_layer.sink", "publish_dead_letters", "dead-letter topic (only with rejects)"),
     (
         "speed_layer.sink",
-        "SpeedSink._append_steady",
-        "steady state: master + increments files side by side, 2 commits",
+        "SpeedSink._append_direct",
+        "steady state: master + increments written from the driver, 2 commits",
     ),
     (
         "speed_layer.sink",

@@ -8,8 +8,10 @@ reader's object store); the parsing is this one function.
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,60 @@ def parse_commit(version: int, text: str) -> Commit:
             rows = metrics.get("numOutputRows", metrics.get("numTargetRowsInserted"))
             output_rows = None if rows is None else int(rows)
     return Commit(version, timestamp_ms, user_metadata, txn, output_rows, adds)
+
+
+def checksum_file(version: int) -> str:
+    """The checksum file (table state summary) of ``version``, relative to the table's root."""
+    return f"_delta_log/{version:020d}.crc"
+
+
+# Delta keeps the table's file list in a checksum only while the table is this small.
+CHECKSUM_MAX_FILES = 50
+
+
+def checksum_after_appends(
+    previous: dict[str, Any], text: str, txn_id: str
+) -> dict[str, Any] | None:
+    """The checksum of the version whose commit file is ``text``, from the checksum of the
+    version before it (``previous``): the same state summary Delta writes after each of its
+    own commits (file count and bytes, the file size histogram, the file list of a small
+    table, protocol, metadata, transactions). Only for a commit that adds files and nothing
+    else (an append); None for any other commit, whose checksum is Delta's to compute.
+
+    Readers take a table's protocol and schema from the newest checksum; without one, Spark
+    rebuilds them from the log with a job each time it looks at a new version.
+    """
+    adds: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        (kind,) = action.keys()
+        if kind == "add":
+            adds.append(action["add"])
+        elif kind != "commitInfo":
+            return None
+    if any(a.get("deletionVector") for a in adds):
+        return None
+    state = dict(previous)
+    state["txnId"] = txn_id
+    state["numFiles"] = int(previous["numFiles"]) + len(adds)
+    state["tableSizeBytes"] = int(previous["tableSizeBytes"]) + sum(int(a["size"]) for a in adds)
+    histogram = previous.get("fileSizeHistogram")
+    if histogram is not None:
+        bounds = histogram["sortedBinBoundaries"]
+        counts = list(histogram["fileCounts"])
+        totals = list(histogram["totalBytes"])
+        for add in adds:
+            size = int(add["size"])
+            slot = bisect.bisect_right(bounds, size) - 1
+            counts[slot] += 1
+            totals[slot] += size
+        state["fileSizeHistogram"] = {**histogram, "fileCounts": counts, "totalBytes": totals}
+    if "allFiles" in previous:
+        files = [*previous["allFiles"], *({**a, "dataChange": False} for a in adds)]
+        if len(files) <= CHECKSUM_MAX_FILES:
+            state["allFiles"] = files
+        else:
+            del state["allFiles"]
+    return state

@@ -76,9 +76,10 @@ def with_conflict_retry(action: Callable[[], T], *, what: str, retries: int = 10
 
 
 def with_ingest_metadata(
-    *, layer: str, run: str, batch: int | None, ingested_at: object
+    *, layer: str, run: str, batch: int | None, ingested_at: object, keep: tuple[str, ...] = ()
 ) -> Callable[[DataFrame], DataFrame]:
-    """Tag events with who ingested them, shaped as the master dataset's rows."""
+    """Tag events with who ingested them, shaped as the master dataset's rows (followed by
+    the columns named in ``keep``)."""
 
     def transform(events: DataFrame) -> DataFrame:
         tagged = events.withColumns(
@@ -89,7 +90,7 @@ def with_ingest_metadata(
                 "ingested_at": F.lit(ingested_at).cast("timestamp"),
             }
         )
-        return tagged.select(*MASTER_SCHEMA.fieldNames())
+        return tagged.select(*MASTER_SCHEMA.fieldNames(), *keep)
 
     return transform
 

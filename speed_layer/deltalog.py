@@ -1,5 +1,6 @@
 """Delta's transaction log on the driver: which commit a writer tagged and what it wrote, and
-an append that conflicts with any concurrent one without reading the table.
+appends that skip the DataFrame writer: the files of a Spark DataFrame through Delta's
+transaction API, or a small Arrow table written and committed from the driver by delta-rs.
 
 The sink tags its master append with Delta's ``userMetadata`` option; Delta records it in the
 commit's ``commitInfo``, next to the commit's own metrics. Reading the
@@ -9,14 +10,26 @@ file systems the answer is None and the caller takes its slower, always-right pa
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaProtocolError
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 
-from sales_core.delta_log import Commit, commit_file, parse_commit
+from sales_core.delta_log import (
+    Commit,
+    checksum_after_appends,
+    checksum_file,
+    commit_file,
+    parse_commit,
+)
 from speed_layer.checkpoint import local_path
 
 log = logging.getLogger(__name__)
@@ -63,28 +76,15 @@ class PreparedAppend:
 
 
 def prepare_append(
-    spark: SparkSession,
-    path: str,
-    rows: DataFrame,
-    *,
-    user_metadata: str,
-    expected_version: int | None = None,
-    conflict_with_any_add: bool = False,
+    spark: SparkSession, path: str, rows: DataFrame, *, user_metadata: str
 ) -> PreparedAppend | None:
-    """Write the files of an append of ``rows`` (in the table's exact column names and types)
-    to the Delta table at ``path`` through Delta's transaction API: one Spark job, without the
-    DataFrame writer's analysis and checks around it. The commit is the caller's
-    (:meth:`PreparedAppend.commit`), so two appends can write side by side and commit in order.
+    """Write the files of a blind append of ``rows`` (in the table's exact column names and
+    types) to the Delta table at ``path`` through Delta's transaction API: one Spark job,
+    without the DataFrame writer's analysis and checks around it. The commit is the caller's
+    (:meth:`PreparedAppend.commit`).
 
-    ``conflict_with_any_add``: the transaction reads nothing and yet conflicts with every
-    commit that adds data after it started (Delta's ``readWholeTable``), where a read of the
-    table inside the transaction costs a job to rebuild the table's file list at each new
-    version. Otherwise the append is blind, as a DataFrame append is. ``expected_version``: the
-    version the transaction must start from (the caller has seen every commit up to it).
-
-    None, with nothing written, when the table has moved past ``expected_version`` or Delta's
-    transaction API is not reachable (Spark Connect, another Delta build): the caller then
-    takes its own path.
+    None, with nothing written, when Delta's transaction API is not reachable (Spark Connect,
+    another Delta build): the caller then takes its own path.
     """
     if not DELTA_TXN_API["usable"]:
         return None
@@ -93,8 +93,6 @@ def prepare_append(
         assert jvm is not None
         delta = jvm.org.apache.spark.sql.delta
         txn = delta.DeltaLog.forTable(spark._jsparkSession, path).startTransaction()
-        if expected_version is not None and int(txn.snapshot().version()) != expected_version:
-            return None
         none = jvm.scala.Option.empty()
         operation = delta.DeltaOperations.Write(
             jvm.org.apache.spark.sql.SaveMode.Append,
@@ -117,6 +115,97 @@ def prepare_append(
         )
         DELTA_TXN_API["usable"] = False
         return None
-    if conflict_with_any_add:
-        txn.readWholeTable()
     return PreparedAppend(txn, txn.writeFiles(rows._jdf), operation)
+
+
+class DriverAppends:
+    """Appends of Arrow tables that are already on the driver (a small micro-batch), written
+    and committed by delta-rs in the process: a Parquet file and a commit in milliseconds,
+    where a Spark job that writes a few thousand rows costs half a second on two cores.
+
+    Delta's log is one protocol: Spark reads these commits, their ``userMetadata`` and their
+    file statistics as its own, and a Spark writer racing one conflicts as with any writer
+    (the log's next version is created only if absent, by either). Local tables only, as
+    :func:`commits_from`. The table's state is kept between appends and brought forward
+    from the log's new commits.
+    """
+
+    def __init__(self) -> None:
+        self._tables: dict[str, DeltaTable] = {}
+        self.usable = True
+
+    def _table(self, path: str, version: int | None) -> DeltaTable:
+        table = self._tables.get(path)
+        if table is None:
+            table = self._tables[path] = DeltaTable(path, version=version)
+        elif version is None:
+            table.update_incremental()
+        elif table.version() != version:
+            table.load_as_version(version)
+        return table
+
+    def append(
+        self,
+        path: str,
+        rows: pa.Table,
+        *,
+        user_metadata: str,
+        expected_version: int | None = None,
+    ) -> bool:
+        """Append ``rows`` (in the table's Arrow schema) to the Delta table at ``path`` in
+        one commit tagged ``user_metadata``. ``expected_version``: commit as the version right
+        after it or not at all (False: another writer committed since; nothing of this
+        append is part of the table). Otherwise a blind append, retried on concurrent commits.
+
+        Raises :class:`DriverAppendUnusable` when delta-rs cannot write this table (a
+        protocol feature it lacks): nothing was committed, and the caller writes with Spark.
+        """
+        try:
+            table = self._table(path, expected_version)
+            before = table.version()
+            write_deltalake(
+                table,
+                rows,
+                mode="append",
+                commit_properties=CommitProperties(
+                    custom_metadata={"userMetadata": user_metadata},
+                    max_commit_retries=0 if expected_version is not None else None,
+                ),
+            )
+        except CommitFailedError:
+            if expected_version is None:
+                raise
+            self._tables.pop(path, None)
+            return False
+        except DeltaProtocolError as exc:
+            self._tables.pop(path, None)
+            self.usable = False
+            raise DriverAppendUnusable(str(exc)) from exc
+        for commit in commits_from(path, before + 1) or []:
+            if commit.user_metadata == user_metadata:
+                _write_checksum(path, commit.version)
+                break
+        return True
+
+
+def _write_checksum(path: str, version: int) -> None:
+    """Write the checksum of an append's ``version`` of a local table, as Delta would after
+    its own commit, when the version before it has one (else readers rebuild the state)."""
+    root = local_path(path)
+    assert root is not None
+    try:
+        previous = json.loads((root / checksum_file(version - 1)).read_text(encoding="utf-8"))
+        text = (root / commit_file(version)).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    state = checksum_after_appends(previous, text, str(uuid.uuid4()))
+    if state is None:
+        return
+    target = root / checksum_file(version)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(json.dumps(state, separators=(",", ":")), encoding="utf-8")
+    os.replace(temporary, target)
+
+
+class DriverAppendUnusable(Exception):
+    """delta-rs cannot write this table (a protocol feature it does not support)."""

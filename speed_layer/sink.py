@@ -5,7 +5,9 @@ records validated and keyed (the state dropped ids seen before) and the batch la
 registrations. Spark calls it at least once per micro-batch; after a crash it calls it again
 with the same records, the same state and the same ``N``. It then:
 
-1. caches the rows and counts them per reject reason in one job (the only read of Kafka);
+1. caches the rows and counts them per reject reason in one job (the only read of Kafka); in
+   the steady state that job also brings every record to the driver as Arrow, shaped as a
+   master row (a micro-batch of a live stream is thousands of rows);
 2. appends the rejects to the quarantine and publishes them to the dead-letter topic, only when
    there are rejects. The dead-letter topic is **at least once**: consumers de-duplicate by the
    ``source_topic``/``source_partition``/``source_offset`` headers;
@@ -17,8 +19,9 @@ with the same records, the same state and the same ``N``. It then:
    one commit for the four views), tagged ``batch_id = N``: computed from the cached rows when
    the master append wrote them all (its commit says how many rows it wrote), else from the
    master rows tagged ``N``. In the steady state (every master commit since the stream last
-   looked is its own) both appends read nothing, write their files side by side and commit
-   in order, master first (:meth:`SpeedSink._append_steady`);
+   looked is its own) both appends read nothing and are written and committed from the
+   driver, master first (:meth:`SpeedSink._append_direct`), where two Spark jobs writing a
+   few thousand rows cost a second on two cores;
 5. hands its half of the metrics to the :class:`~speed_layer.metrics.MetricsRecorder`.
 
 Every append is idempotent on ``N``, and each is one Delta commit, so a table holds all of
@@ -34,15 +37,16 @@ loses nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-from pyspark.util import InheritableThread
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from sales_core.config import KafkaSourceConf
 from sales_core.delta_log import Commit
@@ -52,29 +56,35 @@ from sales_core.lakehouse import (
     INCREMENT_TAG_FIELDS,
     INCREMENT_VIEW,
     INCREMENTS_SCHEMA,
+    MASTER_SCHEMA,
     Lakehouse,
     ensure_speed_tables,
     increments_commit_metadata,
     table_version,
 )
-from sales_core.master import is_conflict, with_conflict_retry, with_ingest_metadata
+from sales_core.master import with_conflict_retry, with_ingest_metadata
 from sales_core.rules import EVENT_COLUMNS, quarantine_records
 from sales_core.runs import utcnow
-from sales_core.views import VIEWS, compute_views_together
+from sales_core.views import VIEWS, compute_views_together, views_over_arrow
 from speed_layer.dedup import DEDUP_KEY, EPOCH, MESSAGE_TIME, REGISTERED, kafka_events
-from speed_layer.deltalog import commits_from, prepare_append
+from speed_layer.deltalog import (
+    DriverAppends,
+    DriverAppendUnusable,
+    commits_from,
+    prepare_append,
+)
 from speed_layer.kafka_client import MAX_REQUEST_BYTES
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics
 from speed_layer.source import BATCH_TIME, spark_kafka_options, storable_text
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 STREAM_COLUMN, BATCH_COLUMN = (f.name for f in INCREMENT_TAG_FIELDS)
 
 _EPOCH_START = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _POSITION = ("source", "source_name", "source_partition", "source_offset", "source_key")
+_MASTER_ARROW = to_arrow_schema(MASTER_SCHEMA, timezone="UTC")
+_INCREMENTS_ARROW = to_arrow_schema(INCREMENTS_SCHEMA, timezone="UTC")
 # Columns of the master dataset the views need.
 _VIEW_INPUTS = sorted(
     {c for v in VIEWS.values() for c in v.key_names} | {"amount", "quantity", "event_time"}
@@ -145,6 +155,19 @@ def _summarise(rows: DataFrame) -> _Summary:
     )
 
 
+def _summary_of(records: pa.Table, newest_epoch: str | None) -> _Summary:
+    """:func:`_summarise` of the micro-batch's records on the driver (see
+    :meth:`SpeedSink._records`)."""
+    counts = pc.value_counts(records.column("reject_reason")).to_pylist()
+    return _Summary(
+        kept=records.num_rows,
+        by_reason={c["values"]: int(c["counts"]) for c in counts},
+        batch_time=pc.max(records.column("ingested_at")).as_py(),
+        newest_message_at=pc.max(records.column(MESSAGE_TIME)).as_py(),
+        newest_epoch=newest_epoch,
+    )
+
+
 def publish_dead_letters(rejected: DataFrame, conf: KafkaSourceConf) -> None:
     """Publish rejected records to ``conf.dlq_topic`` with Spark's Kafka writer.
 
@@ -196,31 +219,6 @@ def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFra
     )
 
 
-def _in_background(work: Callable[[], T]) -> Callable[[], T]:
-    """Start ``work`` in a thread that inherits Spark's local properties (the micro-batch's job
-    group and description); returns a function that waits for it and returns its result or
-    raises its error."""
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(work())
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    thread = InheritableThread(target=target, name="speed-sink-side")
-    thread.start()
-
-    def wait() -> T:
-        thread.join()
-        if failure:
-            raise failure[0]
-        return outcome[0]
-
-    return wait
-
-
 def prepare_records(kafka_records: DataFrame) -> DataFrame:
     """Static Kafka records (with ``batch_time``) shaped as the streaming query hands them to
     the sink: validated, keyed, duplicates within them dropped (no state: a sink called
@@ -248,6 +246,7 @@ class SpeedSink:
         self._epoch = settings.registered_epoch
         self._attempted: set[int] = set()
         self._log_version: int | None = None  # the master log version to read from next
+        self._driver = DriverAppends()
         self._tables_ready = False
 
     @property
@@ -283,11 +282,12 @@ class SpeedSink:
 
         rows = batch_df.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            # The appends' plans (driver work: Python, py4j, Spark's analysis) are built while
-            # the micro-batch is read: they do not depend on what the read finds.
-            plans = _in_background(lambda: self._plans(rows, batch_id))
-            summary = _summarise(rows)
-            new_events, increments = plans()
+            version = self._steady_version(replay)
+            records = None
+            if version is None:
+                summary = _summarise(rows)
+            else:
+                records, summary = self._collect(rows)
             batch_time = summary.batch_time or started_at
             rejected = {str(r): n for r, n in summary.by_reason.items() if r is not None}
             if rejected:
@@ -300,18 +300,21 @@ class SpeedSink:
                 )
             valid = summary.by_reason.get(None, 0)
             if valid:
-                if not self._append_steady(
-                    spark,
-                    new_events,
-                    increments,
-                    batch_id,
-                    count=valid,
-                    replay=replay,
-                    newest_message_at=summary.newest_message_at,
+                if (
+                    records is None
+                    or version is None
+                    or not self._append_direct(
+                        spark,
+                        records,
+                        rows,
+                        batch_id,
+                        version=version,
+                        newest_message_at=summary.newest_message_at,
+                    )
                 ):
                     valid = self._append_reading(
                         spark,
-                        new_events,
+                        self._master_rows(rows, batch_id),
                         batch_id,
                         count=valid,
                         replay=replay,
@@ -374,20 +377,13 @@ class SpeedSink:
             what="append to quarantine",
         )
 
-    def _plans(self, rows: DataFrame, batch_id: int) -> tuple[DataFrame, DataFrame]:
-        """The micro-batch's new master rows, and their views as increment rows."""
-        new_events = self._master_rows(rows, batch_id)
-        increments = view_increments(
-            new_events.select(*_VIEW_INPUTS), stream=self.settings.stream, batch_id=batch_id
-        )
-        return new_events, increments
-
-    def _master_rows(self, rows: DataFrame, batch_id: int) -> DataFrame:
-        """The micro-batch's valid records as master rows (from the cache), ingested at the
-        micro-batch's timestamp."""
+    def _tagged(
+        self, rows: DataFrame, batch_id: int | None, keep: tuple[str, ...] = ()
+    ) -> DataFrame:
+        """Kafka records as master rows, ingested at the micro-batch's timestamp (followed by
+        the columns in ``keep``); ``ingest_batch`` null when ``batch_id`` is None."""
         return (
-            rows.where(F.col(REGISTERED).isNull() & F.col("reject_reason").isNull())
-            .select(*EVENT_COLUMNS, *_POSITION, BATCH_TIME)
+            rows.select(*EVENT_COLUMNS, *_POSITION, BATCH_TIME, *keep)
             .withColumn("source_key", storable_text(F.col("source_key")))
             .transform(
                 with_ingest_metadata(
@@ -395,9 +391,36 @@ class SpeedSink:
                     run=self.settings.stream,
                     batch=batch_id,
                     ingested_at=F.col(BATCH_TIME),
+                    keep=keep,
                 )
             )
         )
+
+    def _master_rows(self, rows: DataFrame, batch_id: int) -> DataFrame:
+        """The micro-batch's valid records as master rows (from the cache)."""
+        valid = F.col(REGISTERED).isNull() & F.col("reject_reason").isNull()
+        return self._tagged(rows.where(valid), batch_id)
+
+    def _records(self, rows: DataFrame) -> DataFrame:
+        """Every Kafka record of the micro-batch as a master row, with its reject reason and
+        its Kafka timestamp (what the summary needs). ``ingest_batch`` is left null, to be
+        set on the driver: a micro-batch id in the plan is a literal in the code Spark
+        generates, so every micro-batch would compile (and the JVM compile again) code that
+        differs only in that number."""
+        records = rows.where(F.col(REGISTERED).isNull())
+        return self._tagged(records, None, keep=("reject_reason", MESSAGE_TIME))
+
+    def _collect(self, rows: DataFrame) -> tuple[pa.Table, _Summary]:
+        """The steady state's one job: the micro-batch read, de-duplicated and cached, its
+        Kafka records brought to the driver (:meth:`_records`), and the newest batch epoch
+        of its registrations observed on the way (they are not brought: a night's batch
+        registers millions of ids)."""
+        observation = Observation(f"speed-registrations-{uuid.uuid4().hex}")
+        observed = rows.observe(
+            observation, F.max(F.when(F.col(REGISTERED), F.col(EPOCH))).alias("epoch")
+        )
+        records = self._records(observed).toArrow()
+        return records, _summary_of(records, observation.get.get("epoch"))
 
     def newer_batch_rows(self, spark: SparkSession) -> DataFrame:
         """Event ids of batch rows of epochs newer than the last registered one. Read inside
@@ -477,84 +500,92 @@ class SpeedSink:
             newest_message_at=newest_message_at,
         )
 
-    def _append_steady(
-        self,
-        spark: SparkSession,
-        new_events: DataFrame,
-        increments: DataFrame,
-        batch_id: int,
-        *,
-        count: int,
-        replay: bool,
-        newest_message_at: datetime | None,
-    ) -> bool:
-        """The steady state: the master append and the increments append write their files
-        side by side (two Spark jobs at once, where one after the other each waited for the
-        other's planning and commit), then commit in order: the master rows, then the
-        increments. Both read nothing: the master append is a transaction that conflicts with
-        any concurrent commit adding data (a batch insert racing it makes it fail, and the
-        caller's reading path sees the batch's rows), and the increments are the views over
-        exactly the rows it commits.
-
-        False, with nothing committed, when this is not the steady state (a replay, no state
-        upstream, another writer committed since the stream last looked, Delta's transaction
-        API not reachable) or the master commit conflicts: the caller takes the usual path
-        (written increment files of a dropped commit are no part of the table).
+    def _steady_version(self, replay: bool) -> int | None:
+        """The master dataset's version the steady state's append must follow, when this is
+        the steady state (else None): not a replay, the state upstream holds the batch
+        layer's ids (registrations), and every master commit since the stream last looked is
+        its own, so no batch row can exist that the state has not seen. The stream has seen
+        every commit below where it last looked before this micro-batch was planned (the
+        previous micro-batch ended after reading the log up to it, and the query read the
+        batch layer's inserts up to at least there when it planned this one). A batch
+        insert committing after this check takes the version the append needs, and the
+        append fails instead of committing (:meth:`_append_direct`).
         """
-        # The stream has seen every master commit below ``since`` before this micro-batch
-        # was planned (the previous micro-batch ended after reading the log up to it, and
-        # the query read the batch layer's inserts up to at least there when it planned this
-        # one). None: a replay, the first micro-batch of a process, or no state upstream.
         since = None if replay or self.settings.registered_epoch is None else self._log_version
-        if since is None:
-            return False
-        settings = self.settings
-        master = settings.lakehouse.master_dataset
-        # When every commit from ``since`` on is this stream's own, no batch row can exist
-        # that the state has not seen.
-        commits = commits_from(master, since)
+        if since is None or not self._driver.usable:
+            return None
+        commits = commits_from(self.settings.lakehouse.master_dataset, since)
         if commits is None or any(
             not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
         ):
-            return False
-        metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
-        increment_files = _in_background(
-            lambda: prepare_append(
-                spark, settings.lakehouse.speed_increments, increments, user_metadata=metadata
-            )
+            return None
+        return since - 1 + len(commits)
+
+    def _append_direct(
+        self,
+        spark: SparkSession,
+        records: pa.Table,
+        rows: DataFrame,
+        batch_id: int,
+        *,
+        version: int,
+        newest_message_at: datetime | None,
+    ) -> bool:
+        """The steady state: the valid records (on the driver, :meth:`_collect`) appended to
+        the master dataset as its next version after ``version``, then their views to the
+        speed increments, each written and committed from the driver (delta-rs): no Spark
+        job, no read.
+
+        False, with nothing committed, when another writer took that version (a batch
+        insert racing the micro-batch) or delta-rs cannot write the master dataset: the
+        caller takes the reading path, which sees the batch's rows.
+        """
+        settings = self.settings
+        valid = records.filter(pc.is_null(records.column("reject_reason")))
+        valid = valid.set_column(
+            valid.schema.get_field_index("ingest_batch"),
+            "ingest_batch",
+            pa.array([batch_id] * valid.num_rows, pa.int64()),
+        )
+        new_events = valid.select(_MASTER_ARROW.names).cast(_MASTER_ARROW)
+        increments = views_over_arrow(
+            new_events.select(_VIEW_INPUTS), list(VIEWS.values()), view_column=INCREMENT_VIEW
+        )
+        tags = {
+            STREAM_COLUMN: pa.array([settings.stream] * increments.num_rows, pa.string()),
+            BATCH_COLUMN: pa.array([batch_id] * increments.num_rows, pa.int64()),
+        }
+        increments = pa.table(
+            [tags[n] if n in tags else increments.column(n) for n in _INCREMENTS_ARROW.names],
+            schema=_INCREMENTS_ARROW,
         )
         try:
-            master_files = prepare_append(
-                spark,
-                master,
+            if not self._driver.append(
+                settings.lakehouse.master_dataset,
                 new_events,
                 user_metadata=f"{self.app_id}:{batch_id}",
-                expected_version=since - 1 + len(commits),
-                conflict_with_any_add=True,
-            )
-        finally:
-            prepared_increments = increment_files()
-        if master_files is None:
-            return False
-        try:
-            master_files.commit()
-        except Exception as exc:
-            if is_conflict(exc):
+                expected_version=version,
+            ):
                 return False
-            raise
+        except DriverAppendUnusable as exc:
+            log.info("delta-rs cannot write the master dataset (%s): Spark writes it", exc)
+            return False
         self._read_log()
         fault_point("speed.after_master_insert")
-        if prepared_increments is None:
+        metadata = increments_commit_metadata(settings.stream, batch_id, newest_message_at)
+        try:
+            self._driver.append(
+                settings.lakehouse.speed_increments, increments, user_metadata=metadata
+            )
+        except DriverAppendUnusable:
             self._write_increments(
                 spark,
-                new_events,
+                self._master_rows(rows, batch_id),
                 batch_id,
-                count=count,
+                count=new_events.num_rows,
                 replay=False,
                 newest_message_at=newest_message_at,
             )
-        else:
-            with_conflict_retry(prepared_increments.commit, what="append to the speed increments")
         return True
 
     def _read_log(self) -> list[Commit] | None:

@@ -25,7 +25,7 @@ from sales_core.lakehouse import Lakehouse, ensure_speed_tables, read_view_incre
 from sales_core.master import insert_new_events, with_ingest_metadata
 from sales_core.rules import valid_events, validate
 from sales_core.views import VIEWS, merge_partials
-from speed_layer import sink as sink_module
+from speed_layer.deltalog import DriverAppends
 from speed_layer.sink import SinkSettings, SpeedSink
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 from tests.serving_helpers import KAFKA_RECORD
@@ -100,9 +100,10 @@ def test_batch_insert_during_the_master_append_is_caught(spark, tmp_path, monkey
 def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore[no-untyped-def]
     spark, tmp_path, monkeypatch
 ) -> None:
-    """The steady state appends to the master dataset without reading it, in a transaction
-    that conflicts with any concurrent data commit: a batch insert committing while that
-    append writes makes it fail, and the retry reads the batch's new rows."""
+    """The steady state appends to the master dataset without reading it, as the version
+    right after the last one the stream has seen: a batch insert committing while the
+    micro-batch is read takes that version, the append commits nothing, and the reading path
+    sees the batch's new rows."""
     lakehouse = Lakehouse(str(tmp_path / "lakehouse"))
     ensure_speed_tables(spark, lakehouse)
     batch_insert(spark, lakehouse, [event("b-old", amount="1.00")], "batch-00000001")
@@ -115,36 +116,29 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
     sink.write_micro_batch(kafka_rows(spark, first, offset=0), 0)  # the first: reads
 
     marker = tmp_path / "slept"
-    original = sink_module.prepare_append
-    outcomes: list[str] = []  # of the unread append's commit
+    original_records = SpeedSink._records
+    original_append = DriverAppends.append
+    outcomes: list[str] = []  # of the steady state's master append
 
-    class Recorded:
-        def __init__(self, prepared: Any) -> None:
-            self.prepared = prepared
+    def slow_records(self: SpeedSink, rows: DataFrame) -> DataFrame:
+        return sleeping_once(original_records(self, rows), marker)
 
-        def commit(self) -> None:
-            try:
-                self.prepared.commit()
-            except Exception:
-                outcomes.append("conflicted")
-                raise
-            outcomes.append("committed")
+    def recorded(self: DriverAppends, path: str, rows: Any, **kwargs: Any) -> bool:
+        done = original_append(self, path, rows, **kwargs)
+        if kwargs.get("expected_version") is not None:  # the master append
+            outcomes.append("committed" if done else "conflicted")
+        return done
 
-    def slow_once(spark_: Any, path: str, rows: DataFrame, **kwargs: Any) -> Any:
-        if not kwargs.get("conflict_with_any_add"):  # the increments' blind append
-            return original(spark_, path, rows, **kwargs)
-        prepared = original(spark_, path, sleeping_once(rows, marker), **kwargs)
-        return None if prepared is None else Recorded(prepared)
-
-    monkeypatch.setattr(sink_module, "prepare_append", slow_once)
+    monkeypatch.setattr(SpeedSink, "_records", slow_records)
+    monkeypatch.setattr(DriverAppends, "append", recorded)
     racer = racing_batch_insert(spark, lakehouse, marker)
     try:
         sink.write_micro_batch(kafka_rows(spark, STREAMED, offset=10), 1)
     finally:
         racer.join()
 
-    # The unread append wrote its files once and its commit conflicted; the retry saw
-    # another writer's commit and read instead.
+    # The steady append found its version taken by the batch insert and committed nothing;
+    # the reading path saw the batch's row.
     assert outcomes == ["conflicted"], outcomes
     assert marker.exists()
     master = spark.read.format("delta").load(lakehouse.master_dataset).collect()

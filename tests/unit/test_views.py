@@ -24,6 +24,7 @@ from sales_core.views import (
     compute_views_together,
     get_view,
     merge_partials,
+    views_over_arrow,
 )
 
 pytestmark = pytest.mark.unit
@@ -260,3 +261,41 @@ def test_views_computed_together_refuse_two_measures_of_one_name() -> None:
     clash = ViewDef("clash", first.keys, (Measure("units", "max", "quantity", T.LongType()),))
     with pytest.raises(ValueError, match="two different measures are called 'units'"):
         compute_views_together([first, clash], view_column="view")
+
+
+def test_views_over_arrow_are_each_view(spark: SparkSession, events: DataFrame) -> None:
+    """views_over_arrow (the speed layer's views of a small micro-batch on the driver): each
+    view's rows are the hand-computed rows, in compute_views_together's row shape and types."""
+    arrow = views_over_arrow(events.toArrow(), list(VIEWS.values()), view_column="view")
+    spark_shape = events.transform(compute_views_together(list(VIEWS.values()), view_column="view"))
+    assert arrow.column_names == spark_shape.columns
+    together = arrow.to_pylist()
+    for name, view in VIEWS.items():
+        schema, rows = EXPECTED[name]
+        mine = [r for r in together if r["view"] == name]
+        others = set(arrow.column_names) - set(view.columns) - {"view"}
+        assert all(r[c] is None for r in mine for c in others), name
+        actual = spark.createDataFrame([tuple(r[c] for c in view.columns) for r in mine], schema)
+        assert_df_equality(
+            actual, spark.createDataFrame(rows, schema), ignore_nullable=True, ignore_row_order=True
+        )
+    # The same rows and types as Spark's aggregation.
+    assert_df_equality(
+        spark.createDataFrame(arrow).select(*spark_shape.columns),
+        spark_shape,
+        ignore_nullable=True,
+        ignore_row_order=True,
+    )
+
+
+def test_views_over_arrow_of_no_events_are_empty(events: DataFrame) -> None:
+    arrow = views_over_arrow(events.limit(0).toArrow(), list(VIEWS.values()), view_column="view")
+    assert arrow.num_rows == 0
+    assert "revenue" in arrow.column_names
+
+
+def test_views_over_arrow_refuse_two_measures_of_one_name(events: DataFrame) -> None:
+    first = VIEWS["sales_daily"]
+    clash = ViewDef("clash", first.keys, (Measure("units", "max", "quantity", T.LongType()),))
+    with pytest.raises(ValueError, match="two different measures are called 'units'"):
+        views_over_arrow(events.limit(0).toArrow(), [first, clash], view_column="view")
