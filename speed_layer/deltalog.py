@@ -134,14 +134,14 @@ class DriverAppends:
         self._tables: dict[str, DeltaTable] = {}
         self.usable = True
 
-    def _table(self, path: str, version: int | None) -> DeltaTable:
+    def _table(self, path: str) -> DeltaTable:
+        """The table at ``path`` as of its newest version (the state kept between appends is
+        brought forward by the log's new commits only)."""
         table = self._tables.get(path)
         if table is None:
-            table = self._tables[path] = DeltaTable(path, version=version)
-        elif version is None:
+            table = self._tables[path] = DeltaTable(path)
+        else:
             table.update_incremental()
-        elif table.version() != version:
-            table.load_as_version(version)
         return table
 
     def append(
@@ -161,8 +161,10 @@ class DriverAppends:
         protocol feature it lacks): nothing was committed, and the caller writes with Spark.
         """
         try:
-            table = self._table(path, expected_version)
+            table = self._table(path)
             before = table.version()
+            if expected_version is not None and before != expected_version:
+                return False
             write_deltalake(
                 table,
                 rows,

@@ -131,40 +131,39 @@ def _from_micros(micros: int | None) -> datetime | None:
     return None if micros is None else _EPOCH_START + timedelta(microseconds=int(micros))
 
 
-def _summarise(rows: DataFrame) -> _Summary:
+def _summarise(rows: DataFrame, registered: Observation) -> _Summary:
+    """The micro-batch's Kafka records counted per reject reason (the read of the micro-batch:
+    it fills the cache and the ``registered`` observation)."""
     groups = (
-        rows.groupBy(REGISTERED, "reject_reason")
+        rows.groupBy("reject_reason")
         .agg(
             F.count(F.lit(1)).alias("rows"),
             F.max(F.unix_micros(MESSAGE_TIME)).alias("newest_us"),
             F.max(F.unix_micros(BATCH_TIME)).alias("batch_us"),
-            F.max(EPOCH).alias("epoch"),
         )
         .collect()
     )
-    records = [g for g in groups if not g[REGISTERED]]
-    epochs = [g["epoch"] for g in groups if g[REGISTERED] and g["epoch"] is not None]
     return _Summary(
-        kept=sum(int(g["rows"]) for g in records),
-        by_reason={g["reject_reason"]: int(g["rows"]) for g in records},
-        batch_time=_from_micros(max((g["batch_us"] or 0 for g in records), default=None) or None),
+        kept=sum(int(g["rows"]) for g in groups),
+        by_reason={g["reject_reason"]: int(g["rows"]) for g in groups},
+        batch_time=_from_micros(max((g["batch_us"] or 0 for g in groups), default=None) or None),
         newest_message_at=_from_micros(
-            max((g["newest_us"] for g in records if g["newest_us"] is not None), default=None)
+            max((g["newest_us"] for g in groups if g["newest_us"] is not None), default=None)
         ),
-        newest_epoch=max(epochs, default=None),
+        newest_epoch=registered.get.get("epoch"),
     )
 
 
-def _summary_of(records: pa.Table, newest_epoch: str | None) -> _Summary:
+def _summary_of(records: pa.Table, registered: Observation) -> _Summary:
     """:func:`_summarise` of the micro-batch's records on the driver (see
-    :meth:`SpeedSink._records`)."""
+    :meth:`SpeedSink.master_records`)."""
     counts = pc.value_counts(records.column("reject_reason")).to_pylist()
     return _Summary(
         kept=records.num_rows,
         by_reason={c["values"]: int(c["counts"]) for c in counts},
         batch_time=pc.max(records.column("ingested_at")).as_py(),
         newest_message_at=pc.max(records.column(MESSAGE_TIME)).as_py(),
-        newest_epoch=newest_epoch,
+        newest_epoch=registered.get.get("epoch"),
     )
 
 
@@ -280,14 +279,24 @@ class SpeedSink:
             ensure_speed_tables(spark, self.settings.lakehouse)
             self._tables_ready = True
 
-        rows = batch_df.persist(StorageLevel.MEMORY_AND_DISK)
+        # Registrations (the batch layer's ids) only feed the state upstream and tell the
+        # newest epoch registered, observed on the way: they are not cached (the first
+        # micro-batch of a checkpoint registers every id of the master dataset).
+        registered = Observation(f"speed-registrations-{uuid.uuid4().hex}")
+        rows = (
+            batch_df.observe(
+                registered, F.max(F.when(F.col(REGISTERED), F.col(EPOCH))).alias("epoch")
+            )
+            .where(F.col(REGISTERED).isNull())
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
         try:
             version = self._steady_version(replay)
             records = None
             if version is None:
-                summary = _summarise(rows)
+                summary = _summarise(rows, registered)
             else:
-                records, summary = self._collect(rows)
+                records, summary = self._collect(rows, registered)
             batch_time = summary.batch_time or started_at
             rejected = {str(r): n for r, n in summary.by_reason.items() if r is not None}
             if rejected:
@@ -295,8 +304,7 @@ class SpeedSink:
             fault_point("speed.after_quarantine")
             if rejected:
                 publish_dead_letters(
-                    rows.where(F.col(REGISTERED).isNull() & F.col("reject_reason").isNotNull()),
-                    self.settings.kafka,
+                    rows.where(F.col("reject_reason").isNotNull()), self.settings.kafka
                 )
             valid = summary.by_reason.get(None, 0)
             if valid:
@@ -354,17 +362,13 @@ class SpeedSink:
 
     def _quarantine(self, rows: DataFrame, batch_id: int, batch_time: datetime) -> None:
         settings = self.settings
-        quarantine_rows = (
-            rows.where(F.col(REGISTERED).isNull())
-            .transform(quarantine_records(batch_time))
-            .withColumns(
-                {
-                    "source_key": storable_text(F.col("source_key")),
-                    "raw_record": storable_text(F.col("raw_record")),
-                    "ingest_layer": F.lit(SPEED_LAYER),
-                    "ingest_run": F.lit(settings.stream),
-                }
-            )
+        quarantine_rows = rows.transform(quarantine_records(batch_time)).withColumns(
+            {
+                "source_key": storable_text(F.col("source_key")),
+                "raw_record": storable_text(F.col("raw_record")),
+                "ingest_layer": F.lit(SPEED_LAYER),
+                "ingest_run": F.lit(settings.stream),
+            }
         )
         with_conflict_retry(
             lambda: (
@@ -398,29 +402,21 @@ class SpeedSink:
 
     def _master_rows(self, rows: DataFrame, batch_id: int) -> DataFrame:
         """The micro-batch's valid records as master rows (from the cache)."""
-        valid = F.col(REGISTERED).isNull() & F.col("reject_reason").isNull()
-        return self._tagged(rows.where(valid), batch_id)
+        return self._tagged(rows.where(F.col("reject_reason").isNull()), batch_id)
 
-    def _records(self, rows: DataFrame) -> DataFrame:
+    def master_records(self, rows: DataFrame) -> DataFrame:
         """Every Kafka record of the micro-batch as a master row, with its reject reason and
         its Kafka timestamp (what the summary needs). ``ingest_batch`` is left null, to be
         set on the driver: a micro-batch id in the plan is a literal in the code Spark
         generates, so every micro-batch would compile (and the JVM compile again) code that
         differs only in that number."""
-        records = rows.where(F.col(REGISTERED).isNull())
-        return self._tagged(records, None, keep=("reject_reason", MESSAGE_TIME))
+        return self._tagged(rows, None, keep=("reject_reason", MESSAGE_TIME))
 
-    def _collect(self, rows: DataFrame) -> tuple[pa.Table, _Summary]:
-        """The steady state's one job: the micro-batch read, de-duplicated and cached, its
-        Kafka records brought to the driver (:meth:`_records`), and the newest batch epoch
-        of its registrations observed on the way (they are not brought: a night's batch
-        registers millions of ids)."""
-        observation = Observation(f"speed-registrations-{uuid.uuid4().hex}")
-        observed = rows.observe(
-            observation, F.max(F.when(F.col(REGISTERED), F.col(EPOCH))).alias("epoch")
-        )
-        records = self._records(observed).toArrow()
-        return records, _summary_of(records, observation.get.get("epoch"))
+    def _collect(self, rows: DataFrame, registered: Observation) -> tuple[pa.Table, _Summary]:
+        """The steady state's one job: the micro-batch read, de-duplicated and cached, and
+        its Kafka records brought to the driver (:meth:`master_records`)."""
+        records = self.master_records(rows).toArrow()
+        return records, _summary_of(records, registered)
 
     def newer_batch_rows(self, spark: SparkSession) -> DataFrame:
         """Event ids of batch rows of epochs newer than the last registered one. Read inside

@@ -116,7 +116,7 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
     sink.write_micro_batch(kafka_rows(spark, first, offset=0), 0)  # the first: reads
 
     marker = tmp_path / "slept"
-    original_records = SpeedSink._records
+    original_records = SpeedSink.master_records
     original_append = DriverAppends.append
     outcomes: list[str] = []  # of the steady state's master append
 
@@ -129,7 +129,7 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
             outcomes.append("committed" if done else "conflicted")
         return done
 
-    monkeypatch.setattr(SpeedSink, "_records", slow_records)
+    monkeypatch.setattr(SpeedSink, "master_records", slow_records)
     monkeypatch.setattr(DriverAppends, "append", recorded)
     racer = racing_batch_insert(spark, lakehouse, marker)
     try:
