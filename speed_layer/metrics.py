@@ -22,20 +22,26 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQueryListener
 
 from sales_core.faults import fault_point
 from sales_core.lakehouse import STREAM_METRICS_SCHEMA
 from sales_core.master import with_conflict_retry
+from speed_layer.checkpoint import local_path
+from speed_layer.deltalog import DriverAppends, DriverAppendUnusable
 
 log = logging.getLogger(__name__)
 
 # How often the background writer appends the finished rows (seconds). Each append is a Delta
-# commit and a Spark job that compete with the micro-batches for the same cores; readers that
-# need the newest micro-batch at once (``/health``) read the increments commit instead.
+# commit (written by delta-rs in the process for a local table, by a Spark job that competes
+# with the micro-batches for the same cores otherwise); readers that need the newest
+# micro-batch at once (``/health``) read the increments commit instead.
 FLUSH_SECONDS = 15.0
+_METRICS_ARROW = to_arrow_schema(STREAM_METRICS_SCHEMA, timezone="UTC")
 
 
 @dataclass(frozen=True)
@@ -138,11 +144,13 @@ def append_metrics(
     rows: list[MicroBatchMetrics],
     *,
     present: set[tuple[str, int]] | None = None,
+    driver: DriverAppends | None = None,
 ) -> list[MicroBatchMetrics]:
     """Append ``rows`` to ``stream_metrics``, except those whose ``(stream, batch_id)`` is
     there; returns the rows appended. ``present``: the keys known to be there, when the caller
     knows every one (a writer that read the table once and remembers what it wrote since);
-    None reads them from the table."""
+    None reads them from the table. ``driver``: append with delta-rs from this process when
+    the table is local and delta-rs can write it (no Spark job), else with Spark."""
     if not rows:
         return []
     if present is None:
@@ -150,6 +158,14 @@ def append_metrics(
     new = [m for m in rows if (m.stream, m.batch_id) not in present]
     if not new:
         return []
+    if driver is not None and driver.usable and local_path(metrics_path) is not None:
+        table = pa.Table.from_pylist([m.as_row() for m in new], schema=_METRICS_ARROW)
+        first, last = min(m.batch_id for m in new), max(m.batch_id for m in new)
+        try:
+            driver.append(metrics_path, table, user_metadata=f"stream-metrics:{first}-{last}")
+            return new
+        except DriverAppendUnusable as exc:
+            log.info("delta-rs cannot write stream_metrics (%s): Spark writes it", exc)
     frame = spark.createDataFrame([m.as_row() for m in new], STREAM_METRICS_SCHEMA)
     with_conflict_retry(
         lambda: frame.write.format("delta").mode("append").save(metrics_path),
@@ -185,6 +201,7 @@ class MetricsRecorder:
         self.totals = StreamTotals()
         self.last: MicroBatchMetrics | None = None
         self._closed = False
+        self._driver = DriverAppends()
         # What the table holds of the micro-batches this recorder saw: None until the first
         # append read it (rows a previous process wrote before a crash), then kept up to date
         # here, so a replay is never written twice and no later append reads the table.
@@ -248,7 +265,9 @@ class MetricsRecorder:
                 # its replays come first): rows of older ones cannot collide with its own.
                 first = min(m.batch_id for m in rows)
                 self._written = _keys(self._spark, self._path, F.col("batch_id") >= first)
-            written = append_metrics(self._spark, self._path, rows, present=self._written)
+            written = append_metrics(
+                self._spark, self._path, rows, present=self._written, driver=self._driver
+            )
             if self._written is not None:
                 self._written.update((m.stream, m.batch_id) for m in written)
         except Exception:
