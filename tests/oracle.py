@@ -7,10 +7,14 @@ view's keys.
 
 from __future__ import annotations
 
+import csv
+import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from pathlib import Path
 from typing import Any
 
 VIEW_KEYS = {
@@ -119,4 +123,158 @@ def rows_to_view(
     return out
 
 
-__all__ = ["VIEW_KEYS", "compute_views", "date", "event", "raw_json", "rows_to_view"]
+# CONTRACT §1: the identity fields, then the rejecting rules in the table's order.
+_REQUIRED_TEXT = ("event_id", "order_id", "product_id")
+_DEFAULTED = ("customer_id", "category", "region", "channel")
+_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _number(value: Any) -> Decimal | None:
+    """A JSON number or a numeric string as an exact decimal (None: not a number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int | float):
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:
+            return None
+    return None
+
+
+def judge(record: Any, now: datetime) -> dict[str, Any] | str:
+    """CONTRACT §1 for one record as parsed from its source (a dict, or anything else for a
+    record that is not a JSON object): the normalised event, or the reason it is rejected."""
+    if not isinstance(record, dict):
+        return "malformed"
+    for name in _REQUIRED_TEXT:
+        if _blank(record.get(name)):
+            return f"missing_required:{name}"
+    quantity = record.get("quantity")
+    if _blank(quantity):
+        return "missing_required:quantity"
+    whole = _number(quantity)
+    if whole is None or whole != whole.to_integral_value() or abs(whole) > 2**31 - 1:
+        return "invalid_type:quantity"  # an integer of the master's schema (32 bits)
+    if whole < 1:
+        return "invalid_quantity"
+    raw_amount = record.get("amount")
+    if _blank(raw_amount):
+        return "missing_required:amount"
+    exact = _number(raw_amount)
+    if exact is None:
+        return "invalid_type:amount"
+    with localcontext() as exactly:
+        exactly.prec = 1000
+        amount = exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if amount < 0:
+        return "negative_amount"
+    if amount > Decimal("1000000.00"):
+        return "amount_out_of_range"
+    raw_time = record.get("event_time")
+    if _blank(raw_time):
+        return "missing_required:event_time"
+    try:
+        parsed = datetime.fromisoformat(str(raw_time).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return "invalid_type:event_time"
+    when = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(
+        timezone.utc
+    )
+    if when < _EARLIEST:
+        return "event_time_out_of_range"
+    if when > now + timedelta(minutes=5):
+        return "future_event_time"
+    texts = {n: str(record[n]).strip() for n in _REQUIRED_TEXT}
+    defaulted = {
+        n: ("anonymous" if n == "customer_id" else "unknown")
+        if _blank(record.get(n))
+        else str(record[n]).strip()
+        if n == "customer_id"
+        else str(record[n]).strip().lower()
+        for n in _DEFAULTED
+    }
+    made = event(
+        texts["event_id"],
+        amount=str(amount),
+        quantity=int(whole),
+        event_time=when.isoformat(),
+        category=defaulted["category"],
+        region=defaulted["region"],
+        channel=defaulted["channel"],
+        customer_id=defaulted["customer_id"],
+    )
+    made.update(order_id=texts["order_id"], product_id=texts["product_id"])
+    return made
+
+
+def parse_json_text(text: str) -> Any:
+    """A Kafka value or a JSON Lines line as a record (a non-object for a malformed one)."""
+    try:  # numbers exactly as written (1e400 is not infinity, 1000.005 not a binary float)
+        return json.loads(text, parse_float=Decimal)
+    except ValueError:
+        return None
+
+
+def read_landing_file(path: Path) -> list[Any]:
+    """The records of a ``.jsonl`` or ``.csv`` landing file, in line order (an empty CSV cell
+    is a missing value)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        return [
+            {k: (v if v != "" else None) for k, v in row.items()}
+            for row in csv.DictReader(text.splitlines())
+        ]
+    return [parse_json_text(line) for line in text.splitlines() if line.strip()]
+
+
+class Ledger:
+    """Where each record must end (CONTRACT §2), fed in ingestion order: the first valid copy
+    of an ``event_id`` is the event, later valid copies are duplicates, the others are
+    quarantined with their reason."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.events: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self.rejected: list[str] = []
+
+    def add(self, record: Any) -> None:
+        judged = judge(record, self.now)
+        if isinstance(judged, str):
+            self.rejected.append(judged)
+        elif judged["event_id"] in self.events:
+            self.duplicates += 1
+        else:
+            self.events[judged["event_id"]] = judged
+
+    def views(self) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+        return compute_views(self.events.values())
+
+    def reasons(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for reason in self.rejected:
+            counts[reason] += 1
+        return dict(counts)
+
+
+__all__ = [
+    "VIEW_KEYS",
+    "Ledger",
+    "compute_views",
+    "date",
+    "event",
+    "judge",
+    "parse_json_text",
+    "raw_json",
+    "read_landing_file",
+    "rows_to_view",
+]

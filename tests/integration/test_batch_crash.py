@@ -1,15 +1,23 @@
-"""Kill the batch job with SIGKILL at every step; readers keep the previous generation and
-a rerun converges to exactly what an uninterrupted run gives (CONTRACT §2, §4)."""
+"""Kill the batch job with SIGKILL at every step and at moments it reports; readers keep the
+previous generation and a rerun converges to what the contract makes of the input
+(CONTRACT §2, §4).
+
+What must come out is computed by the test's own oracle (``tests.oracle``: CONTRACT §1 and §3
+in plain Python) from the landing files as written, not by another run of the pipeline.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import functions as F
@@ -19,6 +27,7 @@ from devtools.generator import GeneratorSpec, generate_records
 from devtools.writers import write_landing_files
 from sales_core.handoff import current_generation
 from sales_core.lakehouse import Lakehouse
+from tests.oracle import Ledger, normalise_row, read_landing_file
 from tests.processes import descendants, wait_gone
 from tests.serving_helpers import published_views
 
@@ -34,10 +43,14 @@ FAULT_POINTS = (
     "batch.after_view_2",
     "batch.after_publish",
 )
+# Moments the job reports on stderr, none of them a fault point: the kill lands in whatever
+# the job does right after (reading and merging the epoch's sources; writing a view).
+OBSERVED = (r"ingest epoch \d+:", r"view 3/4: ")
 
 
 def write_inputs(landing: Path, part: str) -> None:
-    """Part A, or part B (which repeats some of A's events and adds its own).
+    """Part A, or part B (new events, and a CSV replaying events of A, some of them changed:
+    the first ingested copy must win).
 
     File names are fixed, so positions (file, line) compare equal across lakehouses.
     """
@@ -48,29 +61,62 @@ def write_inputs(landing: Path, part: str) -> None:
         generate_records(spec), landing, fmt="jsonl", rows_per_file=150, prefix=f"part-{part}"
     )
     if part == "b":
-        again = list(generate_records(GeneratorSpec(events=60, seed=1, end=END, bad_share=0.05)))
-        written += write_landing_files(iter(again), landing, fmt="csv", prefix="part-b-replay")
+        again = generate_records(GeneratorSpec(events=60, seed=1, end=END, bad_share=0.05))
+        # CSV rows of dicts only: a non-object line has no CSV shape of its own
+        records = iter([r for r in again if isinstance(r, dict)])
+        written += write_landing_files(records, landing, fmt="csv", prefix="part-b-replay")
     for index, path in enumerate(written):
         path.rename(path.with_name(f"part-{part}-{index}{path.suffix}"))
 
 
-def outcome(spark, lakehouse: Lakehouse) -> dict:  # type: ignore[no-untyped-def]
-    """Everything a rerun must reproduce: views, master events, quarantine (by position)."""
-    master = spark.read.format("delta").load(lakehouse.master_dataset)
-    quarantine = spark.read.format("delta").load(lakehouse.quarantine)
-    name = F.regexp_extract("source_name", r"([^/]+)$", 1)
-    return {
-        "views": published_views(spark, lakehouse),
-        "master": sorted(
-            tuple(r)
-            for r in master.select(
-                "event_id", "amount", "event_time", name, "source_offset"
-            ).collect()
-        ),
-        "quarantine": sorted(
-            tuple(r) for r in quarantine.select(name, "source_offset", "reason").collect()
-        ),
+def expected(landing: Path, parts: str) -> Ledger:
+    """The oracle over the landing files of ``parts``, ingested one part a run."""
+    ledger = Ledger(now=datetime.now(timezone.utc))
+    for part in parts:
+        for path in sorted(landing.glob(f"part-{part}-*")):
+            for record in read_landing_file(path):
+                ledger.add(record)
+    return ledger
+
+
+def check_outcome(
+    spark: Any, lakehouse: Lakehouse, oracle: Ledger, *, uninterrupted: bool = False
+) -> None:
+    """Published views, master events and quarantine reasons are the oracle's; each run's
+    record balances (and, without a crash, the runs' counts are the oracle's)."""
+    assert published_views(spark, lakehouse) == oracle.views()
+    master = [
+        {k: normalise_row(v) for k, v in r.asDict().items()}
+        for r in spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .select("event_id", "amount", "quantity", "event_time", "customer_id", "category")
+        .collect()
+    ]
+    ids = [r["event_id"] for r in master]
+    assert len(ids) == len(set(ids)), "an event is in the master dataset twice"
+    assert {r["event_id"]: r for r in master} == {
+        i: {
+            k: e[k]
+            for k in ("event_id", "amount", "quantity", "event_time", "customer_id", "category")
+        }
+        for i, e in oracle.events.items()
     }
+    reasons = Counter(
+        r["reason"] for r in spark.read.format("delta").load(lakehouse.quarantine).collect()
+    )
+    assert dict(reasons) == oracle.reasons()
+    runs = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .where(F.col("status") == "succeeded")
+        .select("records_read", "valid", "duplicates", "quarantined")
+        .collect()
+    )
+    if uninterrupted:
+        assert sum(r["valid"] for r in runs) == len(oracle.events)
+        assert sum(r["duplicates"] for r in runs) == oracle.duplicates
+        assert sum(r["quarantined"] for r in runs) == len(oracle.rejected)
+    assert all(r["records_read"] == r["valid"] + r["duplicates"] + r["quarantined"] for r in runs)
 
 
 def conf_file(base: Path) -> Path:
@@ -82,110 +128,124 @@ def conf_file(base: Path) -> Path:
     return path
 
 
-def run_killed(
-    base: Path, *, fault_point: str | None = None, kill_after: float | None = None
-) -> int:
-    env = {**os.environ, "LAMBDA_SALES_FAULT_POINT": fault_point or ""}
-    proc = subprocess.Popen(
-        [CLI, "batch", "--conf", str(conf_file(base)), "--quiet"],
+def start_batch(base: Path, fault_point: str = "") -> subprocess.Popen[str]:
+    env = {**os.environ, "LAMBDA_SALES_FAULT_POINT": fault_point}
+    return subprocess.Popen(
+        [CLI, "batch", "--conf", str(conf_file(base))],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    if kill_after is not None:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            family = descendants(proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            wait_gone(family, timeout=60)
-            return proc.returncode
-    else:
-        family: list[int] = []
-        while proc.poll() is None:
-            family = descendants(proc.pid) or family
-            time.sleep(0.5)
-        wait_gone(family, timeout=60)
-    proc.communicate()
+
+
+def finished(proc: subprocess.Popen[str], family: list[int]) -> int:
+    proc.wait()
+    wait_gone(family, timeout=60)
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
-def reference(spark, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """An uninterrupted history: part A in one run, part B in the next."""
+def run_to_fault_point(base: Path, fault_point: str) -> int:
+    """The CLI, which kills itself with SIGKILL at ``fault_point``; its exit status."""
+    proc = start_batch(base, fault_point)
+    family: list[int] = []
+    while proc.poll() is None:
+        family = descendants(proc.pid) or family
+        time.sleep(0.5)
+    proc.communicate()
+    return finished(proc, family)
+
+
+def kill_when_reported(base: Path, pattern: str) -> tuple[int, list[str]]:
+    """The CLI, killed with SIGKILL as soon as it reports a line matching ``pattern`` on
+    stderr; its exit status and the lines it reported."""
+    proc = start_batch(base)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line.rstrip())
+        if re.search(pattern, line):
+            family = descendants(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            return finished(proc, family), lines
+    return finished(proc, []), lines
+
+
+def first_run(spark: Any, base: Path) -> tuple[Any, Lakehouse, Ledger]:
+    """Part A ingested and published (generation 1); part B waiting in the landing zone."""
     from sales_core.config import load_config
 
-    base = tmp_path_factory.mktemp("reference")
     config = load_config(conf_file(base))
-    write_inputs(base / "landing", "a")
-    run_batch(spark, config)
-    write_inputs(base / "landing", "b")
-    run_batch(spark, config)
-    return outcome(spark, Lakehouse(config.lakehouse.root))
-
-
-@pytest.mark.timeout(
-    3000
-)  # six cold JVM starts in a row: past the 900 s default when two workers share the cores
-def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path, reference) -> None:  # type: ignore[no-untyped-def]
-    """Kill the job at every step, each run resuming from the state the last kill left.
-
-    Run k+1 starts from the crash state of run k and passes through every step before its own
-    fault point again, so recovery from each crash state is exercised; the last rerun must
-    converge to the uninterrupted history. (One chain: a JVM start per step, not a whole
-    history per step, to keep the suite within CI's time.)
-    """
-    from sales_core.config import load_config
-
-    config = load_config(conf_file(tmp_path))
     lakehouse = Lakehouse(config.lakehouse.root)
-    write_inputs(tmp_path / "landing", "a")
-    run_batch(spark, config)
-    before = published_views(spark, lakehouse)
-    write_inputs(tmp_path / "landing", "b")
+    write_inputs(base / "landing", "a")
+    assert run_batch(spark, config).status == "succeeded"
+    oracle_a = expected(base / "landing", "a")
+    check_outcome(spark, lakehouse, oracle_a, uninterrupted=True)
+    write_inputs(base / "landing", "b")
+    return config, lakehouse, oracle_a
 
-    for fault_point in FAULT_POINTS:
-        assert run_killed(tmp_path, fault_point=fault_point) == -signal.SIGKILL, (
-            f"{fault_point} was never reached"
-        )
-        # A reader during (and after) the killed run sees a whole generation: the previous one,
-        # unless the kill came after the new one was published.
-        if fault_point == "batch.after_publish":
-            assert current_generation(spark, lakehouse).generation == 2  # type: ignore[union-attr]
-            assert published_views(spark, lakehouse) == reference["views"]
-        else:
-            assert current_generation(spark, lakehouse).generation == 1, fault_point  # type: ignore[union-attr]
-            assert published_views(spark, lakehouse) == before, fault_point
 
-    rerun = run_batch(spark, config)
-    assert rerun.status == "succeeded"
-    assert outcome(spark, lakehouse) == reference
-    statuses = [
+def statuses(spark: Any, lakehouse: Lakehouse) -> list[str]:
+    return [
         r["status"]
         for r in spark.read.format("delta")
         .load(lakehouse.pipeline_runs)
         .orderBy("started_at")
         .collect()
     ]
-    assert statuses == ["succeeded", *["interrupted"] * len(FAULT_POINTS), "succeeded"]
 
 
-@pytest.mark.parametrize("kill_after", (25.0,))
-def test_sigkill_at_an_arbitrary_moment_then_rerun_converges(
-    spark, tmp_path, reference, kill_after
-) -> None:  # type: ignore[no-untyped-def]
-    from sales_core.config import load_config
+@pytest.mark.timeout(
+    3000
+)  # six cold JVM starts in a row: past the 900 s default when two workers share the cores
+def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Kill the job at every step, each run resuming from the state the last kill left.
 
-    config = load_config(conf_file(tmp_path))
-    lakehouse = Lakehouse(config.lakehouse.root)
-    write_inputs(tmp_path / "landing", "a")
-    run_batch(spark, config)
-    write_inputs(tmp_path / "landing", "b")
+    Run k+1 starts from the crash state of run k and passes through every step before its own
+    fault point again, so recovery from each crash state is exercised; the last rerun must
+    converge to the oracle's outcome. (One chain: a JVM start per step, not a whole history
+    per step, to keep the suite within CI's time.)
+    """
+    config, lakehouse, oracle_a = first_run(spark, tmp_path)
+    oracle_ab = expected(tmp_path / "landing", "ab")
+    assert oracle_ab.duplicates > 0 and oracle_ab.rejected, "the input exercises every outcome"
 
-    run_killed(tmp_path, kill_after=kill_after)  # killed wherever it is by then (or finished)
-    assert current_generation(spark, lakehouse).generation in (1, 2)  # type: ignore[union-attr]
+    for fault_point in FAULT_POINTS:
+        assert run_to_fault_point(tmp_path, fault_point) == -signal.SIGKILL, (
+            f"{fault_point} was never reached"
+        )
+        # A reader during (and after) the killed run sees a whole generation: the previous one,
+        # unless the kill came after the new one was published.
+        published = current_generation(spark, lakehouse).generation  # type: ignore[union-attr]
+        if fault_point == "batch.after_publish":
+            assert published == 2
+            assert published_views(spark, lakehouse) == oracle_ab.views()
+        else:
+            assert published == 1, fault_point
+            assert published_views(spark, lakehouse) == oracle_a.views(), fault_point
 
-    run_batch(spark, config)
-    assert outcome(spark, lakehouse) == reference
+    rerun = run_batch(spark, config)
+    assert rerun.status == "succeeded"
+    check_outcome(spark, lakehouse, oracle_ab)
+    assert statuses(spark, lakehouse) == [
+        "succeeded",
+        *["interrupted"] * len(FAULT_POINTS),
+        "succeeded",
+    ]
+
+
+def test_sigkill_at_reported_moments_then_rerun_converges(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Kill the job right after it reports a step (not at a fault point of its own): while it
+    reads and merges the epoch, then, in the next run, while it writes the new generation's
+    views. Each kill must land in a running job; readers keep generation 1; a rerun converges.
+    """
+    config, lakehouse, oracle_a = first_run(spark, tmp_path)
+    for pattern in OBSERVED:
+        status, lines = kill_when_reported(tmp_path, pattern)
+        assert status == -signal.SIGKILL, f"the job ended before reporting {pattern}: {lines}"
+        assert current_generation(spark, lakehouse).generation == 1  # type: ignore[union-attr]
+        assert published_views(spark, lakehouse) == oracle_a.views(), pattern
+
+    assert run_batch(spark, config).status == "succeeded"
+    check_outcome(spark, lakehouse, expected(tmp_path / "landing", "ab"))
+    assert statuses(spark, lakehouse) == ["succeeded", "interrupted", "interrupted", "succeeded"]
