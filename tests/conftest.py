@@ -7,9 +7,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,20 +109,24 @@ def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
     from sales_core.config import load_config
 
     def make(root: Path | None = None, **env: str):  # type: ignore[no-untyped-def]
-        base = root or tmp_path
-        (base / "landing").mkdir(parents=True, exist_ok=True)
-        environ = {
-            "LAMBDA_SALES__LAKEHOUSE__ROOT": str(base / "lakehouse"),
-            "LAMBDA_SALES__SOURCES__FILES__LANDING": str(base / "landing"),
-            "LAMBDA_SALES__SPARK__MASTER": "local[2]",
-            "LAMBDA_SALES__SPARK__SHUFFLE_PARTITIONS": "2",
-            # Test inputs are deliberately dirty; the quality gate has tests of its own.
-            "LAMBDA_SALES__QUALITY__MIN_SCORE": "0",
-            **env,
-        }
-        return load_config(environ=environ)
+        return load_config(environ=config_environ(root or tmp_path, **env))
 
     return make
+
+
+def config_environ(base: Path, **env: str) -> dict[str, str]:
+    """The LAMBDA_SALES__* variables of :func:`make_config`'s configuration (a CLI in its own
+    process given these runs on the same tables)."""
+    (base / "landing").mkdir(parents=True, exist_ok=True)
+    return {
+        "LAMBDA_SALES__LAKEHOUSE__ROOT": str(base / "lakehouse"),
+        "LAMBDA_SALES__SOURCES__FILES__LANDING": str(base / "landing"),
+        "LAMBDA_SALES__SPARK__MASTER": "local[2]",
+        "LAMBDA_SALES__SPARK__SHUFFLE_PARTITIONS": "2",
+        # Test inputs are deliberately dirty; the quality gate has tests of its own.
+        "LAMBDA_SALES__QUALITY__MIN_SCORE": "0",
+        **env,
+    }
 
 
 def write_jsonl(path: Path, records: list) -> Path:  # type: ignore[type-arg]
@@ -133,15 +139,47 @@ def write_jsonl(path: Path, records: list) -> Path:  # type: ignore[type-arg]
 
 
 def write_stream_conf(
-    base: Path, *, bootstrap: str, topic: str, landing: Path, kafka_extra: str = ""
+    base: Path,
+    *,
+    bootstrap: str,
+    topic: str,
+    landing: Path,
+    kafka_extra: str = "",
+    dlq_topic: str | None = None,
 ) -> Path:
     """A ``--conf`` file for a job running in its own process (the CLI): lakehouse under
     ``base``, the given landing zone and topic, ``local[2]``, no quality gate."""
     path = base / "pipeline.toml"
     path.write_text(
         f'[lakehouse]\nroot = "{base / "lakehouse"}"\n[sources.files]\nlanding = "{landing}"\n'
-        f'[sources.kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ndlq_topic = "{topic}-dlq"\n'
+        f'[sources.kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ndlq_topic = "{dlq_topic or topic + "-dlq"}"\n'
         f"{kafka_extra}"
         '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n[quality]\nmin_score = 0.0\n'
     )
     return path
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
+    """Every message of ``topic`` (waits until ``expected`` arrived or the timeout)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        received: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(received) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=1000).values():
+                received.extend(batch)
+        return received
+    finally:
+        consumer.close()

@@ -24,14 +24,16 @@ from pyspark.sql import functions as F
 
 from batch_layer.job import run_batch
 from devtools import kafka as kafka_service
-from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse, read_view_increments
 from sales_core.views import VIEWS, merge_partials
+from serving_layer import spark_engine
+from serving_layer.duckdb_engine import FastServing
+from serving_layer.query import ViewQuery
 from speed_layer.checkpoint import CheckpointMismatchError, CheckpointState, disagreement
 from speed_layer.job import run_speed
 from speed_layer.sink import SinkSettings, SpeedSink
 from speed_layer.source import BATCH_TIME, KAFKA_COLUMNS
-from tests.conftest import write_jsonl
+from tests.conftest import consume_all, write_jsonl
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -78,34 +80,6 @@ def as_message(e: dict[str, Any], partition: int, **overrides: Any) -> Message:
     return partition, e["event_id"].encode(), json.dumps(body).encode()
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
-    """Every message of ``topic`` (waits until ``expected`` arrived or the timeout)."""
-    import time
-
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_bytes=32 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-    )
-    try:
-        partitions = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        received: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while len(received) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=1000).values():
-                received.extend(batch)
-        return received
-    finally:
-        consumer.close()
-
-
 def master_rows(spark: Any, lakehouse: Lakehouse) -> list[dict[str, Any]]:
     return [r.asDict() for r in spark.read.format("delta").load(lakehouse.master_dataset).collect()]
 
@@ -124,23 +98,14 @@ def increments_view(
 
 
 def merged_views(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
-    """What the serving layer answers: the published batch view ⊕ the increments above the
-    generation's hand-off mark (all increments before the first publish)."""
-    generation = current_generation(spark, lakehouse)
-    mark = generation.handoff.get("speed", -1) if generation else -1
+    """What the serving layer answers for each view (its fast path, as ``lambda-sales serve``
+    and ``query`` do), checked equal to its Spark engine's answer."""
+    fast = FastServing(lakehouse.root)
     views = {}
     for name, view in VIEWS.items():
-        increments = (
-            read_view_increments(spark, lakehouse, name)
-            .where(F.col("batch_id") > mark)
-            .select(*view.columns)
-        )
-        if generation is not None:
-            increments = increments.unionByName(
-                read_batch_view(spark, lakehouse, name, generation.generation)
-            )
-        rows = increments.transform(merge_partials(view)).collect()
-        views[name] = rows_to_view([r.asDict() for r in rows], name)
+        views[name] = rows_to_view(fast.rows(name), name)
+        by_spark = spark_engine.answer(spark, lakehouse, ViewQuery(view)).rows
+        assert rows_to_view(by_spark, name) == views[name], f"the two engines differ on {name}"
     return views
 
 
