@@ -158,8 +158,11 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_speed(args: argparse.Namespace, config: Config) -> int:
     from speed_layer.job import check_trigger, run_speed, stop_on_sigterm
+    from speed_layer.kafka_client import ensure_topic
 
     check_trigger(args.trigger or config.speed.trigger_interval)
+    kafka = config.sources.kafka
+    ensure_topic(kafka, kafka.dlq_topic, partitions=1)  # Kafka unreachable: one line, before Spark
     stop = stop_on_sigterm()
     if not args.quiet:  # one JSON line a micro-batch
         logging.getLogger("speed_layer.metrics").setLevel(logging.INFO)

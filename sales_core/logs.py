@@ -22,7 +22,10 @@ from typing import Any
 
 LOG_FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_NOISY = ("py4j", "kafka", "urllib3")  # third-party clients: their warnings only
+_NOISY = ("py4j", "urllib3")  # third-party clients: their warnings only
+# kafka-python logs every failed connection attempt of its own retries (ERROR and WARNING
+# lines a second while a broker is down); what its calls finally raise is reported by ours.
+_SILENT = ("kafka",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,6 +76,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for silent in _SILENT:
+        logging.getLogger(silent).setLevel(max(logging.CRITICAL, root.level))
 
 
 def json_logging() -> bool:

@@ -49,6 +49,60 @@ _TRIGGER = re.compile(
 )
 
 
+# Kafka client failures that mean "the cluster cannot be reached right now" (a broker down or
+# restarting, a partition leader moving), in the failed query's Java cause chain.
+_KAFKA_UNREACHABLE = re.compile(
+    r"org\.apache\.kafka\.common\.errors\.(TimeoutException|DisconnectException|NetworkException"
+    r"|NotLeaderOrFollowerException|LeaderNotAvailableException|NotEnoughReplicas\w*Exception)"
+    r"|Timed out waiting for a node assignment|Timeout of \d+ms expired"
+)
+
+
+def kafka_unreachable(error: BaseException) -> bool:
+    """Whether a failed query failed because Kafka could not be reached (not bad data, not a
+    lost offset: ``failOnDataLoss`` failures are never retried)."""
+    text = str(error)
+    trace = getattr(error, "getStackTrace", None)
+    if callable(trace):
+        text += str(trace() or "")
+    return bool(_KAFKA_UNREACHABLE.search(text))
+
+
+class KafkaOutage:
+    """How long the job keeps starting its query again while Kafka cannot be reached.
+
+    A failed query starts again from its checkpoint (the micro-batch it was in is replayed,
+    exactly once), after 1, 2, 4 … 30 s, until ``window`` seconds have passed since the first
+    failure with no micro-batch finished; an outage that outlasts the window fails the run.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._since: float | None = None
+        self._attempts = 0
+        self._batches = -1
+
+    def retry_after(self, error: BaseException, batches_done: int) -> float | None:
+        """Seconds to wait before starting the query again, or None: fail the run."""
+        if self.window <= 0 or not kafka_unreachable(error):
+            return None
+        now = time.monotonic()
+        if self._since is None or batches_done != self._batches:  # a new outage
+            self._since, self._attempts, self._batches = now, 0, batches_done
+        left = self.window - (now - self._since)
+        if left <= 0:
+            return None
+        self._attempts += 1
+        return min(2.0 ** (self._attempts - 1), 30.0, left)
+
+    def failure(self, error: BaseException, bootstrap: str) -> PipelineError:
+        """The run's error once the window has passed."""
+        return PipelineError(
+            f"Kafka at {bootstrap} could not be reached for {self.window:.0f}s "
+            f"(speed.broker_outage_seconds): {one_line(error)}"
+        )
+
+
 class StopRequested(RuntimeError):
     """Raised by the sink to refuse a micro-batch that started after a stop was requested."""
 
@@ -234,8 +288,26 @@ def run_speed(
     try:
         query = writer.start()
         compactor.start()
+        outage = KafkaOutage(config.speed.broker_outage_seconds)
         try:
-            stopped = _await(query, sink, stop, progress)
+            while True:
+                try:
+                    stopped = _await(query, sink, stop, progress)
+                    break
+                except Exception as exc:
+                    delay = outage.retry_after(exc, recorder.totals.batches)
+                    if delay is None:
+                        if outage.window > 0 and kafka_unreachable(exc):
+                            raise outage.failure(exc, kafka_conf.bootstrap_servers) from exc
+                        raise
+                    progress(
+                        f"Kafka cannot be reached ({one_line(exc)[:200]}); the query starts "
+                        f"again from its checkpoint in {delay:.0f}s"
+                    )
+                if stop.wait(delay):
+                    stopped = True
+                    break
+                query = writer.start()
         finally:
             if query.isActive:
                 query.stop()

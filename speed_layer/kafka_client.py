@@ -38,9 +38,9 @@ def client_options(conf: KafkaSourceConf) -> dict[str, Any]:
 
 def unreachable(conf: KafkaSourceConf, exc: BaseException) -> SourceError:
     """The one-line error for brokers a kafka-python client could not reach."""
-    return SourceError(
-        f"cannot reach Kafka at {conf.bootstrap_servers}: {type(exc).__name__}: {exc}".rstrip(": ")
-    )
+    name, text = type(exc).__name__, str(exc)
+    reason = text if text.startswith(name) else f"{name}: {text}"
+    return SourceError(f"cannot reach Kafka at {conf.bootstrap_servers}: {reason}".rstrip(": "))
 
 
 def ensure_topic(conf: KafkaSourceConf, topic: str, *, partitions: int) -> bool:

@@ -136,6 +136,7 @@ class BatchConf:
 class SpeedConf:
     trigger_interval: str
     compact_interval_seconds: float  # compaction of the speed increments by the job; 0: never
+    broker_outage_seconds: float  # how long the job waits out an unreachable Kafka; 0: fail at once
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ test's own oracle.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,9 +28,10 @@ from sales_core.config import load_config
 from sales_core.lakehouse import Lakehouse
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl, write_stream_conf
-from tests.integration.test_speed_crash import start_cli, wait_for
+from tests.integration.test_speed_crash import CLI, start_cli, wait_for
 from tests.integration.test_speed_layer import as_message, merged_views, publish
 from tests.oracle import compute_views, event, raw_json
+from tests.processes import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -82,7 +85,26 @@ def wait_until(condition: Any, what: str, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
+def master_commit_writers(lakehouse: Lakehouse) -> list[tuple[int, str]]:
+    """Each commit of the master dataset, in version order, and who wrote it (the stream tags
+    its commits ``lambda-sales-speed-…`` in ``userMetadata``; table creation is left out)."""
+    writers = []
+    for path in sorted((Path(lakehouse.master_dataset) / "_delta_log").glob("*.json")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info is None or int(path.stem) == 0:
+                continue
+            metadata = info.get("userMetadata") or ""
+            writers.append(
+                (int(path.stem), "stream" if metadata.startswith("lambda-sales-speed") else "batch")
+            )
+    return writers
+
+
 def stream_master_ids(spark: Any, lakehouse: Lakehouse) -> list[str]:
+    """The master dataset's event ids (none before the first writer created it)."""
+    if not (Path(lakehouse.master_dataset) / "_delta_log").is_dir():
+        return []
     return [
         r[0]
         for r in spark.read.format("delta")
@@ -92,10 +114,18 @@ def stream_master_ids(spark: Any, lakehouse: Lakehouse) -> list[str]:
     ]
 
 
+# The broker stays down longer than a few triggers and longer than Spark's own Kafka client
+# retries, well within speed.broker_outage_seconds (300 s by default).
+OUTAGE_SECONDS = 45
+
+
 def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    """A broker that comes back within the configured window is survived: the job never
+    exits, and nothing published before, during or after the outage is lost or doubled."""
     bootstrap, data_dir = broker
     conf = conf_file(tmp_path, bootstrap)
     config = load_config(conf)
+    assert config.speed.broker_outage_seconds > OUTAGE_SECONDS + 60
     lakehouse = Lakehouse(config.lakehouse.root)
     before, during, after = sales("b", 40), sales("d", 30), sales("a", 30)
     publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(before)])
@@ -103,40 +133,63 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
     log_path = tmp_path / "speed.log"
     with log_path.open("w") as log:
         proc = start_cli(conf, "--trigger", "1 second", stderr=log)
-        wait_until(
-            lambda: micro_batches_done(log_path) >= 1 or proc.poll() is not None,
-            "a first micro-batch",
-        )
-        assert proc.poll() is None, log_path.read_text()[-2000:]
-
-        kafka_service.stop(data_dir=data_dir)
-        time.sleep(20)  # several triggers with no broker
-        kafka_service.start(port=int(bootstrap.rsplit(":", 1)[1]), data_dir=data_dir)
-        publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(during)])
-
-        # Either the stream recovers by itself, or it has failed loudly (non-zero, one line).
-        def caught_up_or_failed() -> bool:
-            return proc.poll() is not None or len(stream_master_ids(spark, lakehouse)) >= len(
-                before + during
+        try:
+            wait_until(
+                lambda: micro_batches_done(log_path) >= 1 or proc.poll() is not None,
+                "a first micro-batch",
             )
+            assert proc.poll() is None, log_path.read_text()[-2000:]
 
-        wait_until(caught_up_or_failed, "the stream to catch up or fail", timeout=400)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
-        else:
-            assert proc.returncode not in (0, None)
-            proc.communicate()
-            last_line = log_path.read_text().strip().splitlines()[-1]
-            assert last_line.startswith("lambda-sales speed: "), last_line
+            kafka_service.stop(data_dir=data_dir)
+            down = time.monotonic()
+            while time.monotonic() - down < OUTAGE_SECONDS:
+                assert proc.poll() is None, (
+                    "the job died while the broker was down:\n" + (log_path.read_text()[-3000:])
+                )
+                time.sleep(1)
+            kafka_service.start(port=int(bootstrap.rsplit(":", 1)[1]), data_dir=data_dir)
+            publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(during)])
+
+            wait_until(
+                lambda: (
+                    proc.poll() is not None
+                    or len(stream_master_ids(spark, lakehouse)) >= len(before + during)
+                ),
+                "the stream to catch up after the outage",
+                timeout=400,
+            )
+            assert proc.poll() is None, (
+                "the job died after the outage:\n" + (log_path.read_text()[-3000:])
+            )
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
 
     # A restart resumes where the checkpoint says, and nothing is lost or counted twice.
     publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(after)])
     run = run_speed(spark, config, available_now=True)
     assert run.status == "succeeded"
     ids = stream_master_ids(spark, lakehouse)
+    assert len(ids) == len(set(ids)), "an event is in the master dataset twice"
     assert sorted(ids) == sorted(e["event_id"] for e in before + during + after)
     assert merged_views(spark, lakehouse) == compute_views(before + during + after)
+
+
+def test_broker_down_at_start_is_one_line_and_non_zero(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dead = f"127.0.0.1:{free_port()}"
+    conf = conf_file(tmp_path, dead)
+    done = subprocess.run(
+        [CLI, "speed", "--conf", str(conf), "--available-now"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"lambda-sales speed: cannot reach Kafka at {dead}: "
+        f"KafkaTimeoutError: Unable to bootstrap from ['{dead}']"
+    ], done.stderr
 
 
 def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap) -> None:  # type: ignore[no-untyped-def]
@@ -157,6 +210,15 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap
             for round_number in range(3):
                 chunk = streamed[round_number * 27 : (round_number + 1) * 27]
                 publish(bootstrap, topic, [as_message(e, i % 2) for i, e in enumerate(chunk)])
+                if round_number == 0:  # the stream is up and writing before the first batch
+                    wait_until(
+                        lambda: (
+                            proc.poll() is not None
+                            or len(stream_master_ids(spark, lakehouse)) >= 27
+                        ),
+                        "the stream's first micro-batch",
+                        timeout=600,
+                    )
                 files = filed[round_number * 14 : (round_number + 1) * 14] + (
                     both if round_number == 1 else []
                 )
@@ -177,6 +239,13 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
         assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
+
+    # The batch ran while the stream was writing: a batch commit to the master dataset lies
+    # between two of the stream's commits.
+    writers = master_commit_writers(lakehouse)
+    streams = [v for v, writer in writers if writer == "stream"]
+    batches = [v for v, writer in writers if writer == "batch"]
+    assert streams and any(streams[0] < v < streams[-1] for v in batches), writers
 
     ids = stream_master_ids(spark, lakehouse)
     assert len(ids) == len(set(ids)), "an event is in the master dataset twice"
