@@ -73,17 +73,28 @@ else
   JVM=(--packages "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages list)")
 fi
 
+# A cluster-mode driver gets the LAMBDA_SALES__* variables (secrets among them) through a
+# properties file only this user can read, removed when spark-submit returns: never on the
+# command line (other users' `ps`, shell history, scheduler logs). Spark's UI and event log
+# redact them (spark.redaction.regex below). spark-defaults.conf is still read.
 ENV_CONF=()
-add_driver_env() {
-  case "$DEPLOY_MODE:$MASTER" in
-    cluster:yarn*) ENV_CONF+=(--conf "spark.yarn.appMasterEnv.$1=$2") ;;
-    cluster:k8s*) ENV_CONF+=(--conf "spark.kubernetes.driverEnv.$1=$2") ;;
-  esac
-}
-add_driver_env LAMBDA_SALES_ENV "$ENV_NAME"
-while IFS= read -r -d '' entry; do
-  add_driver_env "${entry%%=*}" "${entry#*=}"
-done < <(env -0 | grep -z -E '^LAMBDA_SALES__' || true)
+DRIVER_ENV_PREFIX=""
+case "$DEPLOY_MODE:$MASTER" in
+  cluster:yarn*) DRIVER_ENV_PREFIX="spark.yarn.appMasterEnv." ;;
+  cluster:k8s*) DRIVER_ENV_PREFIX="spark.kubernetes.driverEnv." ;;
+esac
+if [ -n "$DRIVER_ENV_PREFIX" ]; then
+  PROPERTIES="$(umask 077 && mktemp "${TMPDIR:-/tmp}/lambda-sales-submit.XXXXXX")"
+  trap 'rm -f "$PROPERTIES"' EXIT
+  {
+    printf '%s\n' "${DRIVER_ENV_PREFIX}LAMBDA_SALES_ENV=$ENV_NAME"
+    while IFS= read -r -d '' entry; do
+      # Java properties: backslashes escaped, the value on one line
+      printf '%s\n' "${DRIVER_ENV_PREFIX}${entry%%=*}=$(printf '%s' "${entry#*=}" | sed 's/\\/\\\\/g' | tr '\n' ' ')"
+    done < <(env -0 | grep -z -E '^LAMBDA_SALES__' || true)
+  } > "$PROPERTIES"
+  ENV_CONF=(--properties-file "$PROPERTIES" --load-spark-defaults)
+fi
 
 export LAMBDA_SALES_ENV="$ENV_NAME"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}"
@@ -101,12 +112,20 @@ COMMAND=(
   --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=$LOG4J"
   --conf "spark.executorEnv.LAMBDA_SALES_ENV=$ENV_NAME"
   --conf "spark.executorEnv.PYSPARK_PYTHON=$PYSPARK_PYTHON"
+  --conf "spark.redaction.regex=(?i)secret|password|token|access[.]key|webhook"
   "${ENV_CONF[@]}"
   "${EXTRA[@]}"
   "$ROOT/jobs/run.py" "$@"
 )
 if [ "$DRY_RUN" = 1 ]; then
   printf '%q ' "${COMMAND[@]}"; echo
+  if [ -n "$DRIVER_ENV_PREFIX" ]; then  # the names it passes, never the values
+    echo "driver environment (in the properties file): $(cut -d= -f1 "$PROPERTIES" | sed "s/^$DRIVER_ENV_PREFIX//" | tr '\n' ' ')"
+  fi
   exit 0
 fi
-exec "${COMMAND[@]}"
+if [ -n "$DRIVER_ENV_PREFIX" ]; then
+  "${COMMAND[@]}"  # not exec: the properties file is removed when it returns
+else
+  exec "${COMMAND[@]}"
+fi
