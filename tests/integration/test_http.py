@@ -333,3 +333,34 @@ def test_cli_query_spark_engine_matches_the_fast_path_and_errors_are_one_line(se
             and message in done.stderr
             and "Traceback" not in done.stderr
         ), done.stderr
+
+
+# Text a user types that looks like SQL: as a value it is a value (it matches nothing); as a
+# column or a schema name it is refused in one line. Nothing is written either way.
+INJECTED_VALUES = ("' OR '1'='1", "x'; DROP TABLE sales_daily; --", 'north" OR "1"="1')
+
+
+def test_sql_injection_through_the_cli_on_both_engines(server) -> None:  # type: ignore[no-untyped-def]
+    before = lakehouse_files(server["root"])
+    for engine in ("fast", "spark"):
+        where = [a for value in INJECTED_VALUES[:1] for a in ("--where", f"region={value}")]
+        done = cli(server, "query", "sales_daily", *where, "--format", "jsonl", "--engine", engine)
+        assert done.returncode == 0 and done.stdout == "", (engine, done.stderr)
+    for value in INJECTED_VALUES:  # every payload on the fast path (no JVM start each)
+        done = cli(
+            server, "query", "sales_daily", "--where", f"region={value}", "--format", "jsonl"
+        )
+        assert done.returncode == 0 and done.stdout == "", (value, done.stderr)
+        done = cli(server, "query", "customer_totals", "--where", f"customer_id=c1{value}")
+        assert done.returncode == 0 and "c1" not in done.stdout, (value, done.stdout)
+    for engine in ("fast", "spark"):
+        done = cli(
+            server, "query", "sales_daily", "--where", "region; DROP TABLE x=1", "--engine", engine
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "unknown column 'region; DROP TABLE x'" in done.stderr
+    for database in ("x; DROP TABLE y", "a`b", "s.t' --"):
+        done = cli(server, "sql-views", "--print", "--database", database)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"bad database name {database!r}" in done.stderr
+    assert lakehouse_files(server["root"]) == before

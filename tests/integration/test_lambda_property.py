@@ -10,8 +10,11 @@ For each seed, a random interleaving of steps:
   in Kafka for the next start;
 * ``batch``: a landing file of new events (late ones, copies of events sent to Kafka, a bad
   record), then the batch job ingests, recomputes and publishes;
-* ``batch-crash``: the same, but the batch fails half-way through writing the new generation;
-  readers still see the previous state, and the job, run again, converges.
+* ``batch-killed``: the same, but the batch is the real CLI in its own process, killed with
+  SIGKILL at one of its fault points (drawn by the seed); readers still see the previous
+  state, and the job, run again, converges;
+* ``speed-killed``: new events published, then the real streaming CLI killed with SIGKILL at
+  one of its fault points (drawn by the seed); the job, started again, converges.
 
 After every step, every merged view, through the Spark path (chispa) and the fast path, equals
 the oracle over every valid event ingested so far, de-duplicated by ``event_id`` (first ingested
@@ -27,12 +30,17 @@ import contextlib
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,8 +55,9 @@ from serving_layer.duckdb_engine import FastServing
 from serving_layer.query import NoViewsError
 from speed_layer.job import run_speed
 from speed_layer.sink import SpeedSink
-from tests.conftest import write_jsonl
+from tests.conftest import config_environ, write_jsonl
 from tests.oracle import compute_views, event, raw_json, rows_to_view
+from tests.processes import descendants, wait_gone
 from tests.serving_helpers import expected_df
 
 pytestmark = [
@@ -63,8 +72,40 @@ PER_TRIGGER = 3
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-class CrashHere(RuntimeError):
-    """Raised from the batch job's progress callback: the run dies where it stands."""
+CLI = str(Path(sys.executable).with_name("lambda-sales"))
+# Fault points every killed step reaches whatever its records (each step brings new valid
+# events; a reject is there only sometimes).
+BATCH_KILLS = (
+    "batch.after_plan",
+    "batch.after_master_insert",
+    "batch.after_ledger_commit",
+    "batch.after_view_2",
+)
+SPEED_KILLS = (
+    "speed.after_master_insert",
+    "speed.after_increments",
+    "speed.before_checkpoint_commit",
+    "speed.after_checkpoint_commit",
+)
+
+
+def killed_cli(job: str, environ: dict[str, str], fault_point: str, *args: str) -> None:
+    """The real CLI in its own process, which kills itself with SIGKILL at ``fault_point``."""
+    env = {**os.environ, **environ, "LAMBDA_SALES_FAULT_POINT": fault_point}
+    proc = subprocess.Popen(
+        [CLI, job, "--quiet", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    family: list[int] = []
+    while proc.poll() is None:
+        family = descendants(proc.pid) or family
+        time.sleep(0.5)
+    _, err = proc.communicate()
+    wait_gone(family)
+    assert proc.returncode == -signal.SIGKILL, f"{job} never reached {fault_point}: {err[-2000:]}"
 
 
 @dataclass
@@ -203,12 +244,15 @@ def check_invariant(
 
 
 def plan(rng: random.Random) -> list[str]:
-    kinds = ["speed", "batch", "speed-stopped", "batch-crash"]
-    steps = [rng.choices(kinds, weights=[4, 3, 2, 2])[0] for _ in range(STEPS)]
-    if not any(s.startswith("speed") for s in steps):
-        steps[rng.randrange(STEPS)] = "speed"
-    if not any(s.startswith("batch") for s in steps):
-        steps[rng.randrange(STEPS)] = "batch"
+    """``STEPS`` steps with at least one of each layer and one real process kill."""
+    kinds = ["speed", "batch", "speed-stopped", "batch-killed", "speed-killed"]
+    steps = [rng.choices(kinds, weights=[4, 3, 2, 2, 2])[0] for _ in range(STEPS)]
+    if not any(s.endswith("killed") for s in steps):
+        steps[rng.randrange(STEPS)] = rng.choice(["batch-killed", "speed-killed"])
+    for layer in ("speed", "batch"):
+        if not any(s.startswith(layer) for s in steps):
+            plain = [i for i, s in enumerate(steps) if not s.endswith("killed")]
+            steps[rng.choice(plain)] = layer
     return steps
 
 
@@ -228,6 +272,7 @@ def test_merged_views_equal_a_recomputation_after_every_step(
         "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
     }
     config = make_config(**env)
+    environ = config_environ(tmp_path, **env)
     stopping_config = make_config(
         **env, LAMBDA_SALES__SOURCES__KAFKA__MAX_OFFSETS_PER_TRIGGER=str(PER_TRIGGER)
     )
@@ -246,7 +291,9 @@ def test_merged_views_equal_a_recomputation_after_every_step(
                 kafka_bootstrap, topic, [raw_json(r) if r is not None else BAD for r in records]
             )
             world.kafka_queue += records
-            if step == "speed":
+            if step in ("speed", "speed-killed"):
+                if step == "speed-killed":
+                    killed_cli("speed", environ, rng.choice(SPEED_KILLS), "--available-now")
                 run_speed(spark, config, available_now=True)
                 consumed = len(world.kafka_queue)
             else:
@@ -265,21 +312,11 @@ def test_merged_views_equal_a_recomputation_after_every_step(
                 ["{not json"] if rng.random() < 0.5 else []
             )
             write_jsonl(tmp_path / "landing" / f"f{files:03d}.jsonl", lines)
-            if step == "batch-crash":
-
-                def crash(message: str) -> None:
-                    if message.startswith("view 3/"):
-                        raise CrashHere(message)
-
-                with pytest.raises(CrashHere):
-                    run_batch(spark, config, progress=crash)
+            if step == "batch-killed":
+                killed_cli("batch", environ, rng.choice(BATCH_KILLS))
                 check_invariant(
                     spark, lakehouse, world, f"{label}: readers still see the last publish", reader
                 )
             run_batch(spark, config)
             world.ingest(list(events))
         check_invariant(spark, lakehouse, world, label, reader)
-
-
-def test_seeds_are_configurable() -> None:
-    assert SEEDS >= 1 and STEPS >= 2
