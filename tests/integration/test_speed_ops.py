@@ -102,8 +102,8 @@ def master_commit_writers(lakehouse: Lakehouse) -> list[tuple[int, str]]:
 
 
 def stream_master_ids(spark: Any, lakehouse: Lakehouse) -> list[str]:
-    """The master dataset's event ids (none before the first writer created it)."""
-    if not (Path(lakehouse.master_dataset) / "_delta_log").is_dir():
+    """The master dataset's event ids (none before the first writer has committed it)."""
+    if not any((Path(lakehouse.master_dataset) / "_delta_log").glob("*.json")):
         return []
     return [
         r[0]
