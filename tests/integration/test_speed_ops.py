@@ -1,5 +1,6 @@
 """The streaming job under operational trouble: the broker goes away mid-stream, and the
-nightly batch runs while the stream is running (CONTRACT §2, §4).
+nightly batch runs while the stream is running and its topic gains partitions (CONTRACT §2,
+§4).
 
 The stream is the real CLI (``lambda-sales speed``, continuous, 1 s trigger) in its own
 process (the outage test against a broker of its own, which it stops and restarts); the test
@@ -83,6 +84,16 @@ def wait_until(condition: Any, what: str, timeout: float = 300) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
+
+
+def add_partitions(bootstrap: str, topic: str, *, total: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewPartitions
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_partitions({topic: NewPartitions(total_count=total)})
+    finally:
+        admin.close()
 
 
 def master_commit_writers(lakehouse: Lakehouse) -> list[tuple[int, str]]:
@@ -209,7 +220,12 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap
         try:
             for round_number in range(3):
                 chunk = streamed[round_number * 27 : (round_number + 1) * 27]
-                publish(bootstrap, topic, [as_message(e, i % 2) for i, e in enumerate(chunk)])
+                if round_number == 2:  # partitions added while the stream runs
+                    add_partitions(bootstrap, topic, total=4)
+                partitions = 4 if round_number == 2 else 2
+                publish(
+                    bootstrap, topic, [as_message(e, i % partitions) for i, e in enumerate(chunk)]
+                )
                 if round_number == 0:  # the stream is up and writing before the first batch
                     wait_until(
                         lambda: (
@@ -250,6 +266,15 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap
     ids = stream_master_ids(spark, lakehouse)
     assert len(ids) == len(set(ids)), "an event is in the master dataset twice"
     assert sorted(ids) == sorted(e["event_id"] for e in streamed + filed)
+    read_from = {
+        r[0]
+        for r in spark.read.format("delta")
+        .load(lakehouse.master_dataset)
+        .where(F.col("ingest_layer") == "speed")
+        .select("source_partition")
+        .collect()
+    }
+    assert read_from == {0, 1, 2, 3}, "the partitions added mid-stream were not read"
     assert merged_views(spark, lakehouse) == compute_views(streamed + filed)
     # And after the next batch absorbs everything the stream brought.
     run_batch(spark, config)
