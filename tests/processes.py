@@ -8,7 +8,7 @@ from pathlib import Path
 
 from devtools.processes import free_port, stop_group
 
-__all__ = ["descendants", "free_port", "stop_group", "wait_gone"]
+__all__ = ["descendants", "free_port", "kill_on_line", "stop_group", "wait_gone"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -36,3 +36,30 @@ def wait_gone(pids: list[int], timeout: float = 120) -> None:
             except OSError:
                 break
             time.sleep(0.2)
+
+
+def kill_on_line(
+    command: list[str], pattern: str, *, env: dict[str, str], cwd: Path | None = None
+) -> tuple[int, list[str]]:
+    """Run ``command``; SIGKILL it as soon as a line of its stderr matches ``pattern`` (and
+    wait until it and its JVM are gone). Returns its exit status and the lines it wrote."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    family: list[int] = []
+    for line in proc.stderr:
+        lines.append(line.rstrip())
+        if re.search(pattern, line):
+            family = descendants(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    wait_gone(family, timeout=60)
+    return proc.returncode, lines

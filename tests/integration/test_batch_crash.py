@@ -9,7 +9,6 @@ in plain Python) from the landing files as written, not by another run of the pi
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from devtools.writers import write_landing_files
 from sales_core.handoff import current_generation
 from sales_core.lakehouse import Lakehouse
 from tests.oracle import Ledger, normalise_row, read_landing_file
-from tests.processes import descendants, wait_gone
+from tests.processes import descendants, kill_on_line, wait_gone
 from tests.serving_helpers import published_views
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -157,18 +156,9 @@ def run_to_fault_point(base: Path, fault_point: str) -> int:
 
 
 def kill_when_reported(base: Path, pattern: str) -> tuple[int, list[str]]:
-    """The CLI, killed with SIGKILL as soon as it reports a line matching ``pattern`` on
-    stderr; its exit status and the lines it reported."""
-    proc = start_batch(base)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    for line in proc.stderr:
-        lines.append(line.rstrip())
-        if re.search(pattern, line):
-            family = descendants(proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
-            return finished(proc, family), lines
-    return finished(proc, []), lines
+    """The CLI, killed with SIGKILL as soon as it reports a line matching ``pattern``."""
+    command = [CLI, "batch", "--conf", str(conf_file(base))]
+    return kill_on_line(command, pattern, env={**os.environ, "LAMBDA_SALES_FAULT_POINT": ""})
 
 
 def first_run(spark: Any, base: Path) -> tuple[Any, Lakehouse, Ledger]:

@@ -523,8 +523,31 @@ def test_password_is_not_in_error_messages_or_failed_run_records(jdbc_url, spark
         assert PASSWORD not in text and secret not in text
 
 
-def test_cli_batch_output_does_not_show_the_password(jdbc_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def db_records(url: str) -> list[dict[str, Any]]:
+    """Every row of the module's table as the contract's fields, in key order."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from devtools.writers import FIELDS, jdbc_url_parts
+
+    host, port, dbname = jdbc_url_parts(url)
+    with psycopg.connect(
+        host=host, port=port, dbname=dbname, user="sales", password=PASSWORD, row_factory=dict_row
+    ) as conn:
+        rows = conn.execute(f"SELECT * FROM {TABLE} ORDER BY row_id").fetchall()
+    return [{f: r[f] for f in FIELDS} for r in rows]
+
+
+def test_cli_batch_killed_while_reading_the_database_then_rerun(jdbc_url, spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL as the run starts reading its epoch (the database read follows that line);
+    the next run ingests every row once, as the oracle judges the table's rows. Neither run
+    shows the password."""
     import os
+    from collections import Counter
+
+    from sales_core.lakehouse import Lakehouse
+    from tests.oracle import Ledger
+    from tests.processes import kill_on_line
 
     conf = write_conf(
         tmp_path,
@@ -533,6 +556,11 @@ def test_cli_batch_output_does_not_show_the_password(jdbc_url, tmp_path) -> None
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
     env["LAMBDA_SALES__SOURCES__JDBC__PASSWORD"] = PASSWORD
+    status, lines = kill_on_line(
+        [CLI, "batch", "--conf", str(conf)], r"ingest epoch \d+:", env=env, cwd=tmp_path
+    )
+    assert status == -9, f"the run ended before it read the database: {lines}"
+    assert all(PASSWORD not in line for line in lines)
     result = subprocess.run(
         [CLI, "batch", "--conf", str(conf)],
         env=env,
@@ -546,3 +574,14 @@ def test_cli_batch_output_does_not_show_the_password(jdbc_url, tmp_path) -> None
     assert "records read" in result.stdout
     assert PASSWORD not in result.stdout and PASSWORD not in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+    oracle = Ledger(now=datetime.now(timezone.utc))
+    for record in db_records(jdbc_url):
+        oracle.add(record)
+    config = load(conf)
+    master = spark.read.format("delta").load(Lakehouse(config.lakehouse.root).master_dataset)
+    got = {r["event_id"]: r["amount"] for r in master.select("event_id", "amount").collect()}
+    assert master.count() == len(got), "an event is in the master dataset twice"
+    assert got == {i: e["amount"] for i, e in oracle.events.items()}
+    quarantine = spark.read.format("delta").load(Lakehouse(config.lakehouse.root).quarantine)
+    assert Counter(r["reason"] for r in quarantine.collect()) == Counter(oracle.rejected)
