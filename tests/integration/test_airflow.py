@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +146,29 @@ def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(
     assert dag["command"].endswith("spark-submit.sh batch --quiet")
 
 
+# Secrets the task's environment carries (CONTRACT §6: never in a log line).
+SECRETS = {
+    "LAMBDA_SALES__SOURCES__JDBC__PASSWORD": "pg-s3cr3t-in-airflow",
+    "LAMBDA_SALES__SOURCES__KAFKA__SASL_PASSWORD": "sasl-s3cr3t-in-airflow",
+    "LAMBDA_SALES__SOURCES__HTTP__TOKEN": "token-s3cr3t-in-airflow",
+}
+
+
+def task_logs(airflow_home: AirflowHome) -> str:
+    """Every task log file Airflow wrote under its home (``dags test`` writes none: it prints
+    the task logs with its output, which the tests check as well)."""
+    return "".join(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in (airflow_home.home / "logs").rglob("*")
+        if p.is_file()
+    )
+
+
+def assert_no_secret(text: str, values: Iterable[str]) -> None:
+    for value in values:
+        assert value not in text, f"a secret is in the Airflow output or task logs: {value[:6]}…"
+
+
 def test_dags_test_runs_the_batch_and_publishes_the_views(
     airflow_home: AirflowHome, spark, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -158,10 +181,14 @@ def test_dags_test_runs_the_batch_and_publishes_the_views(
         env={
             "LAMBDA_SALES__LAKEHOUSE__ROOT": lakehouse.root,
             "LAMBDA_SALES__SOURCES__FILES__LANDING": str(tmp_path / "landing"),
+            **SECRETS,
         },
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "state=success" in result.stdout + result.stderr
+    # `dags test` prints the task's log (the job's own output among it) with its own lines
+    assert "records read" in result.stdout + result.stderr
+    assert_no_secret(result.stdout + result.stderr + task_logs(airflow_home), SECRETS.values())
     generation = current_generation(spark, lakehouse)
     assert generation is not None and generation.events == len(EVENTS)
     expected = compute_views(EVENTS)
@@ -187,6 +214,7 @@ def test_a_failing_batch_is_retried_then_alerts_the_webhook(
             },
         )
     output = result.stdout + result.stderr
+    assert_no_secret(output + task_logs(airflow_home), [hook.url])
     assert "landing location does not exist" in output, output[-6000:]
     assert "state=failed" in output, output[-6000:]
     # The batch job's own alert on each try, then the DAG's once the retry failed too.
