@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
@@ -260,10 +260,7 @@ class Ledger:
         return compute_views(self.events.values())
 
     def reasons(self) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for reason in self.rejected:
-            counts[reason] += 1
-        return dict(counts)
+        return dict(Counter(self.rejected))
 
 
 __all__ = [

@@ -3,12 +3,20 @@ stopping a process group, finding a CLI's JVM and waiting until a killed job is 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 from devtools.processes import free_port, stop_group
 
-__all__ = ["descendants", "free_port", "kill_on_line", "stop_group", "wait_gone"]
+__all__ = [
+    "descendants",
+    "free_port",
+    "kill_on_line",
+    "stop_group",
+    "wait_for_exit",
+    "wait_gone",
+]
 
 
 def descendants(pid: int) -> list[int]:
@@ -38,6 +46,23 @@ def wait_gone(pids: list[int], timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
+def wait_for_exit(
+    proc: subprocess.Popen[str], timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Wait for a CLI and its JVM to be gone (killed after ``timeout``): its exit status and
+    what it wrote to pipes (None for a stream that was not a pipe)."""
+    family: list[int] = []
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        family = descendants(proc.pid) or family
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate()
+    wait_gone(family)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def kill_on_line(
     command: list[str], pattern: str, *, env: dict[str, str], cwd: Path | None = None
 ) -> tuple[int, list[str]]:
@@ -46,7 +71,6 @@ def kill_on_line(
     import os
     import re
     import signal
-    import subprocess
 
     proc = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

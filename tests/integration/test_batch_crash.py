@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from devtools.writers import write_landing_files
 from sales_core.handoff import current_generation
 from sales_core.lakehouse import Lakehouse
 from tests.oracle import Ledger, normalise_row, read_landing_file
-from tests.processes import descendants, kill_on_line, wait_gone
+from tests.processes import kill_on_line, wait_for_exit
 from tests.serving_helpers import published_views
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -138,21 +137,9 @@ def start_batch(base: Path, fault_point: str = "") -> subprocess.Popen[str]:
     )
 
 
-def finished(proc: subprocess.Popen[str], family: list[int]) -> int:
-    proc.wait()
-    wait_gone(family, timeout=60)
-    return proc.returncode
-
-
 def run_to_fault_point(base: Path, fault_point: str) -> int:
     """The CLI, which kills itself with SIGKILL at ``fault_point``; its exit status."""
-    proc = start_batch(base, fault_point)
-    family: list[int] = []
-    while proc.poll() is None:
-        family = descendants(proc.pid) or family
-        time.sleep(0.5)
-    proc.communicate()
-    return finished(proc, family)
+    return wait_for_exit(start_batch(base, fault_point)).returncode
 
 
 def kill_when_reported(base: Path, pattern: str) -> tuple[int, list[str]]:

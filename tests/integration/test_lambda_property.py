@@ -34,7 +34,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from speed_layer.job import run_speed
 from speed_layer.sink import SpeedSink
 from tests.conftest import config_environ, write_jsonl
 from tests.oracle import compute_views, event, raw_json, rows_to_view
-from tests.processes import descendants, wait_gone
+from tests.processes import wait_for_exit
 from tests.serving_helpers import expected_df
 
 pytestmark = [
@@ -99,13 +98,10 @@ def killed_cli(job: str, environ: dict[str, str], fault_point: str, *args: str) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    family: list[int] = []
-    while proc.poll() is None:
-        family = descendants(proc.pid) or family
-        time.sleep(0.5)
-    _, err = proc.communicate()
-    wait_gone(family)
-    assert proc.returncode == -signal.SIGKILL, f"{job} never reached {fault_point}: {err[-2000:]}"
+    done = wait_for_exit(proc)
+    assert done.returncode == -signal.SIGKILL, (
+        f"{job} never reached {fault_point}: {done.stderr[-2000:]}"
+    )
 
 
 @dataclass

@@ -33,7 +33,7 @@ from speed_layer.checkpoint import read_checkpoint_state
 from speed_layer.job import run_speed
 from tests.conftest import consume_all, write_stream_conf
 from tests.oracle import Ledger, compute_views, normalise_row, parse_json_text, rows_to_view
-from tests.processes import descendants, wait_gone
+from tests.processes import wait_for_exit
 
 pytestmark = [
     pytest.mark.integration,
@@ -147,20 +147,6 @@ def start_cli(conf: Path, *args: str, stderr: Any, fault_point: str = "") -> sub
     )
 
 
-def wait_for(proc: subprocess.Popen[str], timeout: float = 900) -> int:
-    """Wait for the CLI and its JVM to be gone; returns its exit status."""
-    family: list[int] = []
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        family = descendants(proc.pid) or family
-        time.sleep(0.5)
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate()
-    wait_gone(family)
-    return proc.returncode
-
-
 def check_converged(
     spark: Any, lakehouse: Lakehouse, oracle: Ledger, bootstrap: str, dlq_topic: str
 ) -> None:
@@ -215,9 +201,9 @@ def test_sigkill_between_writes_then_restart_converges(
     lakehouse = Lakehouse(config.lakehouse.root)
 
     with (tmp_path / "speed.log").open("w") as log:
-        status = wait_for(
+        status = wait_for_exit(
             start_cli(conf, "--available-now", "--quiet", stderr=log, fault_point=fault_point)
-        )
+        ).returncode
     assert status == -signal.SIGKILL, (tmp_path / "speed.log").read_text()[-2000:]
 
     state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)

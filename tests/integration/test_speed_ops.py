@@ -29,10 +29,10 @@ from sales_core.config import load_config
 from sales_core.lakehouse import Lakehouse
 from speed_layer.job import run_speed
 from tests.conftest import write_jsonl, write_stream_conf
-from tests.integration.test_speed_crash import CLI, start_cli, wait_for
+from tests.integration.test_speed_crash import CLI, start_cli
 from tests.integration.test_speed_layer import as_message, merged_views, publish
 from tests.oracle import compute_views, event, raw_json
-from tests.processes import free_port
+from tests.processes import free_port, wait_for_exit
 
 pytestmark = [
     pytest.mark.integration,
@@ -175,7 +175,7 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
-        assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
+        assert wait_for_exit(proc, timeout=300).returncode == 0, log_path.read_text()[-2000:]
 
     # A restart resumes where the checkpoint says, and nothing is lost or counted twice.
     publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(after)])
@@ -254,7 +254,7 @@ def test_batch_runs_while_the_stream_is_running(spark, tmp_path, kafka_bootstrap
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
-        assert wait_for(proc, timeout=300) == 0, log_path.read_text()[-2000:]
+        assert wait_for_exit(proc, timeout=300).returncode == 0, log_path.read_text()[-2000:]
 
     # The batch ran while the stream was writing: a batch commit to the master dataset lies
     # between two of the stream's commits.
