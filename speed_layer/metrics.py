@@ -158,15 +158,16 @@ def append_metrics(
     new = [m for m in rows if (m.stream, m.batch_id) not in present]
     if not new:
         return []
+    as_rows = [m.as_row() for m in new]
     if driver is not None and driver.usable and local_path(metrics_path) is not None:
-        table = pa.Table.from_pylist([m.as_row() for m in new], schema=_METRICS_ARROW)
+        table = pa.Table.from_pylist(as_rows, schema=_METRICS_ARROW)
         first, last = min(m.batch_id for m in new), max(m.batch_id for m in new)
         try:
             driver.append(metrics_path, table, user_metadata=f"stream-metrics:{first}-{last}")
             return new
         except DriverAppendUnusable as exc:
             log.info("delta-rs cannot write stream_metrics (%s): Spark writes it", exc)
-    frame = spark.createDataFrame([m.as_row() for m in new], STREAM_METRICS_SCHEMA)
+    frame = spark.createDataFrame(as_rows, STREAM_METRICS_SCHEMA)
     with_conflict_retry(
         lambda: frame.write.format("delta").mode("append").save(metrics_path),
         what="append stream metrics",
