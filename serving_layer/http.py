@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse, Response
 
 from sales_core.views import VIEW_NAMES, VIEWS, ViewDef
 from serving_layer.duckdb_engine import FastServing
-from serving_layer.query import MAX_LIMIT, NoViewsError, build_query
+from serving_layer.openapi import health_operation, view_operation
+from serving_layer.query import MAX_LIMIT, MAX_OFFSET, NoViewsError, build_query
 from serving_layer.rows import FilterError, dumps_row, to_text
 
 DEFAULT_LIMIT = 1000
@@ -74,6 +75,8 @@ def _view_endpoint(view: ViewDef, reader: FastServing) -> Callable[..., Response
                 offset=params.get("offset"),
                 default_limit=DEFAULT_LIMIT,
                 max_limit=MAX_LIMIT,
+                max_offset=MAX_OFFSET,
+                empty_range=True,
             )
             result = reader.answer(query)
         except FilterError as exc:
@@ -101,7 +104,7 @@ def _view_endpoint(view: ViewDef, reader: FastServing) -> Callable[..., Response
         )
     for name, alias, description in (
         ("date_from", "from", "first UTC day (YYYY-MM-DD) on the view's time key; see the README"),
-        ("date_to", "to", "last UTC day (YYYY-MM-DD), included"),
+        ("date_to", "to", "last UTC day (YYYY-MM-DD), included; before `from`: no rows"),
         (
             "limit",
             "limit",
@@ -159,7 +162,33 @@ def create_app(lakehouse_root: str, *, reader: FastServing | None = None) -> Fas
             json.dumps(reader.health(), default=_json_default), media_type="application/json"
         )
 
+    install_openapi(app)
     return app
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the document of :mod:`serving_layer.openapi` (typed, every status code)."""
+    derived = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = derived()
+            for name, view in VIEWS.items():
+                path = schema["paths"][f"/views/{name}"]
+                path["get"] = view_operation(
+                    path["get"],
+                    view,
+                    default_limit=DEFAULT_LIMIT,
+                    max_limit=MAX_LIMIT,
+                    max_offset=MAX_OFFSET,
+                )
+            schema["paths"]["/health"]["get"] = health_operation(schema["paths"]["/health"]["get"])
+            schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+            schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
 
 
 def serve(lakehouse_root: str, *, host: str, port: int) -> None:

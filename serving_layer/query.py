@@ -36,6 +36,8 @@ Predicate = tuple[str, Operator, Any]
 
 # The largest page the HTTP API answers (the CLI answers every row unless told otherwise).
 MAX_LIMIT = 100_000
+# The largest offset the HTTP API takes (far past any view's rows; DuckDB's OFFSET is a BIGINT).
+MAX_OFFSET = 1_000_000_000_000
 
 
 class NoViewsError(PipelineError):
@@ -66,6 +68,11 @@ def _start_of(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=timezone.utc)
 
 
+def _after(day: date) -> datetime | None:
+    """The start of the day after ``day`` (None: no day after the last one Python has)."""
+    return None if day == date.max else _start_of(day + timedelta(days=1))
+
+
 def range_predicates(
     view: ViewDef, date_from: date | None, date_to: date | None
 ) -> list[Predicate]:
@@ -79,8 +86,8 @@ def range_predicates(
     elif view.name == "sales_hourly":
         if date_from:
             out.append(("event_hour", ">=", _start_of(date_from)))
-        if date_to:
-            out.append(("event_hour", "<", _start_of(date_to + timedelta(days=1))))
+        if date_to and _after(date_to):
+            out.append(("event_hour", "<", _after(date_to)))
     elif view.name == "revenue_category_monthly":
         if date_from:
             out.append(("month", ">=", date_from.strftime("%Y-%m")))
@@ -89,8 +96,8 @@ def range_predicates(
     elif view.name == "customer_totals":
         if date_from:
             out.append(("last_event_time", ">=", _start_of(date_from)))
-        if date_to:
-            out.append(("first_event_time", "<", _start_of(date_to + timedelta(days=1))))
+        if date_to and _after(date_to):
+            out.append(("first_event_time", "<", _after(date_to)))
     elif date_from or date_to:
         raise FilterError(f"view {view.name} has no time key for --from/--to")
     return out
@@ -131,18 +138,21 @@ def build_query(
     offset: str | int | None = None,
     default_limit: int | None = None,
     max_limit: int | None = None,
+    max_offset: int | None = None,
+    empty_range: bool = False,
 ) -> ViewQuery:
     """A :class:`ViewQuery` from user text; :class:`FilterError` (one line) when any part is bad.
 
     Raises:
         ValueError: ``view_name`` is not a view.
-        FilterError: an unknown column, a value of the wrong type, a bad date or count.
+        FilterError: an unknown column, a value of the wrong type, a bad date or count, a
+            range whose ``to`` is before its ``from`` (unless ``empty_range``: no rows then).
     """
     view = get_view(view_name)
     filters = parse_filters(view, where)
     start = parse_date(date_from, "from") if date_from is not None else None
     end = parse_date(date_to, "to") if date_to is not None else None
-    if start and end and start > end:
+    if start and end and start > end and not empty_range:
         raise FilterError(f"the range is empty: from {start} is after to {end}")
     return ViewQuery(
         view,
@@ -150,7 +160,7 @@ def build_query(
         start,
         end,
         parse_count(limit, "limit", default=default_limit, maximum=max_limit),
-        parse_count(offset, "offset", default=0) or 0,
+        parse_count(offset, "offset", default=0, maximum=max_offset) or 0,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -22,6 +23,15 @@ class FilterError(ValueError):
     """A filter that names an unknown column or carries a value of the wrong type."""
 
 
+INTEGER_BOUNDS = {T.LongType: (-(2**63), 2**63 - 1), T.IntegerType: (-(2**31), 2**31 - 1)}
+
+
+def decimal_pattern(whole: int, scale: int) -> str:
+    """A decimal of at most ``whole`` digits before the point and ``scale`` after it."""
+    fraction = rf"(\.[0-9]{{1,{scale}}})?" if scale else ""
+    return rf"^-?[0-9]{{1,{whole}}}{fraction}$"
+
+
 def parse_value(view: ViewDef, column: str, text: str) -> Any:
     """``text`` as a value of ``column``'s type in ``view``."""
     types = {f.name: f.dataType for f in view.schema.fields}
@@ -34,13 +44,21 @@ def parse_value(view: ViewDef, column: str, text: str) -> Any:
         if isinstance(dtype, T.DateType):
             return date.fromisoformat(text)
         if isinstance(dtype, T.TimestampType):
-            value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+            # RFC 3339 lets 't' and 'z' be lower case; an instant without a zone is UTC
+            value = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+            value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+            return value.astimezone(timezone.utc)
         if isinstance(dtype, (T.LongType, T.IntegerType)):
-            return int(text)
+            low, high = INTEGER_BOUNDS[type(dtype)]
+            number = int(text)
+            if not low <= number <= high:
+                raise ValueError("out of range")
+            return number
         if isinstance(dtype, T.DecimalType):
+            if not re.fullmatch(decimal_pattern(dtype.precision - dtype.scale, dtype.scale), text):
+                raise ValueError("not a decimal of the column's precision")
             return Decimal(text)
-    except (ValueError, InvalidOperation):
+    except (ValueError, InvalidOperation, OverflowError):
         raise FilterError(
             f"bad value {text!r} for column '{column}' ({dtype.simpleString()})"
         ) from None
