@@ -585,3 +585,115 @@ def test_cli_batch_killed_while_reading_the_database_then_rerun(jdbc_url, spark,
     assert got == {i: e["amount"] for i, e in oracle.events.items()}
     quarantine = spark.read.format("delta").load(Lakehouse(config.lakehouse.root).quarantine)
     assert Counter(r["reason"] for r in quarantine.collect()) == Counter(oracle.rejected)
+
+
+def test_schema_drift_between_runs(jdbc_url, spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The table's columns change between runs, as production tables do: a column added and a
+    column's type changed (the new rows are read like any others, the extra column kept in a
+    rejected row's raw record), then a required column renamed (every new row quarantined
+    with its reason: nothing silently dropped), then the watermark column renamed (a one-line
+    error, the run recorded as failed, nothing changed). Each run is judged by the oracle over
+    the rows as the table then holds them."""
+    from collections import Counter
+
+    import psycopg
+    from pyspark.sql import functions as F
+
+    from batch_layer.job import run_batch
+    from devtools.writers import jdbc_url_parts, write_database
+    from sales_core.errors import PipelineError
+    from sales_core.lakehouse import Lakehouse
+    from tests.oracle import Ledger
+
+    table = "sales_drift"
+    config = load(write_conf(tmp_path, jdbc_url, table=table))
+    lakehouse = Lakehouse(config.lakehouse.root)
+    host, port, dbname = jdbc_url_parts(jdbc_url)
+
+    def sql(*statements: str, rows: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+        with psycopg.connect(
+            host=host, port=port, dbname=dbname, user="sales", password=PASSWORD
+        ) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            for r in rows:
+                names = ", ".join(r)
+                conn.execute(
+                    f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(r))})",
+                    list(r.values()),
+                )
+
+    oracle = Ledger(now=datetime.now(timezone.utc))
+
+    def ingested(rows: list[dict[str, Any]]) -> dict[str, int]:
+        """Feed the oracle the rows as the contract reads them; the run counts they make."""
+        before = (len(oracle.events), oracle.duplicates, len(oracle.rejected))
+        for r in rows:
+            oracle.add({k: v for k, v in r.items() if k != "discount"})
+        after = (len(oracle.events), oracle.duplicates, len(oracle.rejected))
+        valid, duplicates, quarantined = (a - b for a, b in zip(after, before, strict=True))
+        return {
+            "records_read": len(rows),
+            "valid": valid,
+            "duplicates": duplicates,
+            "quarantined": quarantined,
+        }
+
+    def check(record: Any, expected_counts: dict[str, int]) -> None:
+        assert record.status == "succeeded"
+        assert {k: getattr(record, k) for k in expected_counts} == expected_counts
+        master = spark.read.format("delta").load(lakehouse.master_dataset)
+        got = {r["event_id"]: r["amount"] for r in master.select("event_id", "amount").collect()}
+        assert master.count() == len(got), "an event is in the master dataset twice"
+        assert got == {i: e["amount"] for i, e in oracle.events.items()}
+        reasons = spark.read.format("delta").load(lakehouse.quarantine).collect()
+        assert Counter(r["reason"] for r in reasons) == Counter(oracle.rejected)
+
+    first = [row(f"dr-{n}") for n in range(3)] + [row("dr-bad", quantity=0)]
+    write_database(iter(first), url=jdbc_url, user="sales", password=PASSWORD, table=table)
+    check(run_batch(spark, config), ingested(first))
+
+    # A column added, a column's type changed (INTEGER -> TEXT).
+    second = [
+        {**row("dr-10", quantity="3"), "discount": Decimal("1.50")},
+        {**row("dr-11", quantity="two"), "discount": Decimal("0.25")},  # invalid_type:quantity
+        {**row("dr-0", amount=Decimal("99.0000"), quantity="1"), "discount": None},  # duplicate
+    ]
+    sql(
+        f"ALTER TABLE {table} ADD COLUMN discount NUMERIC(10, 2)",
+        f"ALTER TABLE {table} ALTER COLUMN quantity TYPE TEXT USING quantity::text",
+        rows=second,
+    )
+    check(run_batch(spark, config), ingested(second))
+    rejected = spark.read.format("delta").load(lakehouse.quarantine).collect()
+    raw = {q["reason"]: json.loads(q["raw_record"], parse_float=Decimal) for q in rejected}
+    assert raw["invalid_type:quantity"]["event_id"] == "dr-11"
+    assert raw["invalid_type:quantity"]["discount"] == Decimal("0.25"), "the row as read"
+    assert "discount" not in raw["invalid_quantity"], "a row read before the column was added"
+
+    # A required column renamed: the new rows have no amount, each is quarantined.
+    third = [{k: v for k, v in row(f"dr-{n}").items() if k != "amount"} for n in (20, 21)]
+    sql(
+        f"ALTER TABLE {table} RENAME COLUMN amount TO sale_amount",
+        rows=[{**r, "sale_amount": Decimal("5.0000")} for r in third],
+    )
+    check(run_batch(spark, config), ingested(third))
+    assert oracle.rejected[-2:] == ["missing_required:amount"] * 2
+
+    # The watermark column renamed: the run cannot plan; one line, nothing written.
+    master_version = spark.sql(f"DESCRIBE HISTORY delta.`{lakehouse.master_dataset}`").first()
+    sql(f"ALTER TABLE {table} RENAME COLUMN ingested_at TO loaded_at")
+    with pytest.raises(PipelineError) as failure:
+        run_batch(spark, config)
+    message = str(failure.value)
+    assert "\n" not in message and "ingested_at" in message and PASSWORD not in message
+    assert spark.sql(f"DESCRIBE HISTORY delta.`{lakehouse.master_dataset}`").first() == (
+        master_version
+    )
+    failed = (
+        spark.read.format("delta")
+        .load(lakehouse.pipeline_runs)
+        .orderBy(F.col("started_at").desc())
+        .first()
+    )
+    assert failed["status"] == "failed" and "ingested_at" in failed["error"]
