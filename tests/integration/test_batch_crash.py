@@ -33,17 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).with_name("lambda-sales"))
 END = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
-FAULT_POINTS = (
-    "batch.after_plan",
-    "batch.after_quarantine",
-    "batch.after_master_insert",
-    "batch.after_ledger_commit",
-    "batch.after_view_2",
-    "batch.after_publish",
-)
-# Moments the job reports on stderr, none of them a fault point: the kill lands in whatever
-# the job does right after (reading and merging the epoch's sources; writing a view).
-OBSERVED = (r"ingest epoch \d+:", r"view 3/4: ")
 
 
 def write_inputs(landing: Path, part: str) -> None:
@@ -172,57 +161,56 @@ def statuses(spark: Any, lakehouse: Lakehouse) -> list[str]:
     ]
 
 
+# The chain: each step kills the CLI at a fault point of its own, or right after it reports a
+# moment that is none (the kill lands in whatever the job does next: reading and merging the
+# epoch's sources, writing a view).
+CHAIN = (
+    ("fault point", "batch.after_plan"),
+    ("reported", r"ingest epoch \d+:"),
+    ("fault point", "batch.after_quarantine"),
+    ("fault point", "batch.after_master_insert"),
+    ("fault point", "batch.after_ledger_commit"),
+    ("fault point", "batch.after_view_2"),
+    ("reported", r"view 3/4: "),
+    ("fault point", "batch.after_publish"),
+)
+
+
 @pytest.mark.timeout(
     3000
-)  # six cold JVM starts in a row: past the 900 s default when two workers share the cores
+)  # eight cold JVM starts in a row: past the 900 s default when two workers share the cores
 def test_sigkill_at_each_step_in_turn_then_rerun_converges(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Kill the job at every step, each run resuming from the state the last kill left.
+    """Kill the job at every step and at moments it reports, each run resuming from the state
+    the last kill left.
 
     Run k+1 starts from the crash state of run k and passes through every step before its own
-    fault point again, so recovery from each crash state is exercised; the last rerun must
-    converge to the oracle's outcome. (One chain: a JVM start per step, not a whole history
-    per step, to keep the suite within CI's time.)
+    kill again, so recovery from each crash state is exercised; the last rerun must converge to
+    the oracle's outcome. Readers keep generation 1 until the kill after the publish. (One
+    chain: a JVM start per step, not a whole history per step, to keep the suite within CI's
+    time.)
     """
     config, lakehouse, oracle_a = first_run(spark, tmp_path)
     oracle_ab = expected(tmp_path / "landing", "ab")
     assert oracle_ab.duplicates > 0 and oracle_ab.rejected, "the input exercises every outcome"
 
-    for fault_point in FAULT_POINTS:
-        assert run_to_fault_point(tmp_path, fault_point) == -signal.SIGKILL, (
-            f"{fault_point} was never reached"
-        )
+    for kind, where in CHAIN:
+        if kind == "fault point":
+            status = run_to_fault_point(tmp_path, where)
+            assert status == -signal.SIGKILL, f"{where} was never reached"
+        else:
+            status, lines = kill_when_reported(tmp_path, where)
+            assert status == -signal.SIGKILL, f"the job ended before reporting {where}: {lines}"
         # A reader during (and after) the killed run sees a whole generation: the previous one,
         # unless the kill came after the new one was published.
         published = current_generation(spark, lakehouse).generation  # type: ignore[union-attr]
-        if fault_point == "batch.after_publish":
+        if where == "batch.after_publish":
             assert published == 2
             assert published_views(spark, lakehouse) == oracle_ab.views()
         else:
-            assert published == 1, fault_point
-            assert published_views(spark, lakehouse) == oracle_a.views(), fault_point
+            assert published == 1, where
+            assert published_views(spark, lakehouse) == oracle_a.views(), where
 
     rerun = run_batch(spark, config)
     assert rerun.status == "succeeded"
     check_outcome(spark, lakehouse, oracle_ab)
-    assert statuses(spark, lakehouse) == [
-        "succeeded",
-        *["interrupted"] * len(FAULT_POINTS),
-        "succeeded",
-    ]
-
-
-def test_sigkill_at_reported_moments_then_rerun_converges(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Kill the job right after it reports a step (not at a fault point of its own): while it
-    reads and merges the epoch, then, in the next run, while it writes the new generation's
-    views. Each kill must land in a running job; readers keep generation 1; a rerun converges.
-    """
-    config, lakehouse, oracle_a = first_run(spark, tmp_path)
-    for pattern in OBSERVED:
-        status, lines = kill_when_reported(tmp_path, pattern)
-        assert status == -signal.SIGKILL, f"the job ended before reporting {pattern}: {lines}"
-        assert current_generation(spark, lakehouse).generation == 1  # type: ignore[union-attr]
-        assert published_views(spark, lakehouse) == oracle_a.views(), pattern
-
-    assert run_batch(spark, config).status == "succeeded"
-    check_outcome(spark, lakehouse, expected(tmp_path / "landing", "ab"))
-    assert statuses(spark, lakehouse) == ["succeeded", "interrupted", "interrupted", "succeeded"]
+    assert statuses(spark, lakehouse) == ["succeeded", *["interrupted"] * len(CHAIN), "succeeded"]

@@ -4,8 +4,9 @@ test's own oracle (``tests.oracle``) from the records as published, and every re
 reaches the dead-letter topic at least once.
 
 The killed job is the real CLI (``lambda-sales speed``) in its own process, with
-``LAMBDA_SALES_FAULT_POINT`` naming where it kills itself; restarts run in-process on the
-shared session (one JVM start less each).
+``LAMBDA_SALES_FAULT_POINT`` naming where it kills itself. The fault points are chained on one
+lakehouse and checkpoint (each killed run is the recovery of the kill before it: a cold JVM per
+point, not two); the last, converging run is in-process on the shared session.
 """
 
 from __future__ import annotations
@@ -192,36 +193,44 @@ def check_converged(
     assert set(published) == set(got["quarantine"]), "a dead letter of no quarantined record"
 
 
-@pytest.mark.parametrize("fault_point", FAULT_POINTS)
-def test_sigkill_between_writes_then_restart_converges(
-    spark, tmp_path, bootstrap, oracle, fault_point
+def test_sigkill_at_each_fault_point_in_turn_then_restart_converges(
+    spark, tmp_path, bootstrap, oracle
 ) -> None:  # type: ignore[no-untyped-def]
+    """Every fault point kills the real CLI in turn, on the same tables and checkpoint: each run
+    after the first recovers from the kill before it (replaying micro-batch 0 until Spark has
+    committed it) and then dies at the next point; a last, uninterrupted run converges."""
     conf = conf_file(tmp_path, bootstrap)
     config = load_config(conf)
     lakehouse = Lakehouse(config.lakehouse.root)
 
-    with (tmp_path / "speed.log").open("w") as log:
-        status = wait_for_exit(
-            start_cli(conf, "--available-now", "--quiet", stderr=log, fault_point=fault_point)
-        ).returncode
-    assert status == -signal.SIGKILL, (tmp_path / "speed.log").read_text()[-2000:]
-
-    state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
-    if fault_point in IN_SINK:
-        assert (state.last_planned, state.last_committed) == (0, None), "killed in micro-batch 0"
-    else:
-        assert state.last_committed is not None, "killed after Spark committed a micro-batch"
+    for step, fault_point in enumerate(FAULT_POINTS):
+        log_path = tmp_path / f"speed-{step}.log"
+        with log_path.open("w") as log:
+            status = wait_for_exit(
+                start_cli(conf, "--available-now", "--quiet", stderr=log, fault_point=fault_point)
+            ).returncode
+        assert status == -signal.SIGKILL, f"{fault_point}: {log_path.read_text()[-2000:]}"
+        state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
+        if fault_point in IN_SINK:
+            assert (state.last_planned, state.last_committed) == (0, None), (
+                f"{fault_point}: killed in micro-batch 0 (or its replay)"
+            )
+        else:
+            assert state.last_committed is not None, (
+                f"{fault_point}: killed after Spark committed a micro-batch"
+            )
     run = run_speed(spark, config, available_now=True)
     assert run.status == "succeeded"
     check_converged(spark, lakehouse, oracle, bootstrap, config.sources.kafka.dlq_topic)
-    statuses = sorted(
+    statuses = [
         r["status"]
         for r in spark.read.format("delta")
         .load(lakehouse.pipeline_runs)
         .where(F.col("job") == "speed")
+        .orderBy("started_at")
         .collect()
-    )
-    assert statuses == ["interrupted", "succeeded"]
+    ]
+    assert statuses == ["interrupted"] * len(FAULT_POINTS) + ["succeeded"]
 
 
 def test_sigterm_finishes_the_micro_batch_and_exits_0(spark, tmp_path, bootstrap, oracle) -> None:  # type: ignore[no-untyped-def]
