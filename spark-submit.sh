@@ -99,6 +99,12 @@ fi
 export LAMBDA_SALES_ENV="$ENV_NAME"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}"
 LOG4J="file:$ROOT/conf/log4j2.properties"
+DRIVER_OPTIONS="-Dlog4j2.configurationFile=$LOG4J"
+case "$MASTER" in
+  # A local driver maps the class-data archive of `make setup` when there is one (seconds off
+  # its start; sales_core/jvm_archive.py).
+  local*) DRIVER_OPTIONS="$DRIVER_OPTIONS $(cd "$ROOT" && "$PYTHON" -m sales_core.jvm_archive options 2>/dev/null || true)" ;;
+esac
 COMMAND=(
   "$SUBMIT"
   --master "$MASTER"
@@ -109,7 +115,7 @@ COMMAND=(
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
   --conf spark.sql.session.timeZone=UTC
-  --conf "spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=$LOG4J"
+  --conf "spark.driver.extraJavaOptions=${DRIVER_OPTIONS% }"
   --conf "spark.executorEnv.LAMBDA_SALES_ENV=$ENV_NAME"
   --conf "spark.executorEnv.PYSPARK_PYTHON=$PYSPARK_PYTHON"
   --conf "spark.redaction.regex=(?i)secret|password|token|access[.]key|webhook"

@@ -7,6 +7,7 @@ import os
 
 from pyspark.sql import SparkSession
 
+from sales_core import jvm_archive
 from sales_core.config import CONF_DIR, SparkConf
 from sales_core.packages import JVM_PACKAGES, cached_jars, jar_cache_dir
 
@@ -28,13 +29,16 @@ def _active_session() -> SparkSession | None:
     return SparkSession.getActiveSession()
 
 
-def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
+def get_spark(
+    conf: SparkConf, *, app_name: str | None = None, java_options: tuple[str, ...] = ()
+) -> SparkSession:
     """Return the job's SparkSession, creating it only when none exists.
 
     Under ``spark-submit`` or on Databricks a session (or at least its context) exists
     already; it is reused and only runtime settings are applied. Locally, a session is built
     with the Delta extension and the cached pinned jars (resolved from Maven Central on first
-    use, then never again).
+    use, then never again), and the class-data-sharing archive of ``make setup`` when it fits
+    (``sales_core.jvm_archive``). ``java_options`` are added to the driver JVM's own.
     """
     existing = _active_session()
     if existing is not None:
@@ -44,11 +48,10 @@ def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
         # A laptop: bind to loopback rather than guessing an external interface.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name or conf.app_name)
-    log4j = CONF_DIR / "log4j2.properties"
-    if log4j.is_file():
-        builder = builder.config(
-            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}"
-        )
+    jars = None if _under_launcher() else cached_jars()
+    options = driver_java_options(conf, jars, extra=java_options)
+    if options:
+        builder = builder.config("spark.driver.extraJavaOptions", options)
     if conf.master and not _under_launcher():
         builder = builder.master(conf.master)
     for key, value in DELTA_SETTINGS.items():
@@ -60,7 +63,6 @@ def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
     if conf.driver_memory:
         builder = builder.config("spark.driver.memory", conf.driver_memory)
     if not _under_launcher():
-        jars = cached_jars()
         if jars is not None:
             builder = builder.config("spark.jars", ",".join(jars))
         else:
@@ -68,10 +70,29 @@ def get_spark(conf: SparkConf, *, app_name: str | None = None) -> SparkSession:
             builder = builder.config("spark.jars.packages", ",".join(JVM_PACKAGES))
             builder = builder.config("spark.jars.ivy", str(jar_cache_dir() / "ivy"))
     for key, value in conf.conf.items():
-        builder = builder.config(key, value)
+        if key != "spark.driver.extraJavaOptions":
+            builder = builder.config(key, value)
     spark = builder.getOrCreate()
     _apply_runtime(spark, conf)
     return spark
+
+
+def driver_java_options(
+    conf: SparkConf, jars: list[str] | None, *, extra: tuple[str, ...] = ()
+) -> str:
+    """The local driver JVM's options: the CLI's log4j settings, the class-data archive (a
+    local master only), the caller's and then the user's ``spark.driver.extraJavaOptions``."""
+    options: list[str] = []
+    log4j = CONF_DIR / "log4j2.properties"
+    if log4j.is_file():
+        options.append(f"-Dlog4j2.configurationFile=file:{log4j}")
+    if conf.master.startswith("local") and not any(
+        o.startswith(("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit")) for o in extra
+    ):
+        options += jvm_archive.java_options(jars)
+    options += extra
+    user = conf.conf.get("spark.driver.extraJavaOptions", "")
+    return " ".join([*options, user] if user else options)
 
 
 def _under_launcher() -> bool:

@@ -8,21 +8,50 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
-echo "== preparing services (PostgreSQL server binaries, Apache Kafka jars)"
-$BIN/python - <<'PY'
+# Set-up steps that do not depend on one another run side by side (most of their time is
+# downloads and a JVM's start): each one's output goes to a log, shown only if it fails.
+LOGS=.cache/setup-logs
+mkdir -p "$LOGS"
+names=()
+pids=()
+step() {  # step NAME COMMAND...: run in the background, output to $LOGS/NAME.log
+  local name=$1
+  shift
+  ("$@") >"$LOGS/$name.log" 2>&1 &
+  names+=("$name")
+  pids+=($!)
+}
+services() {
+  $BIN/python - <<'PY'
 from devtools import kafka_files, postgres_cluster
 postgres_cluster.ensure_installed()
 kafka_files.ensure_libs()
 PY
-
-echo "== preparing Apache Airflow in its own virtualenv (.cache/airflow-venv; reused when present)"
-bash scripts/airflow-venv.sh >/dev/null
-
-echo "== lint, types and the layers contract"
-$BIN/ruff check . || { echo "ruff found problems"; exit 1; }
-$BIN/ruff format --check . || { echo "ruff format would change the files above: run ruff format"; exit 1; }
-$BIN/mypy || { echo "mypy found problems"; exit 1; }
-$BIN/lint-imports --no-logo || { echo "lint-imports found an import across layers"; exit 1; }
+}
+lint() {
+  $BIN/ruff check . || { echo "ruff found problems"; return 1; }
+  $BIN/ruff format --check . || { echo "ruff format would change the files above: run ruff format"; return 1; }
+  $BIN/mypy || { echo "mypy found problems"; return 1; }
+  $BIN/lint-imports --no-logo || { echo "lint-imports found an import across layers"; return 1; }
+}
+started=$(date +%s)
+echo "== set-up, side by side: PostgreSQL server (Debian) and Apache Kafka (Maven Central);"
+echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); the JVM class archive"
+echo "   (.cache/jvm); lint, types and the layers contract"
+step services services
+step airflow bash scripts/airflow-venv.sh
+step jvm-archive "$BIN/python" -m devtools.jvm_archive build
+step lint lint
+failed=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "-- ${names[$i]} failed ($LOGS/${names[$i]}.log):"
+    tail -n 40 "$LOGS/${names[$i]}.log"
+    failed=1
+  fi
+done
+[ "$failed" -eq 0 ] || exit 1
+echo "   done in $(( $(date +%s) - started )) s"
 
 echo "== tests"
 set +e

@@ -1,0 +1,148 @@
+"""Build the local Spark driver's class-data-sharing archive (see ``sales_core.jvm_archive``).
+
+``python -m devtools.jvm_archive build`` (run by ``make setup``) runs a short, real pass of
+the pipeline in a driver JVM started with ``-XX:ArchiveClassesAtExit``: a batch run over a few
+generated landing files (Delta writes, MERGE, the ledger, the four views, the publish), a
+query of a merged view, and a streaming query with RocksDB state and a ``foreachBatch`` Delta
+sink. The JVM writes the classes it loaded when it exits; the archive is renamed into place
+only when complete, so a killed build leaves no archive rather than a broken one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sales_core.jvm_archive import archive_path, disabled, recording_options
+from sales_core.packages import cached_jars
+
+KAFKA_SOURCE = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+
+
+def build(*, force: bool = False) -> Path | None:
+    """Build the archive for the cached jars unless it exists; returns its path (None: off)."""
+    if disabled():
+        return None
+    target = archive_path(cached_jars())
+    if target.is_file() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.partial")
+    with tempfile.TemporaryDirectory(prefix="lambda-sales-cds-") as work:
+        env = {**os.environ, "LAMBDA_SALES_JVM_ARCHIVE": "off"}
+        result = subprocess.run(
+            [sys.executable, "-m", "devtools.jvm_archive", "record", str(partial), work],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"recording the JVM class archive failed: {tail[0]}")
+    partial.replace(target)
+    return target
+
+
+def record(target: Path, work: Path) -> None:
+    """The recorded pass (in its own process: the archive is written when its JVM exits)."""
+    from batch_layer.job import run_batch
+    from devtools.generator import GeneratorSpec, generate_records
+    from devtools.writers import write_landing_files
+    from sales_core.config import load_config
+    from sales_core.lakehouse import Lakehouse
+    from sales_core.session import get_spark
+    from serving_layer.query import build_query
+    from serving_layer.spark_engine import answer
+
+    config = load_config(
+        environ={
+            "LAMBDA_SALES__LAKEHOUSE__ROOT": str(work / "lakehouse"),
+            "LAMBDA_SALES__SOURCES__FILES__LANDING": str(work / "landing"),
+            "LAMBDA_SALES__SPARK__MASTER": "local[2]",
+            "LAMBDA_SALES__QUALITY__MIN_SCORE": "0",
+        }
+    )
+    spark = get_spark(
+        config.spark,
+        app_name="lambda-sales-jvm-archive",
+        java_options=tuple(recording_options(target)),
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    spec = GeneratorSpec(events=400, seed=1, bad_share=0.05, duplicate_share=0.05)
+    write_landing_files(generate_records(spec), work / "landing", rows_per_file=200)
+    run_batch(spark, config, progress=lambda _: None)
+    for view in ("sales_daily", "customer_totals"):
+        answer(spark, Lakehouse(config.lakehouse.root), build_query(view, limit=10))
+    _stream(spark, work)
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.spark.util.Utils.classForName(KAFKA_SOURCE, True, False)  # type: ignore[union-attr]
+    spark.stop()
+
+
+def _stream(spark, work: Path) -> None:  # type: ignore[no-untyped-def]
+    """A few micro-batches with the speed layer's machinery: RocksDB de-duplication, JSON
+    parsing and a Delta sink in ``foreachBatch``."""
+    from pyspark.sql import functions as F
+
+    spark.conf.set(
+        "spark.sql.streaming.stateStore.providerClass",
+        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    )
+    source = work / "stream-in"
+    source.mkdir()
+    for n in range(3):
+        (source / f"part-{n}.json").write_text(
+            "".join(f'{{"id": "e{i % 7}", "amount": {i}.5}}\n' for i in range(n * 5, n * 5 + 5))
+        )
+    sink = str(work / "stream-out")
+
+    def write(frame, batch_id: int) -> None:  # type: ignore[no-untyped-def]
+        frame.write.format("delta").mode("append").save(sink)
+
+    query = (
+        spark.readStream.schema("id string, amount double")
+        .option("maxFilesPerTrigger", 1)
+        .json(str(source))
+        .withColumn("ts", F.current_timestamp())
+        .withWatermark("ts", "1 hour")
+        .dropDuplicates(["id"])
+        .writeStream.foreachBatch(write)
+        .option("checkpointLocation", str(work / "stream-checkpoint"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    deadline = time.monotonic() + 300
+    while query.isActive and time.monotonic() < deadline:
+        query.awaitTermination(1)
+    query.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["record"] and len(args) == 3:
+        record(Path(args[1]), Path(args[2]))
+        return 0
+    if args[:1] == ["build"]:
+        started = time.monotonic()
+        try:
+            path = build(force="--force" in args)
+        except RuntimeError as exc:
+            print(f"{exc} (Spark starts without it)", file=sys.stderr)
+            return 0
+        if path is None:
+            print("JVM class archive: off (LAMBDA_SALES_JVM_ARCHIVE=off)")
+        else:
+            print(f"JVM class archive for local Spark: {path} ({time.monotonic() - started:.0f} s)")
+        return 0
+    print("usage: python -m devtools.jvm_archive build [--force]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
