@@ -26,6 +26,7 @@ from devtools.generator import GeneratorSpec, generate_records
 from devtools.spark_cluster import Cluster
 from devtools.writers import write_landing_files
 from sales_core.lakehouse import Lakehouse
+from tests.conftest import DRIVER_JAVA_OPTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -60,6 +61,9 @@ def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.Compl
         "spark.driver.memory=1g",
         "--spark-conf",
         "spark.ui.enabled=false",
+        # Executors live for one job over tiny data: C1 alone (see tests/conftest.py).
+        "--spark-conf",
+        f"spark.executor.extraJavaOptions={DRIVER_JAVA_OPTIONS}",
         # Tiny tables: a handful of tasks per Delta log replay and shuffle, not 50 or 200.
         "--spark-conf",
         "spark.databricks.delta.snapshotPartitions=2",
