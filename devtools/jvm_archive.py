@@ -1,6 +1,6 @@
 """Build the local Spark driver's class-data-sharing archive (see ``sales_core.jvm_archive``).
 
-``python -m devtools.jvm_archive build`` (run by ``make setup``) runs a short, real pass of
+``python -m devtools.jvm_archive build`` (``make archive``, run by ``make demo`` and ``make test``) runs a short, real pass of
 the pipeline in a driver JVM started with ``-XX:ArchiveClassesAtExit``: a batch run over a few
 generated landing files (Delta writes, MERGE, the ledger, the four views, the publish), a
 query of a merged view, and a streaming query with RocksDB state and a ``foreachBatch`` Delta

@@ -1,7 +1,7 @@
 """The local Spark driver's class-data-sharing archive (JDK CDS): where it lives, when it fits.
 
 A cold local Spark driver spends seconds loading and verifying the same ~20,000 classes of
-Spark, Delta and their libraries on every start. ``make setup`` records them once into a
+Spark, Delta and their libraries on every start. ``make archive`` (run by ``make demo`` and ``make test``) records them once into a
 dynamic CDS archive (``devtools.jvm_archive``, a short real run of the pipeline with
 ``-XX:ArchiveClassesAtExit``); every later local session maps it with
 ``-XX:SharedArchiveFile``. An archive that does not fit (another JDK, another class path) is

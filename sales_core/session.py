@@ -37,7 +37,7 @@ def get_spark(
     Under ``spark-submit`` or on Databricks a session (or at least its context) exists
     already; it is reused and only runtime settings are applied. Locally, a session is built
     with the Delta extension and the cached pinned jars (resolved from Maven Central on first
-    use, then never again), and the class-data-sharing archive of ``make setup`` when it fits
+    use, then never again), and the class-data-sharing archive of ``make archive`` when it fits
     (``sales_core.jvm_archive``). ``java_options`` are added to the driver JVM's own.
     """
     existing = _active_session()
