@@ -101,7 +101,7 @@ export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}"
 LOG4J="file:$ROOT/conf/log4j2.properties"
 DRIVER_OPTIONS="-Dlog4j2.configurationFile=$LOG4J"
 case "$MASTER" in
-  # A local driver maps the class-data archive of `make setup` when there is one (seconds off
+  # A local driver maps the class-data archive of `make archive` when there is one (seconds off
   # its start; sales_core/jvm_archive.py).
   local*) DRIVER_OPTIONS="$DRIVER_OPTIONS $(cd "$ROOT" && "$PYTHON" -m sales_core.jvm_archive options 2>/dev/null || true)" ;;
 esac

@@ -33,10 +33,9 @@ def build(*, force: bool = False) -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     with tempfile.TemporaryDirectory(prefix="lambda-sales-cds-") as work:
-        env = {**os.environ, "LAMBDA_SALES_JVM_ARCHIVE": "off"}
+        # the recording JVM maps no archive (sales_core.session.driver_java_options)
         result = subprocess.run(
             [sys.executable, "-m", "devtools.jvm_archive", "record", str(partial), work],
-            env=env,
             capture_output=True,
             text=True,
             check=False,

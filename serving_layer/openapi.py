@@ -17,9 +17,6 @@ from pyspark.sql import types as T
 from sales_core.views import ViewDef
 from serving_layer.rows import INTEGER_BOUNDS, decimal_pattern
 
-INT64 = INTEGER_BOUNDS[T.LongType]
-INT32 = INTEGER_BOUNDS[T.IntegerType]
-
 ERROR_BODY = {
     "type": "object",
     "required": ["detail"],
@@ -33,10 +30,9 @@ def column_schema(dtype: T.DataType) -> dict[str, Any]:
         return {"type": "string", "format": "date"}
     if isinstance(dtype, T.TimestampType):
         return {"type": "string", "format": "date-time"}
-    if isinstance(dtype, T.LongType):
-        return {"type": "integer", "minimum": INT64[0], "maximum": INT64[1]}
-    if isinstance(dtype, T.IntegerType):
-        return {"type": "integer", "minimum": INT32[0], "maximum": INT32[1]}
+    if isinstance(dtype, (T.LongType, T.IntegerType)):
+        low, high = INTEGER_BOUNDS[type(dtype)]
+        return {"type": "integer", "minimum": low, "maximum": high}
     if isinstance(dtype, T.DecimalType):
         whole = dtype.precision - dtype.scale
         return {"type": "string", "pattern": decimal_pattern(whole, dtype.scale)}

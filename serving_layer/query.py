@@ -78,6 +78,7 @@ def range_predicates(
 ) -> list[Predicate]:
     """The conditions of a ``from``/``to`` range on ``view`` (see the module docstring)."""
     out: list[Predicate] = []
+    end = _after(date_to) if date_to else None  # None too after the last day Python has
     if view.name == "sales_daily":
         if date_from:
             out.append(("event_date", ">=", date_from))
@@ -86,8 +87,8 @@ def range_predicates(
     elif view.name == "sales_hourly":
         if date_from:
             out.append(("event_hour", ">=", _start_of(date_from)))
-        if date_to and _after(date_to):
-            out.append(("event_hour", "<", _after(date_to)))
+        if end:
+            out.append(("event_hour", "<", end))
     elif view.name == "revenue_category_monthly":
         if date_from:
             out.append(("month", ">=", date_from.strftime("%Y-%m")))
@@ -96,8 +97,8 @@ def range_predicates(
     elif view.name == "customer_totals":
         if date_from:
             out.append(("last_event_time", ">=", _start_of(date_from)))
-        if date_to and _after(date_to):
-            out.append(("first_event_time", "<", _after(date_to)))
+        if end:
+            out.append(("first_event_time", "<", end))
     elif date_from or date_to:
         raise FilterError(f"view {view.name} has no time key for --from/--to")
     return out
