@@ -17,9 +17,10 @@ from batch_layer.ledger import IngestPlan, read_ledger, record_ingested, record_
 from batch_layer.publish import recompute_and_publish
 from batch_layer.reconcile import reconcile_handoff, reconciliation_drift_alert
 from batch_layer.sources import Entry, Source, configured_sources
+from batch_layer.sources.files import missing_local_landing
 from sales_core.alerts import JOB_FAILED, QUALITY_BELOW_THRESHOLD, notify
 from sales_core.config import Config
-from sales_core.errors import PipelineError, QualityGateError, one_line
+from sales_core.errors import PipelineError, QualityGateError, SourceError, one_line
 from sales_core.faults import fault_point
 from sales_core.handoff import Generation, current_generation
 from sales_core.lakehouse import Lakehouse, table_version
@@ -34,6 +35,26 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class BatchOptions:
     accept_low_quality: bool = False
+
+
+def check_before_spark(config: Config) -> None:
+    """What can be found wrong before a JVM starts: a local landing location that does not
+    exist fails here in a second, with the same line and alert as a run would after Spark's
+    start (no run is recorded: nothing ran).
+
+    Raises:
+        SourceError: the landing location does not exist.
+    """
+    landing = config.sources.files.landing
+    if missing_local_landing(landing, config.spark):
+        error = f"landing location does not exist: {landing}"
+        notify(
+            config,
+            JOB_FAILED,
+            f"batch failed before it started: {error}",
+            {"job": "batch", "error": error},
+        )
+        raise SourceError(error)
 
 
 def _plans(

@@ -30,9 +30,10 @@ def cmd_config(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_batch(args: argparse.Namespace, config: Config) -> int:
-    from batch_layer.job import BatchOptions, run_batch
+    from batch_layer.job import BatchOptions, check_before_spark, run_batch
     from sales_core.runs import format_run_summary
 
+    check_before_spark(config)
     progress = Progress("batch", quiet=args.quiet)
     progress("starting Spark")
     spark = _spark(config, "batch")

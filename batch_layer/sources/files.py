@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
+from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from batch_layer.sources.base import Entry, SourcePlan, utc_text
-from sales_core.config import SourcesConf
+from sales_core.config import SourcesConf, SparkConf
 from sales_core.errors import SourceError
 from sales_core.events import (
     ENVELOPE_SCHEMA,
@@ -81,6 +83,21 @@ def list_landing_files(spark: SparkSession, landing: str) -> list[LandingFile]:
         raise SourceError(f"cannot list landing location {landing}: {first_line(exc)}") from None
     files = [LandingFile(r["path"], int(r["length"]), r["modificationTime"]) for r in listing]
     return sorted(files, key=lambda f: f.path)
+
+
+def missing_local_landing(landing: str, spark: SparkConf) -> bool:
+    """True when ``landing`` is a path of this machine's file system that does not exist.
+
+    Only said for a local master whose default file system is this machine's: elsewhere a
+    path without a scheme belongs to the cluster's default file system (HDFS, a volume), and
+    any URI of another file system is for Spark to list.
+    """
+    if not spark.master.startswith("local") or "spark.hadoop.fs.defaultFS" in spark.conf:
+        return False
+    parsed = urlparse(landing)
+    if parsed.scheme not in ("", "file"):
+        return False
+    return not Path(parsed.path if parsed.scheme else landing).exists()
 
 
 def first_line(exc: BaseException) -> str:

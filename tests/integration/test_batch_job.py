@@ -127,6 +127,22 @@ def test_rerun_leaves_master_dataset_and_views_identical(spark, make_config, tmp
     assert second.generation == 2
 
 
+def test_a_landing_location_spark_cannot_list_fails_the_run_and_records_it(
+    spark, make_config, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """What a landing URI the CLI cannot check before Spark (``s3a://``, a cluster's default
+    file system) gets when it is missing: the run is recorded failed with the reason."""
+    from sales_core.errors import SourceError
+
+    config = make_config(LAMBDA_SALES__SOURCES__FILES__LANDING=f"file://{tmp_path}/gone")
+    with pytest.raises(SourceError, match="landing location does not exist: file://"):
+        run_batch(spark, config)
+    runs = spark.read.format("delta").load(Lakehouse(config.lakehouse.root).pipeline_runs)
+    [run] = runs.collect()
+    assert (run["job"], run["status"]) == ("batch", "failed")
+    assert run["error"].startswith("landing location does not exist: file://")
+
+
 def test_duplicates_and_late_events_across_runs(spark, make_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
     config = make_config()
     lakehouse = Lakehouse(config.lakehouse.root)

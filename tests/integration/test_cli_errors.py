@@ -130,8 +130,11 @@ def test_query_unknown_where_column(tmp_path: Path) -> None:
 def test_batch_with_missing_landing_location(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-landing-dir"
     conf = _conf(tmp_path, landing=missing)
-    result, _ = _run(["batch", "--quiet", "--conf", str(conf)], _env(), tmp_path)
-    _assert_one_line_error(result, "no-such-landing-dir")
+    result, elapsed = _run(["batch", "--quiet", "--conf", str(conf)], _env(), tmp_path)
+    line = _assert_one_line_error(result, "no-such-landing-dir")
+    assert "landing location does not exist" in line
+    assert elapsed < FAST_SECONDS  # found before Spark starts
+    assert not (tmp_path / "lakehouse").exists()  # nothing ran, nothing written
 
 
 def _without_root_file_access(command: list[str]) -> list[str]:

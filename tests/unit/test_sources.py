@@ -10,9 +10,9 @@ import pytest
 
 from batch_layer.ledger import entry_of
 from batch_layer.sources.base import Entry
-from batch_layer.sources.files import LandingFile, file_entry
+from batch_layer.sources.files import LandingFile, file_entry, missing_local_landing
 from batch_layer.sources.http import HttpSource, Resume, parse_page, resume_point
-from sales_core.config import ConfigError, HttpSourceConf, Secret
+from sales_core.config import ConfigError, HttpSourceConf, Secret, SparkConf
 
 pytestmark = pytest.mark.unit
 
@@ -187,3 +187,26 @@ def test_old_ledger_rows_read_as_the_positions_the_sources_write_now() -> None:
         "watermark_low": "2026-01-14 00:00:00",
         "watermark_high": "2026-01-15 12:00:00.123",
     }
+
+
+@pytest.mark.parametrize(
+    ("landing", "master", "conf", "missing"),
+    [
+        ("{tmp}/gone", "local[2]", {}, True),
+        ("file://{tmp}/gone", "local[*]", {}, True),
+        ("{tmp}", "local[2]", {}, False),
+        ("file://{tmp}", "local[2]", {}, False),
+        # Spark's to say: a cluster's default file system, another file system's URI
+        ("{tmp}/gone", "", {}, False),
+        ("{tmp}/gone", "spark://10.0.0.5:7077", {}, False),
+        ("{tmp}/gone", "local[2]", {"spark.hadoop.fs.defaultFS": "hdfs://nn:8020"}, False),
+        ("s3a://bucket/gone", "local[2]", {}, False),
+    ],
+)
+def test_a_missing_landing_location_is_said_before_spark_only_for_this_machines_paths(
+    tmp_path, landing: str, master: str, conf: dict[str, str], missing: bool
+) -> None:  # type: ignore[no-untyped-def]
+    spark = SparkConf(
+        master=master, app_name="t", shuffle_partitions=2, driver_memory="", conf=conf
+    )
+    assert missing_local_landing(landing.format(tmp=tmp_path), spark) is missing
