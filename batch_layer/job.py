@@ -25,7 +25,7 @@ from sales_core.faults import fault_point
 from sales_core.handoff import Generation, current_generation
 from sales_core.lakehouse import Lakehouse, table_version
 from sales_core.quality import EMPTY, QualityReport
-from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
+from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ def run_batch(
     """
     lakehouse = Lakehouse(config.lakehouse.root)
     record = RunRecord(new_run_id("batch"), "batch", utcnow())
-    save_run(spark, lakehouse.pipeline_runs, record)
-    interrupted = mark_interrupted(
-        spark, lakehouse.pipeline_runs, "batch", except_run=record.run_id
-    )
+    interrupted = start_run(spark, lakehouse.pipeline_runs, record)
     if interrupted:
         progress(f"{interrupted} earlier batch run(s) had been interrupted; recovering")
     try:
@@ -189,6 +186,7 @@ def run_batch(
         generation = recompute_and_publish(
             spark,
             lakehouse,
+            previous=previous,
             run_id=record.run_id,
             published_at=utcnow(),
             keep_generations=config.batch.keep_generations,

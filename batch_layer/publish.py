@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sales_core.faults import fault_point
-from sales_core.handoff import Generation, current_generation, handoff_mark
+from sales_core.handoff import Generation, handoff_mark
 from sales_core.lakehouse import (
     GENERATIONS_SCHEMA,
     Lakehouse,
@@ -37,10 +37,12 @@ def recompute_and_publish(
     *,
     run_id: str,
     published_at: datetime,
+    previous: Generation | None,
     keep_generations: int,
     progress=None,  # type: ignore[no-untyped-def]
 ) -> Generation:
-    """Recompute the four views from a pinned master snapshot and publish a new generation."""
+    """Recompute the four views from a pinned master snapshot and publish a new generation
+    after ``previous`` (the current one, None before the first)."""
     ensure_master_dataset(spark, lakehouse)
     ensure_serving_tables(spark, lakehouse)
     master_version = table_version(spark, lakehouse.master_dataset)
@@ -49,7 +51,6 @@ def recompute_and_publish(
         .option("versionAsOf", master_version)
         .load(lakehouse.master_dataset)
     )
-    previous = current_generation(spark, lakehouse)
     generation = (previous.generation if previous else 0) + 1
 
     # No cache: each view scans only the Parquet columns it needs from the pinned snapshot,

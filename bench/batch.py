@@ -205,12 +205,14 @@ def spark_recompute(
     spark: Any, lakehouse: Any, run_id: str, clock_ref: list[PhaseClock]
 ) -> tuple[float, Any, dict[str, float]]:
     from batch_layer.publish import recompute_and_publish
+    from sales_core.handoff import current_generation
 
     clock = clock_ref[0] = PhaseClock()
     start = time.perf_counter()
     generation = recompute_and_publish(
         spark,
         lakehouse,
+        previous=current_generation(spark, lakehouse),
         run_id=run_id,
         published_at=datetime.now(timezone.utc),
         keep_generations=3,

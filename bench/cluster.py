@@ -104,6 +104,7 @@ def recompute_runs(
     spark: Any, lakehouse: Any, args: argparse.Namespace, label: str, n: int, meter: CpuMeter
 ) -> tuple[Samples, int]:
     from batch_layer.publish import recompute_and_publish
+    from sales_core.handoff import current_generation
 
     samples = Samples()
     generation = 0
@@ -113,6 +114,7 @@ def recompute_runs(
             published = recompute_and_publish(
                 spark,
                 lakehouse,
+                previous=current_generation(spark, lakehouse),
                 run_id=f"bench-{label}-{i}",
                 published_at=datetime.now(timezone.utc),
                 keep_generations=100,

@@ -185,6 +185,7 @@ def build(spark: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         generation = recompute_and_publish(
             spark,
             lakehouse,
+            previous=current_generation(spark, lakehouse),
             run_id="bench-serve",
             published_at=datetime.now(timezone.utc),
             keep_generations=3,

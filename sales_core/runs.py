@@ -81,6 +81,19 @@ def save_run(spark: SparkSession, runs_path: str, record: RunRecord) -> None:
     with_conflict_retry(upsert, what="record pipeline run")
 
 
+def start_run(spark: SparkSession, runs_path: str, record: RunRecord) -> int:
+    """Record a new run as running (an append: its ``run_id`` is new, there is nothing to
+    match), then mark earlier runs of its job still shown as running as interrupted; returns
+    how many were."""
+    ensure_table(spark, runs_path, RUNS_SCHEMA)
+    row = spark.createDataFrame([record.as_row()], RUNS_SCHEMA)
+    with_conflict_retry(
+        lambda: row.write.format("delta").mode("append").save(runs_path),
+        what="record pipeline run",
+    )
+    return mark_interrupted(spark, runs_path, record.job, except_run=record.run_id)
+
+
 def mark_interrupted(spark: SparkSession, runs_path: str, job: str, *, except_run: str) -> int:
     """Mark earlier runs of ``job`` still shown as running (killed mid-run) as interrupted."""
     if not DeltaTable.isDeltaTable(spark, runs_path):

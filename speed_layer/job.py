@@ -27,7 +27,7 @@ from sales_core.config import Config
 from sales_core.errors import PipelineError, one_line
 from sales_core.handoff import SPEED_STREAM
 from sales_core.lakehouse import Lakehouse, ensure_speed_tables
-from sales_core.runs import RunRecord, mark_interrupted, new_run_id, save_run, utcnow
+from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
 from speed_layer.checkpoint import check_start
 from speed_layer.compaction import IncrementsCompactor
 from speed_layer.dedup import SPEED_SETTINGS, speed_stream
@@ -237,8 +237,7 @@ def run_speed(
     ensure_topic(kafka_conf, kafka_conf.dlq_topic, partitions=1)
     ensure_speed_tables(spark, lakehouse)
     record = RunRecord(new_run_id("speed"), "speed", utcnow())
-    save_run(spark, lakehouse.pipeline_runs, record)
-    mark_interrupted(spark, lakehouse.pipeline_runs, "speed", except_run=record.run_id)
+    start_run(spark, lakehouse.pipeline_runs, record)
 
     alerts = StreamAlerts(config.alerts, SPEED_STREAM)
     recorder = MetricsRecorder(
