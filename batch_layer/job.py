@@ -165,7 +165,7 @@ def run_batch(
                 f"data-quality score {gate.score:.2f} is below the threshold {config.quality.min_score:.2f}; "
                 "the previous generation stays published"
             )
-            record.delta_versions = _versions(spark, lakehouse)
+            record.delta_versions = table_versions(spark, lakehouse)
             save_run(spark, lakehouse.pipeline_runs, record)
             notify(
                 config,
@@ -181,25 +181,8 @@ def run_batch(
             )
             raise QualityGateError(record.error)
 
-        progress("recompute views from a pinned snapshot of the master dataset")
-        previous = current_generation(spark, lakehouse)
-        generation = recompute_and_publish(
-            spark,
-            lakehouse,
-            previous=previous,
-            run_id=record.run_id,
-            published_at=utcnow(),
-            keep_generations=config.batch.keep_generations,
-            progress=progress,
-        )
-        record.generation = generation.generation
-        record.details["master_version"] = generation.master_version
-        record.details["handoff"] = generation.handoff
-        record.details["events_in_views"] = generation.events
-        record.details["reconciliation"] = _reconcile(
-            spark, config, lakehouse, generation, previous.handoff if previous else {}, progress
-        )
-        record.delta_versions = _versions(spark, lakehouse)
+        publish_views(spark, config, lakehouse, record, progress)
+        record.delta_versions = table_versions(spark, lakehouse)
         record.status, record.ended_at = "succeeded", utcnow()
         save_run(spark, lakehouse.pipeline_runs, record)
         return record
@@ -219,6 +202,31 @@ def run_batch(
             {"run_id": record.run_id, "job": "batch", "error": record.error},
         )
         raise
+
+
+def publish_views(
+    spark: SparkSession, config: Config, lakehouse: Lakehouse, record: RunRecord, progress: Progress
+) -> None:
+    """Recompute every view from a pinned snapshot of the master dataset, publish it as the
+    next generation, reconcile the speed increments it absorbed; noted in ``record``."""
+    progress("recompute views from a pinned snapshot of the master dataset")
+    previous = current_generation(spark, lakehouse)
+    generation = recompute_and_publish(
+        spark,
+        lakehouse,
+        previous=previous,
+        run_id=record.run_id,
+        published_at=utcnow(),
+        keep_generations=config.batch.keep_generations,
+        progress=progress,
+    )
+    record.generation = generation.generation
+    record.details["master_version"] = generation.master_version
+    record.details["handoff"] = generation.handoff
+    record.details["events_in_views"] = generation.events
+    record.details["reconciliation"] = _reconcile(
+        spark, config, lakehouse, generation, previous.handoff if previous else {}, progress
+    )
 
 
 def _reconcile(
@@ -260,7 +268,7 @@ def _reconcile(
     return result.as_dict()
 
 
-def _versions(spark: SparkSession, lakehouse: Lakehouse) -> dict[str, int]:
+def table_versions(spark: SparkSession, lakehouse: Lakehouse) -> dict[str, int]:
     from sales_core.views import VIEWS
 
     paths = {

@@ -156,6 +156,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.set_defaults(handler=commands.cmd_runs)
 
+    p = sub.add_parser(
+        "quarantine",
+        help="rejected records: list them, show one, replay them through today's rules",
+        description="list: the latest rejected records (newest first); show ID: one in full; "
+        "replay: validate them again with the current rules and processing time and ingest "
+        "those that pass (exactly once, with their lineage), then publish the views. "
+        "The quarantine itself is never changed.",
+    )
+    _common(p)
+    p.add_argument("action", choices=("list", "show", "replay"))
+    p.add_argument("id", nargs="?", help="show: the record's quarantine_id (6+ hex digits)")
+    p.add_argument(
+        "--reason", action="append", default=[], metavar="REASON", help="only this reason (repeat)"
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        choices=("kafka", "file", "jdbc", "http"),
+        help="only records from this source (repeat)",
+    )
+    p.add_argument("--since", default=None, metavar="TIME", help="rejected at or after (ISO 8601)")
+    p.add_argument("--until", default=None, metavar="TIME", help="rejected before (ISO 8601)")
+    p.add_argument("--limit", type=int, default=20, help="list: at most N records")
+    p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"))
+    p.add_argument(
+        "--dry-run", action="store_true", help="replay: count what would pass, write nothing"
+    )
+    p.set_defaults(handler=commands.cmd_quarantine)
+
+    p = sub.add_parser(
+        "maintain",
+        help="compact tables, expire covered speed increments and old generations, VACUUM",
+        description="Safe while the stream, the batch and readers run; schedule it after the "
+        "nightly batch. VACUUM keeps maintenance.vacuum_retention_hours of versions.",
+    )
+    _common(p)
+    p.set_defaults(handler=commands.cmd_maintain)
+
     p = sub.add_parser("config", help="print the effective configuration (secrets masked)")
     _common(p)
     p.set_defaults(handler=commands.cmd_config)

@@ -197,6 +197,89 @@ def cmd_runs(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _instant(option: str, text: str | None):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
+    from batch_layer.quarantine import (
+        LIST_COLUMNS,
+        QuarantineFilter,
+        list_quarantine,
+        replay_quarantine,
+        replay_summary,
+        show_quarantined,
+    )
+    from sales_core.lakehouse import Lakehouse
+    from sales_core.runs import format_items
+    from serving_layer.rows import render
+
+    if args.action == "show" and not args.id:
+        raise ValueError("quarantine show needs the record's id (the first column of `list`)")
+    if args.action != "show" and args.id:
+        raise ValueError(
+            f"quarantine {args.action} takes no id (filter with --reason, --source, --since, --until)"
+        )
+    if args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, not {args.limit}")
+    where = QuarantineFilter(
+        tuple(args.reason),
+        tuple(args.source),
+        _instant("--since", args.since),
+        _instant("--until", args.until),
+    )
+    lakehouse = Lakehouse(config.lakehouse.root)
+    if args.action == "list":
+        rows = list_quarantine(_spark(config, "quarantine"), lakehouse, where, args.limit)
+        if rows is None:
+            print("nothing quarantined yet")
+        else:
+            sys.stdout.write(render(rows, LIST_COLUMNS, args.format))
+        return EXIT_OK
+    if args.action == "show":
+        found = show_quarantined(_spark(config, "quarantine"), lakehouse, args.id)
+        if not found:
+            raise ValueError(f"no quarantined record has the id {args.id!r}")
+        columns = list(found[0])
+        if args.format == "table":
+            print("\n\n".join(format_items([(c, _text(r[c])) for c in columns]) for r in found))
+        else:
+            sys.stdout.write(render(found, columns, args.format))
+        return EXIT_OK
+    progress = Progress("replay", quiet=args.quiet)
+    progress("starting Spark")
+    record = replay_quarantine(
+        _spark(config, "replay"), config, where, dry_run=args.dry_run, progress=progress
+    )
+    print(format_items(replay_summary(record)))
+    return EXIT_OK
+
+
+def cmd_maintain(args: argparse.Namespace, config: Config) -> int:
+    from batch_layer.maintain import maintain, maintain_summary
+    from sales_core.runs import format_items
+
+    progress = Progress("maintain", quiet=args.quiet)
+    progress("starting Spark")
+    record = maintain(_spark(config, "maintain"), config, progress=progress)
+    print(format_items(maintain_summary(record)))
+    return EXIT_OK
+
+
+def _text(value: object) -> str:
+    from serving_layer.rows import to_text
+
+    return to_text(value)
+
+
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     from jobs.demo import run_demo
 

@@ -192,9 +192,10 @@ def csv_header_fields(header_line: str) -> list[str]:
 
 
 def parse_csv_records(
-    header: Sequence[str], value_col: str = "value"
+    header: Sequence[str], value_col: str = "value", *, keep: Sequence[str] = ()
 ) -> Callable[[DataFrame], DataFrame]:
-    """Parse CSV data lines that share ``header`` into the envelope.
+    """Parse CSV data lines that share ``header`` into the envelope (plus the input columns
+    named in ``keep``, unchanged).
 
     A line whose token count differs from the header, or that Spark cannot read, is flagged
     ``malformed``. Columns that are not event fields are ignored (schema drift).
@@ -229,7 +230,7 @@ def parse_csv_records(
         malformed = (
             value.isNull() | (F.trim(value) == "") | F.col(f"_parsed.{_CORRUPT}").isNotNull()
         )
-        return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value)
+        return _envelope(with_parsed, fields, F.coalesce(malformed, F.lit(True)), value, keep)
 
     return transform
 

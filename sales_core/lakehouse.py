@@ -43,6 +43,20 @@ QUARANTINE_TABLE_SCHEMA = T.StructType(
     ]
 )
 
+# Quarantined records a replay let through (the quarantine itself stays append-only): which
+# quarantine row (``quarantine_id``, see batch_layer.quarantine), the event it became, whether
+# the master dataset took it from this row or already had the event, and the run that did it.
+QUARANTINE_REPLAYS_SCHEMA = T.StructType(
+    [
+        T.StructField("quarantine_id", T.StringType(), False),
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("outcome", T.StringType(), False),  # ingested | duplicate
+        T.StructField("ingest_run", T.StringType(), True),  # the master row's, when ingested
+        T.StructField("replay_run", T.StringType(), False),
+        T.StructField("replayed_at", T.TimestampType(), False),
+    ]
+)
+
 LEDGER_SCHEMA = T.StructType(
     [
         T.StructField("epoch", T.LongType(), False),
@@ -116,6 +130,10 @@ class Lakehouse:
     def pulled(self, source: str) -> str:
         """Records a pull source (a paged API) fetched, pinned by epoch so a rerun reads them."""
         return self._path("bronze", "pulled", source)
+
+    @property
+    def quarantine_replays(self) -> str:
+        return self._path("meta", "quarantine_replays")
 
     @property
     def ingest_ledger(self) -> str:

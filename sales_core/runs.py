@@ -171,7 +171,12 @@ def run_summary(record: RunRecord) -> list[tuple[str, str]]:
 
 def format_run_summary(record: RunRecord) -> str:
     """:func:`run_summary` as an aligned two-column table for the terminal."""
-    rows = [("item", "value"), *run_summary(record)]
+    return format_items(run_summary(record))
+
+
+def format_items(items: list[tuple[str, str]]) -> str:
+    """(item, value) pairs as an aligned two-column table for the terminal."""
+    rows = [("item", "value"), *items]
     item_width = max(len(item) for item, _ in rows)
     value_width = max(len(value) for _, value in rows)
     rows.insert(1, ("-" * item_width, "-" * value_width))

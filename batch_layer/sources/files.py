@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
@@ -120,15 +120,6 @@ def _text_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     ).where(F.col("value").rlike(r"\S"))
 
 
-def _flag_undecodable(envelopes: DataFrame) -> DataFrame:
-    """A line that was not valid UTF-8 (decoded with U+FFFD in place of its bytes) cannot be
-    read as sent: it is ``malformed``, never an event with mangled text."""
-    return envelopes.withColumn(
-        "malformed",
-        F.col("malformed") | F.coalesce(F.col("raw_record").contains(UNDECODABLE), F.lit(False)),
-    )
-
-
 def _with_file_position(df: DataFrame) -> DataFrame:
     return df.select(
         F.lit("file").alias("source"),
@@ -144,18 +135,45 @@ def read_jsonl(spark: SparkSession, paths: list[str]) -> DataFrame:
     return (
         _with_file_position(_text_lines(spark, paths))
         .transform(parse_json_records("value"))
-        .transform(_flag_undecodable)
+        .transform(flag_undecodable)
+    )
+
+
+def _header_lines(lines: DataFrame) -> list[Row]:
+    """Each file's header: its first non-blank line (``header``) and that line's number (``at``)."""
+    return (
+        lines.groupBy("source_name")
+        .agg(F.min_by("value", "source_offset").alias("header"), F.min("source_offset").alias("at"))
+        .collect()
+    )
+
+
+def csv_headers(spark: SparkSession, paths: list[str]) -> dict[str, tuple[str, ...]]:
+    """The header fields of each CSV file, by path as Spark names it.
+
+    Raises:
+        SourceError: a file cannot be read (gone, no permission).
+    """
+    try:
+        rows = _header_lines(_text_lines(spark, paths))
+    except Exception as exc:
+        raise SourceError(f"cannot read CSV headers: {first_line(exc)}") from None
+    return {r["source_name"]: tuple(csv_header_fields(r["header"])) for r in rows}
+
+
+def flag_undecodable(envelopes: DataFrame) -> DataFrame:
+    """A line that was not valid UTF-8 (decoded with U+FFFD in place of its bytes) cannot be
+    read as sent: it is ``malformed``, never an event with mangled text."""
+    return envelopes.withColumn(
+        "malformed",
+        F.col("malformed") | F.coalesce(F.col("raw_record").contains(UNDECODABLE), F.lit(False)),
     )
 
 
 def read_csv(spark: SparkSession, paths: list[str]) -> DataFrame:
     """CSV files, each with a header row; files are grouped by header and parsed per group."""
     lines = _text_lines(spark, paths)
-    first_lines = (
-        lines.groupBy("source_name")
-        .agg(F.min_by("value", "source_offset").alias("header"), F.min("source_offset").alias("at"))
-        .collect()
-    )
+    first_lines = _header_lines(lines)
     by_header: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
     for row in first_lines:
         by_header[tuple(csv_header_fields(row["header"]))].append((row["source_name"], row["at"]))
@@ -169,7 +187,7 @@ def read_csv(spark: SparkSession, paths: list[str]) -> DataFrame:
         parts.append(
             _with_file_position(body)
             .transform(parse_csv_records(header, "value"))
-            .transform(_flag_undecodable)
+            .transform(flag_undecodable)
         )
     return _union(spark, parts)
 
