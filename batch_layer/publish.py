@@ -100,11 +100,11 @@ def recompute_and_publish(
         total,
         mark,
     )
-    _drop_old_generations(spark, lakehouse, generation - keep_generations)
+    drop_old_generations(spark, lakehouse, generation - keep_generations)
     return published
 
 
-def _drop_old_generations(spark: SparkSession, lakehouse: Lakehouse, oldest_kept: int) -> None:
+def drop_old_generations(spark: SparkSession, lakehouse: Lakehouse, oldest_kept: int) -> None:
     """Delete view rows of generations older than ``oldest_kept`` (readers use recent ones)."""
     if oldest_kept <= 1:
         return

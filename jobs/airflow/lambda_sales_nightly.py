@@ -62,14 +62,14 @@ def alert_on_failure(context: dict[str, Any]) -> None:
         print(f"lambda-sales: failure alert not sent: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def batch_command() -> str:
-    """``spark-submit.sh`` with the master and environment of this worker."""
+def job_command(job: str) -> str:
+    """``spark-submit.sh JOB`` with the master and environment of this worker."""
     parts = ["bash", str(PROJECT_HOME / "spark-submit.sh")]
     if os.environ.get("LAMBDA_SALES_SPARK_MASTER"):
         parts += ["--master", os.environ["LAMBDA_SALES_SPARK_MASTER"]]
     if os.environ.get("LAMBDA_SALES_ENV"):
         parts += ["--env", os.environ["LAMBDA_SALES_ENV"]]
-    return shlex.join([*parts, "batch", "--quiet"])
+    return shlex.join([*parts, job, "--quiet"])
 
 
 default_args = {
@@ -97,10 +97,18 @@ with DAG(
     is_paused_upon_creation=False,
     tags=["lambda-sales"],
 ) as dag:
-    BashOperator(
+    batch = BashOperator(
         task_id="batch",
-        bash_command=batch_command(),
+        bash_command=job_command("batch"),
         cwd=str(PROJECT_HOME),
         # The worker's environment (LAMBDA_SALES__*, SPARK_HOME, JAVA_HOME) reaches the job.
         append_env=True,
     )
+    # After the publish: compaction, expiry of what the new generation covers, VACUUM.
+    maintain = BashOperator(
+        task_id="maintain",
+        bash_command=job_command("maintain"),
+        cwd=str(PROJECT_HOME),
+        append_env=True,
+    )
+    batch >> maintain

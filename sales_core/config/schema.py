@@ -133,6 +133,13 @@ class BatchConf:
 
 
 @dataclass(frozen=True)
+class MaintenanceConf:
+    # VACUUM keeps every file a table version of the last this many hours needs: a reader or
+    # job pinned to a version younger than that is never broken. At least 1.
+    vacuum_retention_hours: float
+
+
+@dataclass(frozen=True)
 class SpeedConf:
     trigger_interval: str
     compact_interval_seconds: float  # compaction of the speed increments by the job; 0: never
@@ -183,6 +190,7 @@ class Config:
     spark: SparkConf
     quality: QualityConf
     batch: BatchConf
+    maintenance: MaintenanceConf
     speed: SpeedConf
     serving: ServingConf
     alerts: AlertsConf

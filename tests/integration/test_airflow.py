@@ -126,7 +126,8 @@ def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'schedule': dag.timetable.expression, 'tt_tz': str(dag.timetable.timezone),\n"
         "  'tz': str(dag.timezone), 'catchup': dag.catchup, 'retries': t.retries, 'retry_delay': t.retry_delay.total_seconds(),\n"
         "  'timeout': t.execution_timeout.total_seconds(), 'callbacks': [c.__name__ for c in cbs if c],\n"
-        "  'command': t.bash_command, 'tasks': [x.task_id for x in dag.tasks]}))\n"
+        "  'command': t.bash_command, 'tasks': [x.task_id for x in dag.tasks],\n"
+        "  'after_batch': sorted(t.downstream_task_ids), 'maintain': dag.get_task('maintain').bash_command}))\n"
     )
     result = subprocess.run(
         [str(airflow_home.venv / "bin" / "python"), "-c", script],
@@ -142,8 +143,9 @@ def test_the_dag_has_the_nightly_schedule_retries_timeout_and_alert(
     assert (dag["retries"], dag["retry_delay"]) == (3, 300.0)
     assert 0 < dag["timeout"] <= 6 * 3600
     assert dag["callbacks"] == ["alert_on_failure"]
-    assert dag["tasks"] == ["batch"]
+    assert dag["tasks"] == ["batch", "maintain"] and dag["after_batch"] == ["maintain"]
     assert dag["command"].endswith("spark-submit.sh batch --quiet")
+    assert dag["maintain"].endswith("spark-submit.sh maintain --quiet")
 
 
 # Secrets the task's environment carries (CONTRACT §6: never in a log line).
@@ -191,6 +193,11 @@ def test_dags_test_runs_the_batch_and_publishes_the_views(
     assert_no_secret(result.stdout + result.stderr + task_logs(airflow_home), SECRETS.values())
     generation = current_generation(spark, lakehouse)
     assert generation is not None and generation.events == len(EVENTS)
+    runs = spark.read.format("delta").load(lakehouse.pipeline_runs).collect()
+    assert sorted((r["job"], r["status"]) for r in runs) == [
+        ("batch", "succeeded"),
+        ("maintain", "succeeded"),  # the DAG's second task, after the publish
+    ]
     expected = compute_views(EVENTS)
     for name, view in expected.items():
         rows = read_batch_view(spark, lakehouse, name, generation.generation).collect()

@@ -128,6 +128,10 @@ def test_nightly_batch_runs_at_two_with_retries_and_failure_notifications() -> N
     assert (
         views.spark_python_task is not None and views.spark_python_task.parameters[0] == "sql-views"
     )  # type: ignore[index]
+    upkeep = by_key["maintain"]  # after the nightly batch
+    assert [d.task_key for d in upkeep.depends_on or []] == ["batch"]
+    assert upkeep.spark_python_task is not None
+    assert upkeep.spark_python_task.parameters[0] == "maintain"  # type: ignore[index]
 
 
 def test_speed_job_is_continuous_and_never_drains_and_exits() -> None:
