@@ -111,10 +111,12 @@ class Progress:
 
 
 def redirect_jvm_output(app: str) -> Path | None:
-    """Send the Spark JVM's own stderr (log4j lines, JVM warnings) to a log file.
+    """Send the Spark JVM's own output (log4j lines, JVM warnings, what Delta prints on its
+    stdout such as VACUUM's "Deleted N files") to a log file.
 
-    The JVM inherits file descriptor 2, so it is pointed at the log before Spark starts;
-    Python keeps the terminal, so progress, log lines and the one-line errors stay readable.
+    The JVM inherits file descriptors 1 and 2, so they are pointed at the log before Spark
+    starts; Python keeps the terminal (``sys.stdout`` and ``sys.stderr`` on copies of the
+    original descriptors), so results, progress, log lines and one-line errors stay readable.
     Not under spark-submit (the JVM is already running) or with ``LAMBDA_SALES_SPARK_LOG=stderr``.
     The file is under ``$LAMBDA_SALES_LOG_DIR`` (default ``~/.cache/lambda-sales/logs``); its
     path is returned and left in ``$LAMBDA_SALES_SPARK_LOG_FILE``.
@@ -130,10 +132,20 @@ def redirect_jvm_output(app: str) -> Path | None:
         log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError:
         return None  # no place for a log: Spark's lines stay on stderr
+    sys.stdout.flush()
     sys.stderr.flush()
+    results = os.dup(1)
     terminal = os.dup(2)
+    os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    sys.stdout = os.fdopen(
+        results,
+        "w",
+        buffering=1 if sys.stdout.line_buffering else -1,
+        encoding=sys.stdout.encoding,
+        errors=sys.stdout.errors,
+    )
     sys.stderr = os.fdopen(terminal, "w", buffering=1)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
