@@ -49,6 +49,28 @@ def cached_jars(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str] | None:
     return jars if all(Path(j).is_file() for j in jars) else None
 
 
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
+
+# Spark's own resolver chain also asks the local Maven and Ivy caches and Spark's package
+# repository (a host this machine may not reach: a warning a package): Maven Central only.
+_IVY_SETTINGS = f"""<ivysettings>
+  <settings defaultResolver="central"/>
+  <resolvers>
+    <ibiblio name="central" m2compatible="true" root="{MAVEN_CENTRAL}"/>
+  </resolvers>
+</ivysettings>
+"""
+
+
+def ivy_settings() -> Path:
+    """The Ivy settings file that resolves from Maven Central alone (written once)."""
+    path = jar_cache_dir() / "ivysettings.xml"
+    if not path.is_file() or path.read_text() != _IVY_SETTINGS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_IVY_SETTINGS)
+    return path
+
+
 def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
     """Resolve ``packages`` from Maven Central into the jar cache (once) and return the jars."""
     existing = cached_jars(packages)
@@ -65,6 +87,7 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
         .appName("lambda-sales-fetch-jars")
         .config("spark.jars.packages", ",".join(packages))
         .config("spark.jars.ivy", str(ivy_dir))
+        .config("spark.jars.ivySettings", str(ivy_settings()))
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
@@ -88,8 +111,30 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["fetch"]:
-        jars = fetch()
-        print(f"{len(jars)} jars cached in {jar_cache_dir()}")
+        if cached_jars() is None:
+            import time
+
+            from sales_core.logs import redirect_jvm_output
+
+            started = time.monotonic()
+            print(
+                f"resolving {len(JVM_PACKAGES)} JVM packages from Maven Central into "
+                f"{jar_cache_dir()} (once)",
+                flush=True,
+            )
+            log = redirect_jvm_output("fetch-jars")  # Ivy's report: a file, not the terminal
+            try:
+                jars = fetch()
+            except Exception as exc:
+                print(
+                    f"could not resolve the JVM packages: {type(exc).__name__}"
+                    + (f" (Ivy's report: {log})" if log else ""),
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"{len(jars)} jars cached in {time.monotonic() - started:.0f} s", flush=True)
+        else:
+            print(f"{len(cached_jars() or [])} jars cached in {jar_cache_dir()}")
         return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))

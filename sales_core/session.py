@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from sales_core import jvm_archive
 from sales_core.config import CONF_DIR, SparkConf
-from sales_core.packages import JVM_PACKAGES, cached_jars, jar_cache_dir
+from sales_core.packages import JVM_PACKAGES, cached_jars, ivy_settings, jar_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def get_spark(
             log.info("resolving JVM packages from Maven Central into %s", jar_cache_dir())
             builder = builder.config("spark.jars.packages", ",".join(JVM_PACKAGES))
             builder = builder.config("spark.jars.ivy", str(jar_cache_dir() / "ivy"))
+            builder = builder.config("spark.jars.ivySettings", str(ivy_settings()))
     for key, value in conf.conf.items():
         if key != "spark.driver.extraJavaOptions":
             builder = builder.config(key, value)
