@@ -9,17 +9,19 @@ insert-only MERGE, so an event that arrived since through another source counts 
 a new generation of the views is published. Each replayed quarantine row gets one row in
 ``meta/quarantine_replays`` (its ``quarantine_id``, the event, ``ingested`` or
 ``duplicate``, the master row's ``ingest_run`` and the replaying run): that is the mark a
-second replay skips, and the lineage from a master row back to its quarantine row. Master
-rows a replay inserts carry ``ingest_run = replay-<run id>`` and the position of the record
-as first received.
+second replay skips, and the lineage from a master row back to its quarantine row. A replay
+that inserts takes the next ingest epoch of the ledger (an entry of source ``replay`` named
+after its run): its master rows carry that epoch's tag as ``ingest_run`` (``batch-00000042``,
+so the speed layer orders them with the batch's epochs, as its de-duplication needs) and the
+position of the record as first received.
 
 A record that still fails is left as it is, unmarked (a later replay looks at it again). A
 CSV line needs its file's header to be read again; when the file cannot be read any more
 its lines are counted as ``unreplayable`` and left alone. Every record a replay considers is
 counted once: ``records read = valid + duplicates + quarantined`` as for a batch run.
 
-Run replays when no batch run is running (after the nightly batch, as the runbook says):
-both publish generations.
+A replay refuses to start while a batch run is running or an interrupted batch epoch waits
+to be finished (both take ledger epochs and publish generations): run it after the batch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.job import publish_views, table_versions
+from batch_layer.ledger import IngestPlan, read_ledger, record_ingested
+from batch_layer.sources.base import Entry
 from batch_layer.sources.files import csv_headers, flag_undecodable
 from sales_core.alerts import JOB_FAILED, notify
 from sales_core.config import Config
@@ -63,7 +67,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 REPLAY_JOB = "replay"
-REPLAY_RUN_PREFIX = "replay-"
+# The source of a replay's ingest ledger entry.
+REPLAY_SOURCE = "replay"
 # What identifies a quarantine row: where the record came from, what it was, why and when it
 # was rejected, and by which run.
 _ID_COLUMNS = (*POSITION_FIELDS, "raw_record", "reason", "ingest_run")
@@ -251,18 +256,24 @@ def _same_position(left: str, right: str) -> Column:
 
 
 def _mark_replayed(
-    spark: SparkSession, lakehouse: Lakehouse, passing: DataFrame, run_id: str, at: datetime
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    passing: DataFrame,
+    replay_tags: list[str],
+    run_id: str,
+    at: datetime,
 ) -> None:
     """One row per replayed quarantine row: ``ingested`` when the master dataset holds the
-    event from this very record (by its position, inserted by a replay: also after a crashed
-    replay's rerun), else ``duplicate``. Insert-only on ``quarantine_id``: idempotent."""
+    event from this very record (by its position, inserted by a replay's epoch in
+    ``replay_tags``: also after a crashed replay's rerun), else ``duplicate``. Insert-only on
+    ``quarantine_id``: idempotent."""
     master = (
         spark.read.format("delta")
         .load(lakehouse.master_dataset)
         .select("event_id", "ingest_run", *POSITION_FIELDS)
     )
     joined = passing.alias("q").join(master.alias("m"), F.col("q.event_id") == F.col("m.event_id"))
-    ingested = _same_position("q", "m") & F.col("m.ingest_run").startswith(REPLAY_RUN_PREFIX)
+    ingested = _same_position("q", "m") & F.col("m.ingest_run").isin(*replay_tags)
     marks = joined.select(
         F.col("q.quarantine_id").alias("quarantine_id"),
         F.col("q.event_id").alias("event_id"),
@@ -298,6 +309,7 @@ def replay_quarantine(
     lakehouse = Lakehouse(config.lakehouse.root)
     record = RunRecord(new_run_id(REPLAY_JOB), REPLAY_JOB, utcnow())
     if not dry_run:
+        _check_batch_idle(spark, lakehouse)
         start_run(spark, lakehouse.pipeline_runs, record)
     try:
         rows = read_quarantine(spark, lakehouse, where)
@@ -327,6 +339,51 @@ def replay_quarantine(
                 {"run_id": record.run_id, "job": REPLAY_JOB, "error": record.error},
             )
         raise
+
+
+def _check_batch_idle(spark: SparkSession, lakehouse: Lakehouse) -> None:
+    """Refuse while a batch run is running or its interrupted epoch waits to be finished."""
+    state = read_ledger(spark, lakehouse.ingest_ledger)
+    if state.pending is not None:
+        raise PipelineError(
+            f"ingest epoch {state.pending.epoch} was interrupted and is not finished: run "
+            "`lambda-sales batch` first (it finishes that epoch), then the replay"
+        )
+    if DeltaTable.isDeltaTable(spark, lakehouse.pipeline_runs):
+        running = (
+            spark.read.format("delta")
+            .load(lakehouse.pipeline_runs)
+            .where((F.col("job") == "batch") & (F.col("status") == "running"))
+            .select("run_id")
+            .collect()
+        )
+        if running:
+            raise PipelineError(
+                f"batch run {running[0]['run_id']} is running (or was killed: the next batch "
+                "run marks it interrupted); replay after the batch"
+            )
+
+
+def _take_epoch(
+    spark: SparkSession, lakehouse: Lakehouse, record: RunRecord, now: datetime
+) -> tuple[IngestPlan, list[str]]:
+    """The next ingest epoch, recorded in the ledger for this replay before anything is
+    inserted (so no batch run takes it too; an epoch a crashed replay took and filled with
+    nothing is harmless), and the tags of every replay epoch so far."""
+    state = read_ledger(spark, lakehouse.ingest_ledger)
+    entry = Entry.of(REPLAY_SOURCE, record.run_id, {"run_id": record.run_id})
+    plan = IngestPlan(state.next_epoch, now, (entry,))
+    record_ingested(spark, lakehouse.ingest_ledger, plan, record.run_id, now)
+    record.details["epoch"] = plan.epoch
+    replay_epochs = {
+        r["epoch"]
+        for r in spark.read.format("delta")
+        .load(lakehouse.ingest_ledger)
+        .where(F.col("source") == REPLAY_SOURCE)
+        .select("epoch")
+        .collect()
+    }
+    return plan, [IngestPlan(e, now, ()).tag for e in sorted(replay_epochs)]
 
 
 def _replay(
@@ -370,7 +427,8 @@ def _replay(
             )
         elif passed:
             ensure_master_dataset(spark, lakehouse)
-            tag = f"{REPLAY_RUN_PREFIX}{record.run_id}"
+            plan, replay_tags = _take_epoch(spark, lakehouse, record, now)
+            tag = plan.tag
             new_rows = (
                 valid_events(validated)
                 .transform(dedupe_events())
@@ -388,7 +446,7 @@ def _replay(
             passing = validated.where(F.col("reject_reason").isNull()).select(
                 "quarantine_id", "event_id", *POSITION_FIELDS
             )
-            _mark_replayed(spark, lakehouse, passing, record.run_id, now)
+            _mark_replayed(spark, lakehouse, passing, replay_tags, record.run_id, now)
             valid = (
                 spark.read.format("delta")
                 .load(lakehouse.master_dataset)

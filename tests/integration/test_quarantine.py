@@ -36,8 +36,10 @@ from batch_layer.quarantine import (
     replay_quarantine,
     show_quarantined,
 )
+from sales_core.errors import PipelineError
 from sales_core.handoff import current_generation
 from sales_core.lakehouse import QUARANTINE_TABLE_SCHEMA, Lakehouse
+from sales_core.runs import RunRecord, new_run_id, start_run, utcnow
 from tests.conftest import config_environ, write_jsonl
 from tests.integration.test_speed_layer import merged_views
 from tests.oracle import compute_views, event, raw_json
@@ -204,7 +206,16 @@ def test_replay_ingests_what_passes_now_once_with_lineage_and_twice_changes_noth
         r["event_id"]: r
         for r in spark.read.format("delta").load(lakehouse.master_dataset).collect()
     }
-    tag = f"replay-{run['run_id']}"
+    # the replay took the ledger's next ingest epoch (after the two batch runs' 1 and 2)
+    assert details["epoch"] == 3
+    [entry] = (
+        spark.read.format("delta")
+        .load(lakehouse.ingest_ledger)
+        .where(F.col("epoch") == 3)
+        .collect()
+    )
+    assert (entry["source"], entry["name"], entry["state"]) == ("replay", run["run_id"], "ingested")
+    tag = "batch-00000003"
     assert {k for k, r in master.items() if r["ingest_run"] == tag} == {
         "f2",
         "f3",
@@ -242,6 +253,11 @@ def test_replay_ingests_what_passes_now_once_with_lineage_and_twice_changes_noth
         spark.sql(f"DESCRIBE HISTORY delta.`{lakehouse.master_dataset}`").first() == master_version
     )
     assert merged_views(spark, lakehouse) == compute_views(now_valid)
+
+    # never beside a batch run: both take ledger epochs and publish
+    start_run(spark, lakehouse.pipeline_runs, RunRecord(new_run_id("batch"), "batch", utcnow()))
+    with pytest.raises(PipelineError, match="is running"):
+        replay_quarantine(spark, config)
 
 
 def test_quarantine_command_errors_are_one_line_before_spark(tmp_path: Path) -> None:
