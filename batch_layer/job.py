@@ -189,19 +189,33 @@ def run_batch(
     except QualityGateError:
         raise
     except Exception as exc:
-        record.status, record.ended_at = "failed", utcnow()
-        record.error = one_line(exc)
-        try:
-            save_run(spark, lakehouse.pipeline_runs, record)
-        except Exception:  # the original failure matters more than recording it
-            log.exception("could not record the failed run")
-        notify(
-            config,
-            JOB_FAILED,
-            f"batch run {record.run_id} failed: {record.error}",
-            {"run_id": record.run_id, "job": "batch", "error": record.error},
-        )
+        record_failure(spark, config, lakehouse, record, exc, what="batch run")
         raise
+
+
+def record_failure(
+    spark: SparkSession,
+    config: Config,
+    lakehouse: Lakehouse,
+    record: RunRecord,
+    exc: BaseException,
+    *,
+    what: str,
+) -> None:
+    """Record ``record`` as failed with ``exc``'s one line and send the ``job_failed`` alert
+    (``"<what> <run id> failed: ..."``); a failure to record it is logged, never raised."""
+    record.status, record.ended_at = "failed", utcnow()
+    record.error = one_line(exc)
+    try:
+        save_run(spark, lakehouse.pipeline_runs, record)
+    except Exception:  # the original failure matters more than recording it
+        log.exception("could not record the failed run")
+    notify(
+        config,
+        JOB_FAILED,
+        f"{what} {record.run_id} failed: {record.error}",
+        {"run_id": record.run_id, "job": record.job, "error": record.error},
+    )
 
 
 def publish_views(

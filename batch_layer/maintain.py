@@ -33,9 +33,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.job import table_versions
+from batch_layer.job import record_failure, table_versions
 from batch_layer.publish import drop_old_generations
-from sales_core.alerts import JOB_FAILED, notify
 from sales_core.config import Config, ConfigError
 from sales_core.errors import one_line
 from sales_core.lakehouse import Lakehouse
@@ -209,18 +208,7 @@ def maintain(spark: SparkSession, config: Config, *, progress: Progress = log.in
         save_run(spark, lakehouse.pipeline_runs, record)
         return record
     except Exception as exc:
-        record.status, record.ended_at = "failed", utcnow()
-        record.error = one_line(exc)
-        try:
-            save_run(spark, lakehouse.pipeline_runs, record)
-        except Exception:  # the original failure matters more than recording it
-            log.exception("could not record the failed run")
-        notify(
-            config,
-            JOB_FAILED,
-            f"maintenance run {record.run_id} failed: {record.error}",
-            {"run_id": record.run_id, "job": MAINTAIN_JOB, "error": record.error},
-        )
+        record_failure(spark, config, lakehouse, record, exc, what="maintenance run")
         raise
 
 

@@ -38,13 +38,12 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_layer.job import publish_views, table_versions
+from batch_layer.job import publish_views, record_failure, table_versions
 from batch_layer.ledger import IngestPlan, read_ledger, record_ingested
 from batch_layer.sources.base import Entry
-from batch_layer.sources.files import csv_headers, flag_undecodable
-from sales_core.alerts import JOB_FAILED, notify
+from batch_layer.sources.files import UNDECODABLE, csv_headers, flag_undecodable
 from sales_core.config import Config
-from sales_core.errors import PipelineError, one_line
+from sales_core.errors import PipelineError
 from sales_core.events import (
     ENVELOPE_COLUMNS,
     POSITION_FIELDS,
@@ -196,7 +195,7 @@ def show_quarantined(
 # ------------------------------------------------------------------ replay
 
 
-def _is_csv(rows: DataFrame) -> Column:
+def _is_csv() -> Column:
     return (F.col("source") == "file") & F.lower(F.col("source_name")).endswith(".csv")
 
 
@@ -211,18 +210,18 @@ def _as_envelopes(spark: SparkSession, candidates: DataFrame) -> tuple[DataFrame
     )
     files = F.col("source") == "file"
     json_rows = (
-        positioned.where(~_is_csv(positioned))
+        positioned.where(~_is_csv())
         .transform(parse_json_records("value", keep=_KEEP))
         # a line a file delivered not as UTF-8 stays malformed, as when it was read
         .withColumn(
             "malformed",
             F.col("malformed")
-            | (files & F.coalesce(F.col("raw_record").contains("\ufffd"), F.lit(False))),
+            | (files & F.coalesce(F.col("raw_record").contains(UNDECODABLE), F.lit(False))),
         )
     )
     parts = [json_rows]
     unreplayable: dict[str, int] = {}
-    csv_rows = positioned.where(_is_csv(positioned))
+    csv_rows = positioned.where(_is_csv())
     paths = [r["source_name"] for r in csv_rows.select("source_name").distinct().collect()]
     headers: dict[str, tuple[str, ...]] = {}
     for path in paths:
@@ -325,19 +324,8 @@ def replay_quarantine(
             save_run(spark, lakehouse.pipeline_runs, record)
         return record
     except Exception as exc:
-        record.status, record.ended_at = "failed", utcnow()
-        record.error = one_line(exc)
         if not dry_run:
-            try:
-                save_run(spark, lakehouse.pipeline_runs, record)
-            except Exception:  # the original failure matters more than recording it
-                log.exception("could not record the failed run")
-            notify(
-                config,
-                JOB_FAILED,
-                f"quarantine replay {record.run_id} failed: {record.error}",
-                {"run_id": record.run_id, "job": REPLAY_JOB, "error": record.error},
-            )
+            record_failure(spark, config, lakehouse, record, exc, what="quarantine replay")
         raise
 
 
