@@ -8,6 +8,11 @@ logged and dropped. :func:`notify` never raises.
 
 The URL is a secret (``LAMBDA_SALES__ALERTS__WEBHOOK_URL``, environment only): it carries the
 channel's token, so it never appears in a log line.
+
+Every alert is also recorded, webhook or not: one row appended with delta-rs to the
+lakehouse's ``meta/alerts`` table (:func:`record_alert`), which the console shows. Recording
+is as optional as delivery: it never raises, and it never creates a lakehouse that does not
+exist yet (an alert about a job that failed before writing anything leaves no trace there).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sales_core.config import AlertsConf, Config
@@ -111,32 +118,112 @@ def post_alert(
 
 
 def notify(
-    config: Config | AlertsConf, kind: str, summary: str, details: Mapping[str, Any] | None = None
+    config: Config | AlertsConf,
+    kind: str,
+    summary: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    lakehouse_root: str | None = None,
 ) -> bool:
-    """Send one alert with the configured webhook; True when it was delivered.
+    """Send one alert with the configured webhook and record it; True when it was delivered.
 
     For any job: batch failures and the quality gate, the speed job's lag and freshness, the
     serving layer's reconciliation (``RECONCILIATION_DRIFT``). Without a webhook URL the alert
     is only logged, at INFO: the job reports the same failure on its own, so a command's
-    error stays one line. Never raises, whatever the webhook does.
+    error stays one line. It is recorded in ``meta/alerts`` under ``lakehouse_root`` (by
+    default the root of ``config`` when that is the whole configuration; none: not
+    recorded). Never raises, whatever the webhook or the table do.
     """
+    delivered = False
     try:
         alerts = config.alerts if isinstance(config, Config) else config
+        root = lakehouse_root or (config.lakehouse.root if isinstance(config, Config) else None)
         alert = Alert(kind, summary, dict(details or {}))
         if not alerts.webhook_url:
             log.info("alert %s (no webhook configured): %s", kind, summary)
-            return False
-        log.info("alert %s: %s", kind, summary)
-        return post_alert(
-            alerts.webhook_url.get(),
-            alert,
-            timeout_seconds=alerts.timeout_seconds,
-            retries=alerts.retries,
-            backoff_seconds=alerts.backoff_seconds,
-        )
+        else:
+            log.info("alert %s: %s", kind, summary)
+            delivered = post_alert(
+                alerts.webhook_url.get(),
+                alert,
+                timeout_seconds=alerts.timeout_seconds,
+                retries=alerts.retries,
+                backoff_seconds=alerts.backoff_seconds,
+            )
+        if root:
+            record_alert(root, alert, webhook=bool(alerts.webhook_url), delivered=delivered)
     except Exception:  # an alert must never fail the job that sends it
         log.exception("alert %s could not be sent", kind)
-        return False
+    return delivered
+
+
+# Appends racing to create the alerts table (two jobs alerting at once): the loser tries again.
+_RECORD_ATTEMPTS = 3
+
+
+def record_alert(
+    lakehouse_root: str,
+    alert: Alert,
+    *,
+    webhook: bool,
+    delivered: bool,
+    storage_options: dict[str, str] | None = None,
+) -> bool:
+    """Append ``alert`` to the lakehouse's ``meta/alerts`` table (created by the first one)
+    with delta-rs; True when it was recorded. A local lakehouse root that does not exist is
+    not created (False). Never raises: a table that cannot be written is logged.
+    """
+    try:
+        local = _local_path(lakehouse_root)
+        if local is not None and not local.is_dir():
+            log.info("alert %s not recorded: no lakehouse at %s yet", alert.kind, lakehouse_root)
+            return False
+        # Imported here: a process that only sends alerts (Airflow's callback, in a virtualenv
+        # of its own) may have neither; it then sends without recording.
+        import pyarrow as pa
+        from deltalake import write_deltalake
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        from sales_core.lakehouse import ALERTS_SCHEMA, Lakehouse
+
+        row = {
+            "alert_id": uuid.uuid4().hex,
+            "kind": alert.kind,
+            "summary": alert.summary,
+            "details": json.dumps(dict(alert.details), default=str),
+            "at": alert.at,
+            "webhook": webhook,
+            "delivered": delivered,
+        }
+        rows = pa.Table.from_pylist([row], schema=to_arrow_schema(ALERTS_SCHEMA, timezone="UTC"))
+        path = Lakehouse(lakehouse_root).alerts
+        for attempt in range(_RECORD_ATTEMPTS):
+            try:
+                write_deltalake(path, rows, mode="append", storage_options=storage_options)
+                return True
+            except Exception:
+                if attempt == _RECORD_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+    except Exception as exc:
+        log.warning(
+            "alert %s not recorded in the lakehouse: %s: %s",
+            alert.kind,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+    return False
+
+
+def _local_path(location: str) -> Path | None:
+    """The local path of ``location`` (a plain path or ``file:`` URI), else None."""
+    if location.startswith("file://"):
+        return Path(location[len("file://") :])
+    if location.startswith("file:"):
+        return Path(location[len("file:") :])
+    if "://" in location or location.startswith("dbfs:"):
+        return None
+    return Path(location)
 
 
 class StreamAlerts:
@@ -148,8 +235,17 @@ class StreamAlerts:
     waits (bounded) for those still in flight when the job ends.
     """
 
-    def __init__(self, conf: AlertsConf, stream: str, *, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        conf: AlertsConf,
+        stream: str,
+        *,
+        lakehouse_root: str | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        """``lakehouse_root``: where the alerts are recorded (:func:`notify`); None: nowhere."""
         self.conf, self.stream, self._clock = conf, stream, clock
+        self.lakehouse_root = lakehouse_root
         self._last_sent: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
 
@@ -202,6 +298,7 @@ class StreamAlerts:
         thread = threading.Thread(
             target=notify,
             args=(self.conf, kind, summary, details),
+            kwargs={"lakehouse_root": self.lakehouse_root},
             name=f"alert-{kind}",
             daemon=True,
         )

@@ -103,6 +103,22 @@ RUNS_SCHEMA = T.StructType(
 )
 
 
+# Every alert a job sent (sales_core.alerts.notify), appended by delta-rs from the sending
+# process: what it was (``kind``, one line, ``details`` as JSON), when, and whether a webhook
+# was configured (``webhook``) and took it (``delivered``). The console shows the newest.
+ALERTS_SCHEMA = T.StructType(
+    [
+        T.StructField("alert_id", T.StringType(), False),
+        T.StructField("kind", T.StringType(), False),
+        T.StructField("summary", T.StringType(), False),
+        T.StructField("details", T.StringType(), True),  # JSON
+        T.StructField("at", T.TimestampType(), False),
+        T.StructField("webhook", T.BooleanType(), False),
+        T.StructField("delivered", T.BooleanType(), False),
+    ]
+)
+
+
 def view_table_schema(view_name: str) -> T.StructType:
     """A published batch view: the view's columns plus its generation (partition column)."""
     return T.StructType(
@@ -142,6 +158,10 @@ class Lakehouse:
     @property
     def pipeline_runs(self) -> str:
         return self._path("meta", "pipeline_runs")
+
+    @property
+    def alerts(self) -> str:
+        return self._path("meta", "alerts")
 
     @property
     def generations(self) -> str:

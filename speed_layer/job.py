@@ -239,7 +239,7 @@ def run_speed(
     record = RunRecord(new_run_id("speed"), "speed", utcnow())
     start_run(spark, lakehouse.pipeline_runs, record)
 
-    alerts = StreamAlerts(config.alerts, SPEED_STREAM)
+    alerts = StreamAlerts(config.alerts, SPEED_STREAM, lakehouse_root=config.lakehouse.root)
     recorder = MetricsRecorder(
         spark, lakehouse.stream_metrics, background=True, observe=_alert_on(alerts)
     )
