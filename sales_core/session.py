@@ -23,6 +23,13 @@ RUNTIME_SETTINGS = {
     # Writes of a micro-batch or a run stay one Delta commit each; schema stays as declared.
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
 }
+# Defaults a user's own setting (``[spark.conf]``, ``spark-submit --conf``) overrides.
+DEFAULT_SETTINGS = {
+    # OPTIMIZE (the stream's compaction, ``maintain``) rewrites only files below 32 MiB, into
+    # files of up to 1 GiB: Delta's default (1 GiB) would rewrite the whole master dataset
+    # each time, where only the stream's small files need it.
+    "spark.databricks.delta.optimize.minFileSize": str(32 * 1024 * 1024),
+}
 
 
 def _active_session() -> SparkSession | None:
@@ -56,7 +63,7 @@ def get_spark(
         builder = builder.master(conf.master)
     for key, value in DELTA_SETTINGS.items():
         builder = builder.config(key, value)
-    for key, value in RUNTIME_SETTINGS.items():
+    for key, value in {**RUNTIME_SETTINGS, **DEFAULT_SETTINGS}.items():
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
     builder = builder.config("spark.ui.showConsoleProgress", "false")
@@ -105,4 +112,8 @@ def _under_launcher() -> bool:
 def _apply_runtime(spark: SparkSession, conf: SparkConf) -> None:
     for key, value in RUNTIME_SETTINGS.items():
         spark.conf.set(key, value)
+    launched = spark.sparkContext.getConf()
+    for key, value in DEFAULT_SETTINGS.items():
+        if key not in conf.conf and not launched.contains(key):
+            spark.conf.set(key, value)
     spark.conf.set("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))

@@ -29,7 +29,7 @@ from sales_core.handoff import SPEED_STREAM
 from sales_core.lakehouse import Lakehouse, ensure_speed_tables
 from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
 from speed_layer.checkpoint import check_start
-from speed_layer.compaction import IncrementsCompactor
+from speed_layer.compaction import StreamCompactor
 from speed_layer.dedup import SPEED_SETTINGS, speed_stream
 from speed_layer.kafka_client import ensure_topic
 from speed_layer.metrics import MetricsRecorder, MicroBatchMetrics, ProgressListener, StreamTotals
@@ -244,9 +244,9 @@ def run_speed(
         spark, lakehouse.stream_metrics, background=True, observe=_alert_on(alerts)
     )
     listener = ProgressListener(QUERY_NAME, recorder)
-    compactor = IncrementsCompactor(
+    compactor = StreamCompactor(
         spark,
-        lakehouse.speed_increments,
+        (lakehouse.speed_increments, lakehouse.master_dataset),
         0 if available_now else config.speed.compact_interval_seconds,
     )
     sink = _GatedSink(

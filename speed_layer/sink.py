@@ -218,6 +218,23 @@ def view_increments(events: DataFrame, *, stream: str, batch_id: int) -> DataFra
     )
 
 
+def increments_over_arrow(new_events: pa.Table, *, stream: str, batch_id: int) -> pa.Table:
+    """The speed increments rows of micro-batch ``batch_id`` (every view, one table) over its
+    new events already on the driver (master rows, in the master dataset's Arrow schema):
+    :func:`~sales_core.views.views_over_arrow` tagged with the stream and micro-batch."""
+    increments = views_over_arrow(
+        new_events.select(_VIEW_INPUTS), list(VIEWS.values()), view_column=INCREMENT_VIEW
+    )
+    tags = {
+        STREAM_COLUMN: pa.array([stream] * increments.num_rows, pa.string()),
+        BATCH_COLUMN: pa.array([batch_id] * increments.num_rows, pa.int64()),
+    }
+    return pa.table(
+        [tags[n] if n in tags else increments.column(n) for n in _INCREMENTS_ARROW.names],
+        schema=_INCREMENTS_ARROW,
+    )
+
+
 def prepare_records(kafka_records: DataFrame) -> DataFrame:
     """Static Kafka records (with ``batch_time``) shaped as the streaming query hands them to
     the sink: validated, keyed, duplicates within them dropped (no state: a sink called
@@ -544,17 +561,7 @@ class SpeedSink:
             pa.array([batch_id] * valid.num_rows, pa.int64()),
         )
         new_events = valid.select(_MASTER_ARROW.names).cast(_MASTER_ARROW)
-        increments = views_over_arrow(
-            new_events.select(_VIEW_INPUTS), list(VIEWS.values()), view_column=INCREMENT_VIEW
-        )
-        tags = {
-            STREAM_COLUMN: pa.array([settings.stream] * increments.num_rows, pa.string()),
-            BATCH_COLUMN: pa.array([batch_id] * increments.num_rows, pa.int64()),
-        }
-        increments = pa.table(
-            [tags[n] if n in tags else increments.column(n) for n in _INCREMENTS_ARROW.names],
-            schema=_INCREMENTS_ARROW,
-        )
+        increments = increments_over_arrow(new_events, stream=settings.stream, batch_id=batch_id)
         try:
             if not self._driver.append(
                 settings.lakehouse.master_dataset,

@@ -142,7 +142,7 @@ class MaintenanceConf:
 @dataclass(frozen=True)
 class SpeedConf:
     trigger_interval: str
-    compact_interval_seconds: float  # compaction of the speed increments by the job; 0: never
+    compact_interval_seconds: float  # the job's compaction of its small files; 0: never
     broker_outage_seconds: float  # how long the job waits out an unreachable Kafka; 0: fail at once
 
 
@@ -150,6 +150,10 @@ class SpeedConf:
 class ServingConf:
     host: str
     port: int
+    # The console's judgement of the stream from its last micro-batch's age: running up to
+    # stalled_after (at least 3 trigger intervals), stalled up to stopped_after, then stopped.
+    stream_stalled_after_seconds: float
+    stream_stopped_after_seconds: float
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from sales_core.delta_log import checksum_file
 from sales_core.lakehouse import MASTER_SCHEMA, Lakehouse, ensure_speed_tables
-from speed_layer.deltalog import DriverAppends, commits_from
+from speed_layer.deltalog import RELOAD_AFTER, DriverAppends, commits_from
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +93,26 @@ def test_driver_appends_share_the_log_with_spark(spark, tmp_path) -> None:  # ty
     assert appends.append(path, rows("d-4"), user_metadata="app:3", expected_version=version + 2)
     assert_checksum_is_the_tables(path)
     assert read.count() == 5
+
+
+def test_a_long_run_of_appends_reloads_its_state_and_loses_nothing(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A stream appends forever: the state kept between appends is loaded again from the
+    newest checkpoint every RELOAD_AFTER commits, with the versions and checksums right
+    across it and every row readable by Spark."""
+    lakehouse = Lakehouse(str(tmp_path / "lakehouse"))
+    ensure_speed_tables(spark, lakehouse)
+    path = lakehouse.master_dataset
+    version = DeltaTable(path).version()
+    appends = DriverAppends()
+    count = RELOAD_AFTER + 30
+    for n in range(count):
+        assert appends.append(
+            path, rows(f"r-{n}"), user_metadata=f"app:{n}", expected_version=version + n
+        )
+    assert DeltaTable(path).version() == version + count
+    assert_checksum_is_the_tables(path)
+    assert list((Path(path) / "_delta_log").glob("*.checkpoint.parquet"))  # reloaded from it
+    commits = commits_from(path, version + 1) or []
+    assert [c.user_metadata for c in commits] == [f"app:{n}" for n in range(count)]
+    ids = [r.event_id for r in spark.read.format("delta").load(path).collect()]
+    assert sorted(ids) == sorted(f"r-{n}" for n in range(count))
