@@ -15,6 +15,7 @@ import pwd
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,11 @@ def _find_binaries() -> PostgresBinaries | None:
     return None
 
 
-def ensure_installed() -> PostgresBinaries:
+def ensure_installed(also: Sequence[str] = ()) -> PostgresBinaries:
     """Find the PostgreSQL server binaries, installing the ``postgresql`` package if needed.
+
+    ``also``: other Debian packages to install in the same apt-get run (the test set-up
+    installs the browser's with it), installed even when PostgreSQL is there.
 
     Raises:
         ServiceError: If they are missing and cannot be installed (not root, no apt-get).
@@ -75,8 +79,10 @@ def ensure_installed() -> PostgresBinaries:
         no_main_cluster = Path("/etc/postgresql-common/createcluster.d/lambda-sales.conf")
         no_main_cluster.parent.mkdir(parents=True, exist_ok=True)
         no_main_cluster.write_text("create_main_cluster = false\n")
-        apt_install(["postgresql"])
+        apt_install(["postgresql", *also])
         binaries = _find_binaries()
+    elif also and os.geteuid() == 0 and shutil.which("apt-get"):
+        apt_install(list(also))
     if binaries is None:
         raise ServiceError(
             "PostgreSQL server binaries (pg_ctl, initdb, postgres) not found; "

@@ -57,20 +57,22 @@ def require_tool(name: str, apt_package: str) -> str:
 
 
 def apt_install(packages: list[str]) -> None:
-    """Install Debian packages non-interactively (needs root).
+    """Install Debian packages non-interactively (needs root), one apt-get run at a time in
+    this checkout (two at once would fight over dpkg's lock, and the loser fail).
 
     Raises:
         ServiceError: If apt-get fails.
     """
     logger.info("installing %s with apt-get", " ".join(packages))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-    ):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ServiceError(f"'{' '.join(command)}' failed: {last_line(result.stderr)}")
+    with file_lock(CACHE_ROOT / "locks" / "apt-get.lock"):
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        ):
+            result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise ServiceError(f"'{' '.join(command)}' failed: {last_line(result.stderr)}")
 
 
 def last_line(text: str) -> str:

@@ -70,16 +70,26 @@ def cmd_query(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from serving_layer.console_series import StreamThresholds, trigger_seconds
     from serving_layer.http import serve
 
     host, port = args.host or config.serving.host, args.port or config.serving.port
     if not args.quiet:
         print(
-            f"serving the merged views of {config.lakehouse.root} at http://{host}:{port} (OpenAPI page: /docs)",
+            f"serving the merged views of {config.lakehouse.root} at http://{host}:{port} (console: /, OpenAPI page: /docs)",
             file=sys.stderr,
             flush=True,
         )
-    serve(config.lakehouse.root, host=host, port=port)
+    try:
+        trigger = trigger_seconds(config.speed.trigger_interval)
+    except ValueError:  # the speed job refuses it with its own message; judge by the default
+        trigger = 1.0
+    thresholds = StreamThresholds(
+        trigger,
+        config.serving.stream_stalled_after_seconds,
+        config.serving.stream_stopped_after_seconds,
+    )
+    serve(config.lakehouse.root, host=host, port=port, thresholds=thresholds)
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command (`make test`) ends here: after `make setup` has built .venv and
-# cached the JVM packages, install the services the tests need (PostgreSQL from Debian's
-# packages, Apache Kafka from Maven Central, Apache Airflow from PyPI into its own
+# cached the JVM packages, install the services the tests need (PostgreSQL, and Chromium with
+# its WebDriver for the console's browser tests, from Debian's packages in one apt-get run;
+# Apache Kafka from Maven Central, Apache Airflow from PyPI into its own
 # virtualenv), then run the whole suite. The test fixtures
 # start and stop their own PostgreSQL and Kafka instances on free ports.
 set -euo pipefail
@@ -23,8 +24,9 @@ step() {  # step NAME COMMAND...: run in the background, output to $LOGS/NAME.lo
 }
 services() {
   $BIN/python - <<'PY'
-from devtools import kafka_files, postgres_cluster
-postgres_cluster.ensure_installed()
+from devtools import browser, kafka_files, postgres_cluster
+postgres_cluster.ensure_installed(also=browser.missing_packages())
+browser.ensure_installed()
 kafka_files.ensure_libs()
 PY
 }
@@ -35,7 +37,7 @@ lint() {
   $BIN/lint-imports --no-logo || { echo "lint-imports found an import across layers"; return 1; }
 }
 started=$(date +%s)
-echo "== set-up, side by side: PostgreSQL server (Debian) and Apache Kafka (Maven Central);"
+echo "== set-up, side by side: PostgreSQL server and Chromium (Debian), Apache Kafka (Maven Central);"
 echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); the JVM class archive"
 echo "   (.cache/jvm); lint, types and the layers contract"
 step services services

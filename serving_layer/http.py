@@ -4,7 +4,8 @@
 ``{"rows": [...], "generation": N}`` with rows shaped exactly as ``query --format jsonl``
 (money as exact JSON numbers, days and UTC timestamps as ISO text), ordered by the view's
 keys so pages are stable. ``GET /health`` reports freshness and the current generation.
-``/docs`` is the OpenAPI page (one documented endpoint per view).
+``/docs`` is the OpenAPI page (one documented endpoint per view). ``/`` is the live console
+(:mod:`serving_layer.console_api`), over the ``/console/*`` endpoints.
 
 Every parameter name is checked against an allow-list (the view's columns, ``from``, ``to``,
 ``limit``, ``offset``) and every value is parsed to its column's type before it reaches
@@ -24,8 +25,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from sales_core.views import VIEW_NAMES, VIEWS, ViewDef
+from serving_layer.console_api import PARAMETERS, install_console
+from serving_layer.console_reads import ConsoleReader
+from serving_layer.console_series import StreamThresholds
 from serving_layer.duckdb_engine import FastServing
-from serving_layer.openapi import health_operation, view_operation
+from serving_layer.openapi import console_operation, health_operation, view_operation
 from serving_layer.query import MAX_LIMIT, MAX_OFFSET, NoViewsError, build_query
 from serving_layer.rows import FilterError, dumps_row, to_text
 
@@ -125,8 +129,15 @@ def _view_endpoint(view: ViewDef, reader: FastServing) -> Callable[..., Response
     return endpoint
 
 
-def create_app(lakehouse_root: str, *, reader: FastServing | None = None) -> FastAPI:
-    """The API over the lakehouse at ``lakehouse_root`` (one reader, its caches shared)."""
+def create_app(
+    lakehouse_root: str,
+    *,
+    reader: FastServing | None = None,
+    thresholds: StreamThresholds | None = None,
+) -> FastAPI:
+    """The API and the console over the lakehouse at ``lakehouse_root`` (one reader, its
+    caches shared). ``thresholds``: how the console judges the stream (defaults: a 1-second
+    trigger, ``conf/base.toml``'s ``serving`` thresholds)."""
     reader = reader or FastServing(lakehouse_root)
     app = FastAPI(
         title="lambda-sales",
@@ -162,6 +173,7 @@ def create_app(lakehouse_root: str, *, reader: FastServing | None = None) -> Fas
             json.dumps(reader.health(), default=_json_default), media_type="application/json"
         )
 
+    install_console(app, ConsoleReader(reader, thresholds or StreamThresholds()))
     install_openapi(app)
     return app
 
@@ -183,6 +195,11 @@ def install_openapi(app: FastAPI) -> None:
                     max_offset=MAX_OFFSET,
                 )
             schema["paths"]["/health"]["get"] = health_operation(schema["paths"]["/health"]["get"])
+            for name, parameters in PARAMETERS.items():
+                path = schema["paths"][f"/console/{name}"]
+                path["get"] = console_operation(
+                    path["get"], name, {p: parameter.schema for p, parameter in parameters.items()}
+                )
             schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
             schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
             app.openapi_schema = schema
@@ -191,8 +208,15 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = document  # type: ignore[method-assign]
 
 
-def serve(lakehouse_root: str, *, host: str, port: int) -> None:
-    """Run the API with uvicorn until interrupted."""
+def serve(
+    lakehouse_root: str, *, host: str, port: int, thresholds: StreamThresholds | None = None
+) -> None:
+    """Run the API and the console with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(lakehouse_root), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(lakehouse_root, thresholds=thresholds),
+        host=host,
+        port=port,
+        log_level="warning",
+    )

@@ -135,3 +135,228 @@ def health_operation(operation: dict[str, Any]) -> dict[str, Any]:
             }
         },
     }
+
+
+# ------------------------------------------------------------------ the console's endpoints
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _object(properties: dict[str, Any], *, required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": list(properties) if required is None else required,
+        "properties": properties,
+    }
+
+
+_TIME = {"type": "string", "format": "date-time", "description": "UTC"}
+_COUNT = {"type": "integer", "minimum": 0}
+_INTEGER = {"type": "integer"}
+_NUMBER = {"type": "number"}
+_TEXT = {"type": "string"}
+_WINDOW_HEADER = {
+    "window": {"type": "string", "enum": ["hour", "day", "week"]},
+    "from": _TIME,
+    "to": _TIME,
+    "bucket_seconds": {"type": "integer", "minimum": 1},
+}
+_ALERT = _object(
+    {
+        "alert_id": _TEXT,
+        "kind": _TEXT,
+        "summary": _TEXT,
+        "details": {"type": "object"},
+        "at": _TIME,
+        "webhook": {"type": "boolean", "description": "a webhook was configured"},
+        "delivered": {"type": "boolean", "description": "the webhook took it"},
+    }
+)
+_RECONCILIATION = _nullable(
+    {
+        "type": "object",
+        "properties": {
+            "drift": {"type": "boolean"},
+            "differing_groups": _COUNT,
+            "events_diff": _INTEGER,
+            "revenue_diff": _NUMBER,
+            "compared_batches": _COUNT,
+            "error": _TEXT,
+        },
+    }
+)
+_SAMPLE = _object(
+    {
+        "rejected_at": _TIME,
+        "source": _nullable(_TEXT),
+        "source_name": _nullable(_TEXT),
+        "source_partition": _nullable(_INTEGER),
+        "source_offset": _nullable(_INTEGER),
+        "source_key": _nullable(_TEXT),
+        "raw_record": _nullable(_TEXT),
+        "raw_truncated": {"type": "boolean"},
+    }
+)
+
+CONSOLE_BODIES: dict[str, dict[str, Any]] = {
+    "status": _object(
+        {
+            "now": _TIME,
+            "batch": _object(
+                {
+                    "generation": _nullable({"type": "integer", "minimum": 1}),
+                    "published_at": _nullable(_TIME),
+                    "seconds_since_publish": _nullable(_NUMBER),
+                    "events": _nullable(_COUNT),
+                    "run_id": _nullable(_TEXT),
+                    "handoff": {"type": "object", "additionalProperties": _INTEGER},
+                }
+            ),
+            "stream": _object(
+                {
+                    "state": {"type": "string", "enum": ["running", "stalled", "stopped"]},
+                    "reason": _TEXT,
+                    "last_micro_batch": _nullable(_COUNT),
+                    "last_micro_batch_at": _nullable(_TIME),
+                    "seconds_since_last_micro_batch": _nullable(_NUMBER),
+                    "newest_event_at": _nullable(_TIME),
+                    "seconds_since_newest_event": _nullable(_NUMBER),
+                    "metrics": _nullable(
+                        _object(
+                            {
+                                "batch_id": _COUNT,
+                                "ended_at": _TIME,
+                                "input_rows": _COUNT,
+                                "valid": _COUNT,
+                                "duplicates": _INTEGER,
+                                "quarantined": _COUNT,
+                                "duration_ms": _COUNT,
+                                "kafka_lag": _nullable(_COUNT),
+                                "freshness_ms": _nullable(_INTEGER),
+                            }
+                        )
+                    ),
+                    "last_run": _nullable(
+                        _object({"run_id": _TEXT, "status": _TEXT, "ended_at": _nullable(_TIME)})
+                    ),
+                    "thresholds": _object(
+                        {
+                            "trigger_seconds": _NUMBER,
+                            "stalled_after_seconds": _NUMBER,
+                            "stopped_after_seconds": _NUMBER,
+                        }
+                    ),
+                }
+            ),
+            "last_alert": _nullable(_ALERT),
+        }
+    ),
+    "stream": _object(
+        {
+            **_WINDOW_HEADER,
+            "totals": _object(
+                {
+                    "micro_batches": _COUNT,
+                    "input_rows": _COUNT,
+                    "valid": _COUNT,
+                    "duplicates": _INTEGER,
+                    "quarantined": _COUNT,
+                }
+            ),
+            "points": {
+                "type": "array",
+                "maxItems": 120,
+                "items": _object(
+                    {
+                        "t": _TIME,
+                        "micro_batches": _COUNT,
+                        "input_rows": _COUNT,
+                        "events_per_second": _NUMBER,
+                        "duration_ms_mean": _nullable(_NUMBER),
+                        "duration_ms_max": _nullable(_NUMBER),
+                        "kafka_lag_max": _nullable(_NUMBER),
+                        "freshness_ms_max": _nullable(_NUMBER),
+                    }
+                ),
+            },
+        }
+    ),
+    "runs": _object(
+        {
+            **_WINDOW_HEADER,
+            "truncated": {"type": "boolean"},
+            "runs": {
+                "type": "array",
+                "maxItems": 200,
+                "items": _object(
+                    {
+                        "run_id": _TEXT,
+                        "job": _TEXT,
+                        "status": _TEXT,
+                        "started_at": _TIME,
+                        "ended_at": _nullable(_TIME),
+                        "duration_seconds": _nullable(_NUMBER),
+                        "records_read": _nullable(_COUNT),
+                        "valid": _nullable(_COUNT),
+                        "duplicates": _nullable(_INTEGER),
+                        "quarantined": _nullable(_COUNT),
+                        "quality_score": _nullable(_NUMBER),
+                        "generation": _nullable(_INTEGER),
+                        "error": _nullable(_TEXT),
+                        "reconciliation": _RECONCILIATION,
+                    }
+                ),
+            },
+        }
+    ),
+    "quarantine": _object(
+        {
+            **_WINDOW_HEADER,
+            "total": _COUNT,
+            "reasons": {
+                "type": "array",
+                "maxItems": 21,
+                "items": _object({"reason": _TEXT, "count": _COUNT}),
+            },
+            "points": {
+                "type": "array",
+                "maxItems": 120,
+                "items": _object(
+                    {"t": _TIME, "counts": {"type": "object", "additionalProperties": _COUNT}}
+                ),
+            },
+            "samples": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "maxItems": 20, "items": _SAMPLE},
+            },
+        }
+    ),
+    "alerts": _object(
+        {"total": _COUNT, "alerts": {"type": "array", "maxItems": 200, "items": _ALERT}}
+    ),
+}
+
+
+def console_operation(
+    operation: dict[str, Any], name: str, parameters: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """``GET /console/<name>``: its typed parameters (``parameters``: name → schema with its
+    bounds and default), its 200 body and the 400 (a parameter it does not take, or out of
+    its bounds)."""
+    documented = [
+        {"name": p, "in": "query", "required": False, "schema": schema}
+        for p, schema in parameters.items()
+    ]
+    responses: dict[str, Any] = {
+        "200": {
+            "description": operation.get("summary", name),
+            "content": {"application/json": {"schema": CONSOLE_BODIES[name]}},
+        },
+        "400": {
+            "description": "a parameter that is unknown, repeated, or out of its bounds",
+            "content": {"application/json": {"schema": ERROR_BODY}},
+        },
+    }
+    return {**operation, "parameters": documented, "responses": responses}

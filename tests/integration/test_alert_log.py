@@ -43,7 +43,10 @@ def test_each_alert_is_recorded_with_whether_its_webhook_took_it(tmp_path: Path)
     before = datetime.now(timezone.utc)
     with Webhook([200]) as ok:
         assert alerts.notify(
-            config_at(root, ok.url), alerts.JOB_FAILED, "batch run r1 failed: boom", {"run_id": "r1"}
+            config_at(root, ok.url),
+            alerts.JOB_FAILED,
+            "batch run r1 failed: boom",
+            {"run_id": "r1"},
         )
     with Webhook([500]) as failing:
         assert not alerts.notify(
