@@ -4,7 +4,7 @@ Serves the lakehouse of the configuration (``--conf``, ``LAMBDA_SALES__*``) as `
 serve`` does, in this process on a free port, opens the console in a headless Chromium
 (:mod:`devtools.browser`), waits for its first refresh and saves the whole page::
 
-    python -m devtools.console_screenshot --out docs/console.png [--conf pipeline.toml] [--window day]
+    python -m devtools.console_screenshot --out docs/console.png [--conf pipeline.toml] [--window day] [--height 2200]
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", type=Path, default=None, help="a configuration file (TOML)")
     parser.add_argument("--window", choices=("hour", "day", "week"), default="hour")
     parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument(
+        "--height", type=int, default=0, help="the window's height (default: the whole page)"
+    )
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    driver = headless_chromium(width=args.width, height=1000)
+    driver = headless_chromium(width=args.width, height=args.height or 1000)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         refreshes = "return Number(document.body.dataset.refreshes || 0)"
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.window != "hour":
             driver.find_element("css selector", f"button[data-window={args.window}]").click()
             time.sleep(1.0)
-        saved = screenshot(driver, args.out)
+        saved = screenshot(driver, args.out, full_page=not args.height)
     finally:
         driver.quit()
         server.should_exit = True

@@ -201,6 +201,12 @@ class ConsoleReader:
         newest_metrics = _newest(metrics, "batch_id")
         speed = health["speed"]
         last_at = speed["last_micro_batch_at"]
+        # The newest event processed: /health names the newest micro-batch's, and a
+        # micro-batch without Kafka records (one the batch layer's inserts woke) has none.
+        newest_event = max(
+            (t for t in (speed["newest_event_at"], _latest(metrics, "newest_message_at")) if t),
+            default=None,
+        )
         speed_run = _newest_speed_run(runs)
         state, reason = classify_stream(now, last_at, self.thresholds, speed_run)
         return {
@@ -212,10 +218,8 @@ class ConsoleReader:
                 "last_micro_batch": speed["last_micro_batch"],
                 "last_micro_batch_at": to_text(last_at) if last_at else None,
                 "seconds_since_last_micro_batch": age_seconds(now, last_at),
-                "newest_event_at": to_text(speed["newest_event_at"])
-                if speed["newest_event_at"]
-                else None,
-                "seconds_since_newest_event": age_seconds(now, speed["newest_event_at"]),
+                "newest_event_at": to_text(newest_event) if newest_event else None,
+                "seconds_since_newest_event": age_seconds(now, newest_event),
                 "metrics": _metrics_summary(newest_metrics),
                 "last_run": None
                 if speed_run is None
@@ -261,6 +265,14 @@ def _newest(rows: pa.Table | None, column: str) -> dict[str, Any] | None:
         return None
     index = pc.index(rows.column(column), pc.max(rows.column(column))).as_py()
     return rows.slice(index, 1).to_pylist()[0]
+
+
+def _latest(rows: pa.Table, column: str) -> datetime | None:
+    """The latest time in ``column`` (None: no rows, or all null)."""
+    if rows.num_rows == 0:
+        return None
+    latest = pc.max(rows.column(column)).as_py()
+    return normalise_value(latest) if latest is not None else None
 
 
 def _newest_speed_run(runs: pa.Table | None) -> SpeedRun | None:

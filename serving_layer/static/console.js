@@ -16,6 +16,7 @@ const state = {
   charts: {},
   polling: false,
   timer: null,
+  openReasons: new Set(), // quarantine reasons whose samples are unfolded
   hasViews: false, // a generation or a micro-batch exists: the views answer (503 before)
 };
 
@@ -104,7 +105,7 @@ function makeCharts() {
       { label: "duplicates", data: [], backgroundColor: COLORS[6], stack: "read", yAxisID: "y" },
       { label: "quarantined", data: [], backgroundColor: COLORS[3], stack: "read", yAxisID: "y" },
       { label: "duration (s)", data: [], type: "line", borderColor: COLORS[0],
-        backgroundColor: COLORS[0], yAxisID: "y1", pointRadius: 3 },
+        backgroundColor: COLORS[0], yAxisID: "y1", pointRadius: 3, order: -1 },
     ] },
     options: {
       animation: false, maintainAspectRatio: false,
@@ -121,7 +122,7 @@ function makeCharts() {
     type: "line",
     data: { labels: [], datasets: [
       { label: "quality score", data: [], borderColor: COLORS[0], backgroundColor: COLORS[0],
-        yAxisID: "y", pointRadius: 3 },
+        yAxisID: "y", pointRadius: 3, order: -1 },
       { label: "drift (events)", data: [], type: "bar", backgroundColor: COLORS[3], yAxisID: "y1" },
     ] },
     options: {
@@ -139,7 +140,7 @@ function makeCharts() {
     data: { datasets: [] },
     options: {
       animation: false, maintainAspectRatio: false, parsing: false,
-      plugins: { legend: { position: "right", labels: { boxWidth: 10 } } },
+      plugins: { legend: { position: "bottom", labels: { boxWidth: 10 } } },
       scales: {
         x: { type: "linear", stacked: true, offset: true, ticks: { callback: tickLabel, maxTicksLimit: 10 } },
         y: { stacked: true, beginAtZero: true, title: { display: true, text: "rejects" } },
@@ -283,11 +284,16 @@ function renderQuarantine(body) {
   for (const { reason, count } of body.reasons) {
     const samples = body.samples[reason] || [];
     if (!samples.length) continue;
-    const part = document.createElement("div");
+    // One fold per reason (closed, and kept as the operator left it across polls).
+    const part = document.createElement("details");
     part.className = "reason";
     part.dataset.reason = reason;
-    const title = document.createElement("h3");
-    title.textContent = `${reason} (${number(count)}): newest ${samples.length}`;
+    part.open = state.openReasons.has(reason);
+    part.addEventListener("toggle", () => {
+      if (part.open) state.openReasons.add(reason); else state.openReasons.delete(reason);
+    });
+    const title = document.createElement("summary");
+    title.textContent = `${reason}: ${number(count)} in the window; the newest ${samples.length}`;
     const table = document.createElement("table");
     const head = table.createTHead().insertRow();
     for (const h of ["rejected at (UTC)", "source", "name", "partition", "offset / line", "key", "raw record"]) {
@@ -386,7 +392,7 @@ function submitView(offset = 0, fetchNow = true) {
     if (!element.name || element.name === "view" || element.name === "limit" || element.value === "") continue;
     params.set(element.name, element.value);
   }
-  const limit = Math.max(1, Math.min(1000, Number(form.elements.limit.value) || 50));
+  const limit = Math.max(1, Math.min(1000, Number(form.elements.limit.value) || 20));
   state.view = { name: $("view-select").value, params, offset, limit };
   if (fetchNow) refreshView();
 }

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -218,11 +219,14 @@ def test_the_now_panel_shows_what_the_api_and_the_tables_hold(console) -> None: 
     assert value(driver, "kafka-lag-batch") == str(newest["batch_id"]) == "2"
     assert value(driver, "last-micro-batch") == "2"
     assert float(value(driver, "batch-freshness")) == pytest.approx(newest["freshness_ms"] / 1000)
-    # The newest event's age, as the API said at the page's last poll (a second ago at most).
+    # The newest event: the same instant in the table, the API and the page (to the second);
+    # its age as the page's last poll computed it (polls run every second; the host may lag).
     newest_event = max(m["newest_message_at"] for m in metrics)  # naive local time (pyspark)
-    shown = float(value(driver, "freshness"))
-    assert abs(shown - (time.time() - newest_event.timestamp())) < 10
-    assert abs(shown - float(status["stream"]["seconds_since_newest_event"])) < 5
+    newest_event_at = datetime.fromtimestamp(newest_event.timestamp(), timezone.utc)
+    assert status["stream"]["newest_event_at"] == newest_event_at.isoformat().replace("+00:00", "Z")
+    assert text(driver, "newest-event-at") == newest_event_at.strftime("%Y-%m-%d %H:%M:%SZ")
+    age = time.time() - newest_event.timestamp()
+    assert age - 30 < float(value(driver, "freshness")) <= age + 1
 
     # --available-now ended its run: the stream is stopped, and says which run.
     speed_runs = [r for r in delta_rows(spark, lakehouse.pipeline_runs) if r["job"] == "speed"]
@@ -331,8 +335,6 @@ def test_charts_render_the_series_with_data(console) -> None:  # type: ignore[no
 
 
 def epoch_ms(text: str) -> int:
-    from datetime import datetime
-
     return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
@@ -357,7 +359,7 @@ def test_views_browse_with_filters_and_pages_as_the_api_answers(console) -> None
 
     driver, server = console["driver"], console["server"]
     # The default view, every row as the API answers it, and as the oracle computes it.
-    api_rows = server.get("/views/sales_daily", limit=51)["rows"]
+    api_rows = server.get("/views/sales_daily", limit=21)["rows"]
     expected = compute_views([*BATCH, *valid_kafka()])["sales_daily"]
     assert len(api_rows) == len(expected)
     assert shown_view(driver) == [[str(v) for v in r.values()] for r in api_rows]
