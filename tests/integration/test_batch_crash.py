@@ -171,7 +171,7 @@ CHAIN = (
     ("fault point", "batch.after_master_insert"),
     ("fault point", "batch.after_ledger_commit"),
     ("fault point", "batch.after_view_2"),
-    ("reported", r"view 3/4: "),
+    ("reported", r"view \d/4 written: "),  # the other views mid-write
     ("fault point", "batch.after_publish"),
 )
 
