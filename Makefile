@@ -13,7 +13,8 @@ setup: $(STAMP) .cache/jars/MANIFEST
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# PYTHONWARNINGS: setuptools warns about every editable install of a package in its own folder
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # The pinned JVM packages (sales_core/packages.py), resolved from Maven Central once and cached.

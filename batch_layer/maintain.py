@@ -3,8 +3,8 @@
 A stream with a 1-second trigger adds small files and Delta commits every second, forever;
 ``lambda-sales maintain`` (scheduled after the nightly batch) takes them back:
 
-1. **compacts** the master dataset, the speed increments, the quarantine and the stream
-   metrics (Delta ``OPTIMIZE``, bin-packing; a commit with ``dataChange = false``, so the
+1. **compacts** the master dataset, the speed increments, the quarantine, the stream
+   metrics and the alerts (Delta ``OPTIMIZE``, bin-packing; a commit with ``dataChange = false``, so the
    stream's appends never conflict with it and readers see the same rows);
 2. **expires the speed increments every kept generation covers**: per stream, the rows at or
    below the lowest hand-off mark of the last ``batch.keep_generations`` generations. No
@@ -52,12 +52,13 @@ MIN_FILES = 2
 
 
 def _tables(lakehouse: Lakehouse) -> dict[str, str]:
-    """Every table of the lakehouse, by name; the first four are the ones compacted."""
+    """Every table of the lakehouse, by name; the first five are the ones compacted."""
     return {
         "master_dataset": lakehouse.master_dataset,
         "speed_increments": lakehouse.speed_increments,
         "quarantine": lakehouse.quarantine,
         "stream_metrics": lakehouse.stream_metrics,
+        "alerts": lakehouse.alerts,
         "quarantine_replays": lakehouse.quarantine_replays,
         "ingest_ledger": lakehouse.ingest_ledger,
         "pipeline_runs": lakehouse.pipeline_runs,
@@ -66,7 +67,7 @@ def _tables(lakehouse: Lakehouse) -> dict[str, str]:
     }
 
 
-COMPACTED = ("master_dataset", "speed_increments", "quarantine", "stream_metrics")
+COMPACTED = ("master_dataset", "speed_increments", "quarantine", "stream_metrics", "alerts")
 
 
 def data_files(spark: SparkSession, path: str) -> int:
