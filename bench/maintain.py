@@ -1,0 +1,423 @@
+"""Maintenance benchmark: files and cold-query time before and after ``lambda-sales maintain``
+on a lakehouse that has taken a day of speed micro-batches, all in one run.
+
+Set-up (built once under ``bench/out/data/maintain-n<N>-b<M>-k<K>/built``, not timed; each
+invocation works on a fresh copy of it, since maintenance changes the tables):
+
+1. a synthetic master dataset of N events (``bench.common.generate_master``) and batch
+   generation 1 over it (``recompute_and_publish``, the real publish);
+2. a day of the stream at its 1-second trigger: M micro-batches (default 86,400) of K events
+   each, written as the streaming job writes them in its steady state: the master rows and
+   then the micro-batch's speed increments, each appended and committed from the driver by the
+   job's own writer (``speed_layer.deltalog.DriverAppends``, the increments computed by the
+   sink's ``increments_over_arrow``), the stream metrics appended every 15 micro-batches
+   (``append_metrics``, as the job's metrics thread does every 15 s), and the job's own
+   compaction of its small files in the increments and the master dataset
+   (``StreamCompactor.compact_once``) every
+   ``--compact-every`` micro-batches (the default ``speed.compact_interval_seconds`` is 600).
+   The master appends run in one process, the increments and metrics in another (the tables'
+   logs are independent), the compaction in this one, concurrently;
+3. the nightly batch: generation 2, which covers the whole day (its hand-off mark is the
+   day's last micro-batch).
+
+Then, on a copy: per table its active data files, log entries and data files on disk, and
+``--runs`` times each cold query (a new reader each time, nothing cached): the fast path
+(``FastServing``, a new reader per query, the CLI's and a restarted server's case) and the
+Spark path (``spark_engine.answer`` after the Delta log cache is cleared) for the first page of
+each view, and the nightly batch's read of the master dataset (a full scan aggregating every
+row, cold). Then ``maintain`` (timed), then the same measurements again. The answers after
+equal those before (the maintenance changes no row). Printed and appended to
+``bench/out/results.jsonl``.
+
+    python bench/maintain.py                                   # 1M events + a day of 86,400 micro-batches
+    python bench/maintain.py --micro-batches 2000 --runs 2     # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.batch import start_spark  # noqa: E402
+from bench.common import (  # noqa: E402
+    BASE_EPOCH,
+    CATEGORIES,
+    CHANNELS,
+    OUT,
+    REGIONS,
+    SPAN_DAYS,
+    append_result,
+    delta_active_files,
+    generate_master,
+    load_average,
+    new_record,
+    parse_count,
+)
+
+STREAM = "sales-events"
+METRICS_EVERY = 15  # micro-batches per stream-metrics append (the job's 15 s at a 1 s trigger)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", default="1M", help="events in the master dataset")
+    parser.add_argument(
+        "--micro-batches",
+        type=int,
+        default=86_400,
+        help="micro-batches of the day (default 86,400: a 1-second trigger)",
+    )
+    parser.add_argument(
+        "--events-per-batch", type=int, default=10, help="events in each micro-batch"
+    )
+    parser.add_argument(
+        "--compact-every",
+        type=int,
+        default=600,
+        help="micro-batches between the stream's own increments compactions (0: none)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="cold queries of each kind")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--rebuild", action="store_true", help="build the day again")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    args.events = parse_count(args.events)
+    return args
+
+
+# --------------------------------------------------------------------------- the day
+
+
+def _micro_batch(first_batch: int, i: int, k: int, day_start: int) -> Any:
+    """Micro-batch ``i`` of the day: ``k`` valid events as master rows (Arrow)."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from sales_core.lakehouse import MASTER_SCHEMA
+
+    at = datetime.fromtimestamp(day_start + i, timezone.utc)
+    rows = []
+    for j in range(k):
+        n = i * k + j
+        amount = (n * 7919) % 500_000 / 100 + 0.01
+        rows.append(
+            {
+                "event_id": f"day-{i:06d}-{j:03d}",
+                "order_id": f"dord-{n // 3:09d}",
+                "product_id": f"prd-{n * 31 % 5000:05d}",
+                "customer_id": f"cus-{n * 17 % 100_000:06d}",
+                "category": CATEGORIES[n % len(CATEGORIES)],
+                "region": REGIONS[n % len(REGIONS)],
+                "channel": CHANNELS[n % len(CHANNELS)],
+                "quantity": 1 + n % 5,
+                "amount": round(amount, 2),
+                "event_time": at,
+                "event_date": at.date(),
+                "event_hour": at.replace(minute=0, second=0),
+                "month": at.strftime("%Y-%m"),
+                "revenue_category": "high"
+                if amount > 1000
+                else ("medium" if amount > 100 else "low"),
+                "source": "kafka",
+                "source_name": STREAM,
+                "source_partition": n % 3,
+                "source_offset": n,
+                "source_key": f"day-{i:06d}-{j:03d}",
+                "ingest_layer": "speed",
+                "ingest_run": STREAM,
+                "ingest_batch": first_batch + i,
+                "ingested_at": at + timedelta(milliseconds=400),
+            }
+        )
+    from decimal import Decimal
+
+    for r in rows:
+        r["amount"] = Decimal(f"{r['amount']:.2f}")
+    return pa.Table.from_pylist(rows, schema=to_arrow_schema(MASTER_SCHEMA, timezone="UTC"))
+
+
+def _progress_file(root: Path, table: str) -> Path:
+    return root / f"_bench_{table}_written"
+
+
+def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start: int) -> None:
+    """One writer process: the day's appends to ``table`` (``master`` or ``increments``, the
+    latter with the stream metrics), micro-batch by micro-batch, as the streaming job writes
+    them in its steady state."""
+    from sales_core.lakehouse import Lakehouse, increments_commit_metadata
+    from speed_layer.deltalog import DriverAppends
+    from speed_layer.metrics import MicroBatchMetrics, append_metrics
+    from speed_layer.sink import increments_over_arrow
+
+    lakehouse = Lakehouse(root)
+    driver = DriverAppends()
+    progress = _progress_file(Path(root), table)
+    pending: list[MicroBatchMetrics] = []
+    for i in range(m):
+        batch_id = first_batch + i
+        events = _micro_batch(first_batch, i, k, day_start)
+        at = datetime.fromtimestamp(day_start + i, timezone.utc)
+        if table == "master":
+            driver.append(lakehouse.master_dataset, events, user_metadata=f"bench:{batch_id}")
+        else:
+            driver.append(
+                lakehouse.speed_increments,
+                increments_over_arrow(events, stream=STREAM, batch_id=batch_id),
+                user_metadata=increments_commit_metadata(STREAM, batch_id, at),
+            )
+            pending.append(
+                MicroBatchMetrics(
+                    stream=STREAM,
+                    batch_id=batch_id,
+                    batch_time=at,
+                    started_at=at,
+                    ended_at=at + timedelta(milliseconds=450),
+                    input_rows=k,
+                    valid=k,
+                    duplicates=0,
+                    quarantined=0,
+                    kafka_lag=0,
+                    newest_message_at=at,
+                )
+            )
+            if len(pending) == METRICS_EVERY or i == m - 1:
+                append_metrics(
+                    None,  # type: ignore[arg-type]  # never used: every key is new, delta-rs writes
+                    lakehouse.stream_metrics,
+                    pending,
+                    present=set(),
+                    driver=driver,
+                )
+                pending = []
+        if i % 200 == 0 or i == m - 1:
+            progress.write_text(str(i + 1))
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    """The built lakehouse at ``base``: master + generation 1 + the day + generation 2."""
+    from batch_layer.publish import recompute_and_publish
+    from sales_core.handoff import SPEED_STREAM, current_generation
+    from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_speed_tables
+    from speed_layer.compaction import StreamCompactor
+
+    ready = base / "_bench_ready.json"
+    if ready.is_file() and not args.rebuild:
+        return {**json.loads(ready.read_text()), "cached": True}
+    if base.exists():
+        shutil.rmtree(base)
+    lakehouse = Lakehouse(str(base))
+    info: dict[str, Any] = {"events": args.events, "cached": False}
+    print(f"generating {args.events:,} events ...", flush=True)
+    info["master"] = generate_master(spark, lakehouse, args.events, rows_per_file=250_000)
+    ensure_serving_tables(spark, lakehouse)
+    ensure_speed_tables(spark, lakehouse)
+    first = recompute_and_publish(
+        spark,
+        lakehouse,
+        previous=None,
+        run_id="bench-maintain-1",
+        published_at=datetime.now(timezone.utc),
+        keep_generations=3,
+    )
+    first_batch = first.handoff[SPEED_STREAM] + 1
+    m, k = args.micro_batches, args.events_per_batch
+    day_start = BASE_EPOCH + SPAN_DAYS * 86_400
+    print(f"a day of the stream: {m:,} micro-batches of {k} events ...", flush=True)
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    writers = [
+        context.Process(
+            target=write_day, args=(table, str(base), first_batch, m, k, day_start), daemon=True
+        )
+        for table in ("master", "increments")
+    ]
+    for w in writers:
+        w.start()
+    compactor = StreamCompactor(spark, (lakehouse.speed_increments, lakehouse.master_dataset), 0)
+    compactions, next_compaction = 0, args.compact_every
+    while any(w.is_alive() for w in writers):
+        time.sleep(2)
+        done = {
+            t: int(p.read_text() or 0) if p.is_file() else 0
+            for t in ("master", "increments")
+            for p in [_progress_file(base, t)]
+        }
+        if args.compact_every and done["increments"] >= next_compaction:
+            compactions += compactor.compact_once()
+            next_compaction = done["increments"] + args.compact_every
+        if int(time.perf_counter() - started) % 60 < 2:
+            print(f"  {done} after {time.perf_counter() - started:.0f} s", flush=True)
+    if any(w.exitcode != 0 for w in writers):
+        raise RuntimeError(f"a writer failed: exit codes {[w.exitcode for w in writers]}")
+    info["day_s"] = round(time.perf_counter() - started, 1)
+    info["stream_compactions"] = compactions
+    print(f"  written in {info['day_s']} s ({compactions} stream compactions)", flush=True)
+    print("the nightly batch: generation 2 ...", flush=True)
+    second = recompute_and_publish(
+        spark,
+        lakehouse,
+        previous=current_generation(spark, lakehouse),
+        run_id="bench-maintain-2",
+        published_at=datetime.now(timezone.utc),
+        keep_generations=3,
+    )
+    info["handoff"] = {"generation_1": first.handoff, "generation_2": second.handoff}
+    ready.write_text(json.dumps(info))
+    return info
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def table_files(root: Path) -> dict[str, dict[str, int]]:
+    """Per table: active data files, log entries, Parquet files on disk."""
+    from sales_core.lakehouse import Lakehouse
+
+    lakehouse = Lakehouse(str(root))
+    out = {}
+    for name, path in (
+        ("master_dataset", lakehouse.master_dataset),
+        ("speed_increments", lakehouse.speed_increments),
+        ("stream_metrics", lakehouse.stream_metrics),
+    ):
+        table = Path(path)
+        out[name] = {
+            "active_files": len(delta_active_files(table)),
+            "log_entries": len(os.listdir(table / "_delta_log")),
+            "files_on_disk": sum(
+                1 for p in table.rglob("*.parquet") if "_delta_log" not in p.parts
+            ),
+        }
+    return out
+
+
+def cold_queries(spark: Any, root: Path, runs: int) -> dict[str, Any]:
+    """Seconds of each cold query, ``runs`` times; and the answers (to compare)."""
+    from pyspark.sql import functions as F
+
+    from sales_core.lakehouse import Lakehouse
+    from sales_core.views import VIEWS
+    from serving_layer import spark_engine
+    from serving_layer.duckdb_engine import FastServing
+    from serving_layer.query import build_query
+
+    lakehouse = Lakehouse(str(root))
+    queries = {name: build_query(name, limit=1000) for name in VIEWS}
+    delta_log = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog
+    times: dict[str, list[float]] = {"fast": [], "spark": [], "master_scan": []}
+    answers: dict[str, Any] = {}
+    for _ in range(runs):
+        t = time.perf_counter()
+        for name, q in queries.items():
+            answers[f"fast:{name}"] = FastServing(str(root)).answer(q).rows
+        times["fast"].append(time.perf_counter() - t)
+        delta_log.clearCache()
+        t = time.perf_counter()
+        for name, q in queries.items():
+            answers[f"spark:{name}"] = spark_engine.answer(spark, lakehouse, q).rows
+        times["spark"].append(time.perf_counter() - t)
+        delta_log.clearCache()
+        t = time.perf_counter()
+        row = (
+            spark.read.format("delta")
+            .load(lakehouse.master_dataset)
+            .agg(F.count("*").alias("n"), F.sum("amount").alias("amount"))
+            .first()
+        )
+        times["master_scan"].append(time.perf_counter() - t)
+        answers["master"] = (row["n"], str(row["amount"]))
+    return {
+        "seconds": {k: [round(v, 3) for v in vs] for k, vs in times.items()},
+        "median_s": {k: round(statistics.median(vs), 3) for k, vs in times.items()},
+        "answers": answers,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from batch_layer.maintain import maintain
+    from sales_core.config import load_config
+
+    name = f"maintain-n{args.events}-b{args.micro_batches}-k{args.events_per_batch}"
+    data = args.out / "data" / name
+    base, work = data / "built", data / "work"
+    spark, _, start = start_spark(args)
+    print(f"Spark started in {start['session_s']:.1f} s", flush=True)
+    info = build(spark, args, base)
+    print(f"copying the built lakehouse to {work} ...", flush=True)
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(base, work)
+
+    load_before = load_average()
+    before_files = table_files(work)
+    print(f"before: {json.dumps(before_files)}", flush=True)
+    before = cold_queries(spark, work, args.runs)
+    print(f"before: cold query medians {before['median_s']}", flush=True)
+
+    environ = dict(os.environ)
+    environ["LAMBDA_SALES__LAKEHOUSE__ROOT"] = str(work)
+    config = load_config(environ=environ)
+    t = time.perf_counter()
+    record = maintain(spark, config, progress=lambda m: print(f"  maintain: {m}", flush=True))
+    maintain_s = time.perf_counter() - t
+    print(f"maintain: {maintain_s:.1f} s, {json.dumps(record.details)}", flush=True)
+
+    after_files = table_files(work)
+    print(f"after: {json.dumps(after_files)}", flush=True)
+    after = cold_queries(spark, work, args.runs)
+    print(f"after: cold query medians {after['median_s']}", flush=True)
+    if before["answers"] != after["answers"]:
+        raise RuntimeError("the answers changed with the maintenance")
+
+    print()
+    print(
+        f"{args.micro_batches:,} micro-batches of {args.events_per_batch} events over "
+        f"{args.events:,}: maintain took {maintain_s:.1f} s"
+    )
+    print(f"{'table':<18}{'active files':>22}{'log entries':>20}{'files on disk':>22}")
+    for table in before_files:
+        b, a = before_files[table], after_files[table]
+        print(
+            f"{table:<18}"
+            + "".join(
+                f"{b[k]:>11,} → {a[k]:<8,}"
+                for k in ("active_files", "log_entries", "files_on_disk")
+            )
+        )
+    print(f"{'cold query (median s)':<26}{'before':>10}{'after':>10}{'before/after':>14}")
+    for kind in before["median_s"]:
+        b, a = before["median_s"][kind], after["median_s"][kind]
+        print(f"{kind:<26}{b:>10.2f}{a:>10.2f}{b / a:>14.1f}")
+    record_out = new_record(
+        "maintain",
+        args,
+        load_before_queries=load_before,
+        build=info,
+        files={"before": before_files, "after": after_files},
+        cold_s={"before": before["seconds"], "after": after["seconds"]},
+        maintain_s=round(maintain_s, 1),
+        maintain_details=record.details,
+    )
+    append_result(record_out, args.out)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
