@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--rebuild", action="store_true", help="build the day again")
+    parser.add_argument(
+        "--build-only", action="store_true", help="build (or keep) the data set, measure nothing"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     args.events = parse_count(args.events)
@@ -359,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     spark, _, start = start_spark(args)
     print(f"Spark started in {start['session_s']:.1f} s", flush=True)
     info = build(spark, args, base)
+    if args.build_only:
+        spark.stop()
+        return 0
     print(f"copying the built lakehouse to {work} ...", flush=True)
     if work.exists():
         shutil.rmtree(work)
