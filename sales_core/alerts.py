@@ -27,10 +27,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from sales_core.config import AlertsConf, Config
+from sales_core.delta_log import local_path
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def record_alert(
     not created (False). Never raises: a table that cannot be written is logged.
     """
     try:
-        local = _local_path(lakehouse_root)
+        local = local_path(lakehouse_root)
         if local is not None and not local.is_dir():
             log.info("alert %s not recorded: no lakehouse at %s yet", alert.kind, lakehouse_root)
             return False
@@ -213,17 +213,6 @@ def record_alert(
             str(exc).splitlines()[0] if str(exc) else "",
         )
     return False
-
-
-def _local_path(location: str) -> Path | None:
-    """The local path of ``location`` (a plain path or ``file:`` URI), else None."""
-    if location.startswith("file://"):
-        return Path(location[len("file://") :])
-    if location.startswith("file:"):
-        return Path(location[len("file:") :])
-    if "://" in location or location.startswith("dbfs:"):
-        return None
-    return Path(location)
 
 
 class StreamAlerts:

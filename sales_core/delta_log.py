@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +25,18 @@ class Commit:
     txn: dict[str, int] = field(default_factory=dict)  # appId -> version of each txn action
     output_rows: int | None = None  # numOutputRows (appends) or numTargetRowsInserted (MERGE)
     adds: int = 0  # data files added (dataChange)
+
+
+def local_path(location: str) -> Path | None:
+    """The local path of ``location`` (a plain path or ``file:`` URI), else None: the tables
+    and checkpoints whose files can be read and written directly, without Spark."""
+    if location.startswith("file://"):
+        return Path(location[len("file://") :])
+    if location.startswith("file:"):
+        return Path(location[len("file:") :])
+    if "://" in location or location.startswith("dbfs:"):
+        return None
+    return Path(location)
 
 
 def commit_file(version: int) -> str:

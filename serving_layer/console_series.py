@@ -251,23 +251,6 @@ def reconciliation_summary(details: str | None) -> dict[str, Any] | None:
     }
 
 
-RUN_COLUMNS = (
-    "run_id",
-    "job",
-    "status",
-    "started_at",
-    "ended_at",
-    "records_read",
-    "valid",
-    "duplicates",
-    "quarantined",
-    "quality_score",
-    "generation",
-    "error",
-    "details",
-)
-
-
 def run_entries(runs: pa.Table, window: Window, now: datetime) -> dict[str, Any]:
     """The pipeline runs that started in ``window`` or are still running, newest first (at
     most :data:`MAX_RUNS`): counts (read = valid + duplicates + quarantined), duration,

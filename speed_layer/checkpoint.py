@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
+from sales_core.delta_log import local_path
 from sales_core.errors import PipelineError
 from sales_core.lakehouse import Lakehouse
 from speed_layer.tables import last_master_batch, last_metrics_batch
@@ -68,17 +68,6 @@ class CheckpointState:
     last_planned: int | None
     topics: frozenset[str]
     end_offsets: dict[int, int]
-
-
-def local_path(location: str) -> Path | None:
-    """The local path of ``location`` (a plain path or ``file:`` URI), else None."""
-    if location.startswith("file://"):
-        return Path(location[len("file://") :])
-    if location.startswith("file:"):
-        return Path(location[len("file:") :])
-    if "://" in location or location.startswith("dbfs:"):
-        return None
-    return Path(location)
 
 
 def _batch_ids(spark: SparkSession, directory: str) -> list[int]:

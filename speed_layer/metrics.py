@@ -28,10 +28,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQueryListener
 
+from sales_core.delta_log import local_path
 from sales_core.faults import fault_point
 from sales_core.lakehouse import STREAM_METRICS_SCHEMA
 from sales_core.master import with_conflict_retry
-from speed_layer.checkpoint import local_path
 from speed_layer.deltalog import DriverAppends, DriverAppendUnusable
 
 log = logging.getLogger(__name__)

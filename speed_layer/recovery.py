@@ -18,13 +18,13 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from sales_core.delta_log import local_path
 from sales_core.handoff import BATCH_LAYER, SPEED_LAYER
 from sales_core.lakehouse import Lakehouse
 from sales_core.runs import utcnow
 from speed_layer.checkpoint import (
     MAX_UNWRITTEN,
     CheckpointState,
-    local_path,
     parse_offsets,
     read_text,
 )
