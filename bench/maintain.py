@@ -44,6 +44,7 @@ import statistics
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def _micro_batch(first_batch: int, i: int, k: int, day_start: int) -> Any:
     rows = []
     for j in range(k):
         n = i * k + j
-        amount = (n * 7919) % 500_000 / 100 + 0.01
+        amount = Decimal((n * 7919) % 500_000 + 1) / 100
         rows.append(
             {
                 "event_id": f"day-{i:06d}-{j:03d}",
@@ -125,7 +126,7 @@ def _micro_batch(first_batch: int, i: int, k: int, day_start: int) -> Any:
                 "region": REGIONS[n % len(REGIONS)],
                 "channel": CHANNELS[n % len(CHANNELS)],
                 "quantity": 1 + n % 5,
-                "amount": round(amount, 2),
+                "amount": amount,
                 "event_time": at,
                 "event_date": at.date(),
                 "event_hour": at.replace(minute=0, second=0),
@@ -144,10 +145,6 @@ def _micro_batch(first_batch: int, i: int, k: int, day_start: int) -> Any:
                 "ingested_at": at + timedelta(milliseconds=400),
             }
         )
-    from decimal import Decimal
-
-    for r in rows:
-        r["amount"] = Decimal(f"{r['amount']:.2f}")
     return pa.Table.from_pylist(rows, schema=to_arrow_schema(MASTER_SCHEMA, timezone="UTC"))
 
 

@@ -28,9 +28,9 @@ from sales_core.delta_log import (
     checksum_after_appends,
     checksum_file,
     commit_file,
+    local_path,
     parse_commit,
 )
-from speed_layer.checkpoint import local_path
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,9 @@ class DriverAppends:
         every commit since it was loaded, and each append then costs more: 30 ms for the 500th
         append of a day's stream, 167 ms for the 2,000th, measured)."""
         kept = self._tables.get(path)
-        if kept is not None:
-            table, loaded = kept
-            table.update_incremental()
-            if table.version() - loaded < RELOAD_AFTER:
-                return table
+        if kept is not None and kept[0].version() - kept[1] < RELOAD_AFTER:
+            kept[0].update_incremental()
+            return kept[0]
         table = DeltaTable(path)
         self._tables[path] = (table, table.version())
         return table

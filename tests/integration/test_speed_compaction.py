@@ -66,11 +66,13 @@ def test_compaction_keeps_every_merged_view(spark, make_config) -> None:  # type
 
     compactor = StreamCompactor(spark, tables, 1.0, min_files=100)
     assert not compactor.compact_once()  # too few files to bother
-    spark.conf.set("spark.databricks.delta.optimize.minFileSize", str(large + 1))
+    min_file_size = "spark.databricks.delta.optimize.minFileSize"
+    session_value = spark.conf.get(min_file_size)
+    spark.conf.set(min_file_size, str(large + 1))
     try:
         assert StreamCompactor(spark, tables, 1.0, min_files=2).compact_once()
     finally:
-        spark.conf.set("spark.databricks.delta.optimize.minFileSize", str(32 * 1024 * 1024))
+        spark.conf.set(min_file_size, session_value)
 
     assert len(DeltaTable(lakehouse.speed_increments).file_uris()) < files_before
     master_after = set(DeltaTable(lakehouse.master_dataset).file_uris())
