@@ -65,8 +65,9 @@ from bench.common import (  # noqa: E402
     new_record,
     parse_count,
 )
+from sales_core.handoff import SPEED_STREAM  # noqa: E402
 
-STREAM = "sales-events"
+TOPIC = "sales-events"
 METRICS_EVERY = 15  # micro-batches per stream-metrics append (the job's 15 s at a 1 s trigger)
 
 
@@ -135,12 +136,12 @@ def _micro_batch(first_batch: int, i: int, k: int, day_start: int) -> Any:
                 if amount > 1000
                 else ("medium" if amount > 100 else "low"),
                 "source": "kafka",
-                "source_name": STREAM,
+                "source_name": TOPIC,
                 "source_partition": n % 3,
                 "source_offset": n,
                 "source_key": f"day-{i:06d}-{j:03d}",
                 "ingest_layer": "speed",
-                "ingest_run": STREAM,
+                "ingest_run": SPEED_STREAM,
                 "ingest_batch": first_batch + i,
                 "ingested_at": at + timedelta(milliseconds=400),
             }
@@ -174,12 +175,12 @@ def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start
         else:
             driver.append(
                 lakehouse.speed_increments,
-                increments_over_arrow(events, stream=STREAM, batch_id=batch_id),
-                user_metadata=increments_commit_metadata(STREAM, batch_id, at),
+                increments_over_arrow(events, stream=SPEED_STREAM, batch_id=batch_id),
+                user_metadata=increments_commit_metadata(SPEED_STREAM, batch_id, at),
             )
             pending.append(
                 MicroBatchMetrics(
-                    stream=STREAM,
+                    stream=SPEED_STREAM,
                     batch_id=batch_id,
                     batch_time=at,
                     started_at=at,
@@ -211,7 +212,7 @@ def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start
 def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     """The built lakehouse at ``base``: master + generation 1 + the day + generation 2."""
     from batch_layer.publish import recompute_and_publish
-    from sales_core.handoff import SPEED_STREAM, current_generation
+    from sales_core.handoff import current_generation
     from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_speed_tables
     from speed_layer.compaction import StreamCompactor
 
