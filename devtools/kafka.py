@@ -11,7 +11,9 @@ cluster id in ``data_dir``::
     kafka.create_topic("127.0.0.1:19092", "sales-events", partitions=3)
     kafka.stop()
 
-Only ``kafka-python`` is imported, and only by the functions that talk to the broker.
+:mod:`devtools.kafka_cluster` runs several such brokers as one cluster with the same
+launching and waiting. Only ``kafka-python`` is imported, and only by the functions that
+talk to the broker.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from devtools.kafka_files import (
     ensure_libs,
     format_storage,
     java_executable,
+    replication,
     server_properties,
 )
 from devtools.processes import (
@@ -101,7 +105,7 @@ def _resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def _running_pid(layout: Layout) -> int | None:
+def running_pid(layout: Layout) -> int | None:
     """The pid of this data directory's broker if it is alive, else None."""
     pid = read_pid(layout.pid_file)
     if pid is not None and process_matches(pid, str(layout.props)):
@@ -130,7 +134,7 @@ def _broker_responds(bootstrap: str) -> bool:
         admin.close()
 
 
-class _BrokerExited(ServiceError):
+class BrokerExited(ServiceError):
     """The broker ended before it became ready; ``signal_number`` says which signal killed it."""
 
     def __init__(self, message: str, signal_number: int | None) -> None:
@@ -152,13 +156,19 @@ def _exit_description(process: subprocess.Popen[bytes] | None) -> tuple[str, int
     return f"exited with status {code}", None
 
 
-def _wait_until_ready(
+def wait_until_ready(
     pid: int,
     layout: Layout,
     bootstrap: str,
     timeout: float,
     process: subprocess.Popen[bytes] | None = None,
 ) -> None:
+    """Return once the broker of ``layout`` (process ``pid``) answers on ``bootstrap``.
+
+    Raises:
+        BrokerExited: The process ended first.
+        ServiceError: It did not answer within ``timeout`` seconds.
+    """
     host, port = bootstrap.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -170,7 +180,7 @@ def _wait_until_ready(
         )
         if not alive:
             how, signal_number = _exit_description(process)
-            raise _BrokerExited(
+            raise BrokerExited(
                 f"Kafka broker {how} during start-up; log tail: {log_tail(layout.log_file)}",
                 signal_number,
             )
@@ -208,7 +218,7 @@ def start(
     bootstrap = f"{host}:{port}"
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(layout.lock):
-        pid = _running_pid(layout)
+        pid = running_pid(layout)
         if pid is not None:
             running_on = configured_bootstrap(layout)
             if running_on != bootstrap:
@@ -216,7 +226,7 @@ def start(
                     f"the Kafka broker of {layout.data_dir} already runs on {running_on}; "
                     "stop it first or use another data dir"
                 )
-            _wait_until_ready(pid, layout, bootstrap, timeout)
+            wait_until_ready(pid, layout, bootstrap, timeout)
             logger.info("Kafka broker already running on %s (pid %d)", bootstrap, pid)
             return status(data_dir=layout.data_dir)
 
@@ -232,21 +242,12 @@ def start(
         layout.log4j.write_text(LOG4J2_PROPERTIES)
         format_storage(java, libs, layout)
 
-        command = [
-            java,
-            *JVM_OPTIONS,
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={layout.log4j}",
-            "-cp",
-            f"{libs}/*",
-            MAIN_CLASS,
-            str(layout.props),
-        ]
+        command = broker_command(java, libs, layout)
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 _launch(command, layout, bootstrap, timeout)
                 break
-            except _BrokerExited as exited:
+            except BrokerExited as exited:
                 # A signal from outside (another program's clean-up, the OOM killer) is not
                 # the broker's fault and does not repeat; a broker that fails by itself does.
                 if exited.signal_number is None or attempt == START_ATTEMPTS:
@@ -286,10 +287,25 @@ def start_on_free_port(
     return start(host=host, port=free_broker_port(host), data_dir=data_dir)
 
 
-def _launch(command: list[str], layout: Layout, bootstrap: str, timeout: float) -> None:
-    """Run the broker in its own session and wait until it answers; stop it if it does not."""
-    logger.info("starting Kafka %s on %s (data in %s)", KAFKA_VERSION, bootstrap, layout.data_dir)
-    started = time.monotonic()
+def broker_command(
+    java: str, libs: Path, layout: Layout, jvm_options: Sequence[str] = JVM_OPTIONS
+) -> list[str]:
+    """The command line of the broker of ``layout`` (its ``server.properties`` names it)."""
+    return [
+        java,
+        *jvm_options,
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={layout.log4j}",
+        "-cp",
+        f"{libs}/*",
+        MAIN_CLASS,
+        str(layout.props),
+    ]
+
+
+def launch(command: list[str], layout: Layout) -> subprocess.Popen[bytes]:
+    """Run a broker in its own session (it outlives this process), its output in
+    ``kafka.log`` and its pid in ``kafka.pid``; returns at once."""
     with layout.log_file.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -301,8 +317,16 @@ def _launch(command: list[str], layout: Layout, bootstrap: str, timeout: float) 
         )
     _launched[process.pid] = process
     layout.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def _launch(command: list[str], layout: Layout, bootstrap: str, timeout: float) -> None:
+    """Run the broker in its own session and wait until it answers; stop it if it does not."""
+    logger.info("starting Kafka %s on %s (data in %s)", KAFKA_VERSION, bootstrap, layout.data_dir)
+    started = time.monotonic()
+    process = launch(command, layout)
     try:
-        _wait_until_ready(process.pid, layout, bootstrap, timeout, process)
+        wait_until_ready(process.pid, layout, bootstrap, timeout, process)
     except ServiceError:
         if process.poll() is None:
             terminate(process.pid, str(layout.props), timeout=10.0)
@@ -328,7 +352,7 @@ def stop(
     if not layout.data_dir.is_dir():
         return status(data_dir=layout.data_dir)
     with file_lock(layout.lock):
-        pid = _running_pid(layout)
+        pid = running_pid(layout)
         if pid is not None:
             logger.info("stopping Kafka broker (pid %d)", pid)
             terminate(pid, str(layout.props), timeout=timeout)
@@ -340,7 +364,7 @@ def stop(
 def status(data_dir: str | os.PathLike[str] | None = None) -> KafkaStatus:
     """The status of the broker of ``data_dir`` (default ``.cache/kafka/data``)."""
     layout = Layout(_resolve_data_dir(data_dir))
-    pid = _running_pid(layout)
+    pid = running_pid(layout)
     if pid is None:
         return KafkaStatus(running=False, pid=None, bootstrap=None, data_dir=layout.data_dir)
     return KafkaStatus(
@@ -354,10 +378,11 @@ def status(data_dir: str | os.PathLike[str] | None = None) -> KafkaStatus:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1) -> bool:
-    """Create topic ``name`` if it does not exist yet (replication factor 1).
+    """Create topic ``name`` if it does not exist yet, with one replica on each broker of the
+    cluster, three at most (one on a single broker).
 
     Args:
-        bootstrap: The broker's ``host:port``.
+        bootstrap: The brokers' ``host:port`` list, comma-separated.
         name: Topic name.
         partitions: Number of partitions for a new topic (an existing one is left as is).
 
@@ -369,11 +394,15 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1) -> bool:
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lambda-sales-devservices")
     try:
+        brokers = len(admin.describe_cluster().get("brokers", [])) or 1
+        copies = replication(brokers).factor
         admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1}},
+            {name: {"num_partitions": partitions, "replication_factor": copies}},
             wait_for_metadata=True,
         )
-        logger.info("created topic %s with %d partition(s)", name, partitions)
+        logger.info(
+            "created topic %s with %d partition(s), %d replica(s) each", name, partitions, copies
+        )
         return True
     except TopicAlreadyExistsError:
         return False

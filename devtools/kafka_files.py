@@ -4,7 +4,9 @@ The jars are resolved from Maven Central with Maven once and cached under
 ``.cache/kafka/<version>/libs``; after that, starting a broker never touches the network.
 A data directory holds the broker's ``server.properties`` and log4j2 settings (rewritten on
 every start), its cluster id (made once) and its formatted KRaft storage.
-:mod:`devtools.kafka` runs the broker over these files.
+:mod:`devtools.kafka` runs the broker over these files; :mod:`devtools.kafka_cluster` runs
+several, one data directory each, with :func:`quorum_voters` and :func:`replication` saying
+how they form one cluster.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,16 +171,72 @@ def java_executable() -> str:
     return require_tool("java", "openjdk-17-jre-headless")
 
 
-def server_properties(layout: Layout, host: str, port: int) -> str:
-    """The broker's settings: one node that is broker and controller, on ``host:port`` and
-    the controller on ``port + CONTROLLER_PORT_OFFSET``, for one machine's tests."""
+@dataclass(frozen=True)
+class Replication:
+    """How a cluster of a given size replicates: topics, internal topics and acknowledgements.
+
+    Attributes:
+        factor: Replicas of every partition (``default.replication.factor`` and the internal
+            topics' replication factors).
+        min_insync: Replicas that must hold a write before an ``acks=all`` producer is
+            answered (``min.insync.replicas``, ``transaction.state.log.min.isr``).
+    """
+
+    factor: int
+    min_insync: int
+
+
+def replication(brokers: int) -> Replication:
+    """The replication of a cluster of ``brokers`` nodes: three replicas at most, and writes
+    acknowledged by all but one of them, so one broker can be lost without losing a write
+    or refusing one.
+
+    Raises:
+        ValueError: ``brokers`` is below 1.
+    """
+    if brokers < 1:
+        raise ValueError(f"a Kafka cluster needs at least one broker, not {brokers}")
+    factor = min(3, brokers)
+    return Replication(factor=factor, min_insync=max(1, factor - 1))
+
+
+def quorum_voters(host: str, ports: Sequence[int]) -> str:
+    """``controller.quorum.voters`` of a cluster whose node ``i`` (1-based) has client port
+    ``ports[i-1]``: ``1@host:port1+1000,2@host:port2+1000,…``."""
+    return ",".join(
+        f"{node_id}@{host}:{port + CONTROLLER_PORT_OFFSET}"
+        for node_id, port in enumerate(ports, start=1)
+    )
+
+
+def server_properties(
+    layout: Layout,
+    host: str,
+    port: int,
+    *,
+    node_id: int = 1,
+    voters: str | None = None,
+    brokers: int = 1,
+) -> str:
+    """The settings of one node that is broker and controller, on ``host:port`` and the
+    controller on ``port + CONTROLLER_PORT_OFFSET``, for one machine's tests.
+
+    Args:
+        layout: The node's data directory.
+        host: Address to listen on and advertise.
+        port: The node's client port.
+        node_id: The node's id in the cluster (1 for a single broker).
+        voters: The cluster's :func:`quorum_voters` (default: this node alone).
+        brokers: The cluster's size; above 1, every topic, the internal ones too, is
+            replicated as :func:`replication` says.
+    """
     controller = f"{host}:{port + CONTROLLER_PORT_OFFSET}"
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        # A static quorum: the voter is taken from this file on every start, so the broker
+        "node.id": str(node_id),
+        # A static quorum: the voters are taken from this file on every start, so the broker
         # can be restarted on another port with the same data.
-        "controller.quorum.voters": f"1@{controller}",
+        "controller.quorum.voters": voters or f"{node_id}@{controller}",
         "controller.listener.names": "CONTROLLER",
         "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
         "advertised.listeners": f"PLAINTEXT://{host}:{port}",
@@ -201,6 +259,23 @@ def server_properties(layout: Layout, host: str, port: int) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if brokers > 1:
+        copies = replication(brokers)
+        factor, min_insync = str(copies.factor), str(copies.min_insync)
+        settings.update(
+            {
+                "default.replication.factor": factor,
+                "min.insync.replicas": min_insync,
+                "offsets.topic.replication.factor": factor,
+                "transaction.state.log.replication.factor": factor,
+                "transaction.state.log.min.isr": min_insync,
+                "share.coordinator.state.topic.replication.factor": factor,
+                "share.coordinator.state.topic.min.isr": min_insync,
+                # Kafka's default, stated: only an in-sync replica may become leader, so an
+                # acknowledged write survives the loss of its leader.
+                "unclean.leader.election.enable": "false",
+            }
+        )
     lines = ["# Written by devtools.kafka_files on every start; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -243,10 +318,20 @@ def _cluster_id(layout: Layout) -> str:
     return cluster_id
 
 
-def format_storage(java: str, libs: Path, layout: Layout) -> None:
-    """Format the KRaft log directory once (``kafka-storage.sh format``)."""
+def format_storage(java: str, libs: Path, layout: Layout, cluster_id: str | None = None) -> None:
+    """Format the KRaft log directory once (``kafka-storage.sh format``).
+
+    Args:
+        java: The ``java`` executable.
+        libs: The broker's jars.
+        layout: The node's data directory (its ``server.properties`` already written).
+        cluster_id: The id every node of a cluster shares (default: the data directory's own,
+            made once).
+    """
     if (layout.log_dirs / "meta.properties").is_file():
         return
+    if cluster_id is not None:
+        layout.cluster_id.write_text(cluster_id + "\n")
     command = [
         java,
         "-Xmx256m",
