@@ -9,13 +9,16 @@ offsets. :func:`client_options` is the one place kafka-python's connection setti
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from sales_core.config import KafkaSourceConf
 from sales_core.errors import SourceError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Values up to the dev broker's message.max.bytes (8 MB) plus headers.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -59,12 +62,16 @@ def ensure_topic(conf: KafkaSourceConf, topic: str, *, partitions: int) -> bool:
     except KafkaError as exc:
         raise unreachable(conf, exc) from None
     try:
-        if topic in set(admin.list_topics()):
+        if topic in set(with_failover(conf, admin.list_topics)):
             return False
-        brokers = len(admin.describe_cluster().get("brokers", [])) or 1
-        admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=min(3, brokers))],
-            wait_for_metadata=True,
+        cluster = with_failover(conf, admin.describe_cluster)
+        brokers = len(cluster.get("brokers", [])) or 1
+        with_failover(
+            conf,
+            lambda: admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=min(3, brokers))],
+                wait_for_metadata=True,
+            ),
         )
         log.info("created Kafka topic %s with %d partition(s)", topic, partitions)
         return True
@@ -74,6 +81,37 @@ def ensure_topic(conf: KafkaSourceConf, topic: str, *, partitions: int) -> bool:
         raise unreachable(conf, exc) from None
     finally:
         admin.close()
+
+
+#: How long an admin request is tried again on other brokers of a cluster.
+FAILOVER_SECONDS = 15.0
+
+
+def with_failover(conf: KafkaSourceConf, request: Callable[[], T]) -> T:
+    """``request()`` (one kafka-python admin request), tried again while it fails on a
+    broker that cannot be reached, when the cluster has others.
+
+    kafka-python sends an admin request to one broker of its metadata, picked at random
+    among those not in a reconnect backoff, and fails with that broker's error; a dead broker
+    stays in the metadata until the controller fences it (``broker.session.timeout.ms``). So
+    with one broker of three down, a third of the requests would fail. With a single
+    bootstrap server the request is tried once.
+
+    Raises:
+        KafkaError: not retriable, or still failing after :data:`FAILOVER_SECONDS`.
+    """
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + FAILOVER_SECONDS
+    several = len(conf.bootstrap_servers.split(",")) > 1
+    while True:
+        try:
+            return request()
+        except KafkaError as exc:
+            if not (several and exc.retriable) or time.monotonic() > deadline:
+                raise
+            log.debug("Kafka admin request failed (%s); trying another broker", exc)
+            time.sleep(0.2)
 
 
 class LatestOffsets:

@@ -24,6 +24,13 @@ KAFKA_COLUMNS: tuple[str, ...] = ("key", "value", "topic", "partition", "offset"
 BATCH_TIME = "batch_time"
 NOT_UTF8_PREFIX = "base64:"
 
+# Spark asks for the latest offsets with a Kafka admin client, whose listOffsets waits for
+# the leader it first looked up until the call times out (default.api.timeout.ms, 60 s by
+# default), even after the controller has elected another one. A cluster that loses a broker
+# would stall the stream a minute; with 15 s, Spark's next try (fetchOffset.numRetries) finds
+# the new leader. The admin client refuses a request.timeout.ms above the call's deadline.
+CLIENT_TIMEOUTS = {"kafka.default.api.timeout.ms": "15000", "kafka.request.timeout.ms": "15000"}
+
 _SASL_LOGIN_MODULES = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -61,11 +68,14 @@ def read_kafka_stream(spark: SparkSession, conf: KafkaSourceConf) -> DataFrame:
     """The sales topic as a streaming DataFrame of :data:`KAFKA_COLUMNS` plus ``batch_time``.
 
     ``failOnDataLoss`` is on: offsets that vanished (retention, a recreated topic) stop the
-    stream loudly instead of skipping events silently.
+    stream loudly instead of skipping events silently. The Kafka clients' calls time out
+    after 15 s (:data:`CLIENT_TIMEOUTS`), so the loss of a partition's leader pauses the
+    stream that long, not a minute.
     """
     reader = (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(conf))
+        .options(**CLIENT_TIMEOUTS)
         .option("subscribe", conf.topic)
         .option("startingOffsets", conf.starting_offsets)
         .option("failOnDataLoss", "true")
