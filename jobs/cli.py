@@ -200,7 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=commands.cmd_config)
 
     p = sub.add_parser(
-        "kafka", help="a local single-node Apache Kafka broker (KRaft) for development"
+        "kafka",
+        help="a local Apache Kafka broker (KRaft) for development, or a cluster of three",
+        description="--brokers 3 runs three broker+controller nodes on consecutive ports "
+        "(replication factor 3, min.insync.replicas 2); point sources.kafka.bootstrap_servers "
+        "at the bootstrap list it prints. stop and status act on the single broker and on the "
+        "cluster unless --brokers names one.",
     )
     _common(p)
     p.add_argument("action", choices=("start", "stop", "status"))
@@ -208,7 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=None,
-        help="default: the port of sources.kafka.bootstrap_servers",
+        help="default: the port of sources.kafka.bootstrap_servers (the first broker's, for a "
+        "cluster: the others take the next ports)",
+    )
+    p.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="start: 1 (the default) or a cluster of 3; stop/status: default both",
     )
     p.set_defaults(handler=commands.cmd_kafka)
 

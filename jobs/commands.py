@@ -302,21 +302,40 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_kafka(args: argparse.Namespace, config: Config) -> int:
-    from devtools import kafka
+    from devtools import kafka, kafka_cluster
     from sales_core.errors import PipelineError
 
     host, _, port = config.sources.kafka.bootstrap_servers.split(",")[0].rpartition(":")
-    port_number = args.port or int(port or 9092)
+    host, port_number = host or "127.0.0.1", args.port or int(port or 9092)
+    single = args.brokers in (None, 1)
+    # Without --brokers, stop and status also report a cluster once one has been started.
+    cluster = args.brokers == 3 or (
+        args.brokers is None
+        and args.action != "start"
+        and kafka_cluster.DEFAULT_CLUSTER_DIR.is_dir()
+    )
+    statuses: list[object] = []
     try:
         if args.action == "start":
-            status = kafka.start(host=host or "127.0.0.1", port=port_number)
+            if args.brokers == 3:
+                ports = kafka_cluster.consecutive_ports(port_number, args.brokers)
+                statuses.append(kafka_cluster.start_cluster(ports, host=host))
+            else:
+                statuses.append(kafka.start(host=host, port=port_number))
         elif args.action == "stop":
-            status = kafka.stop()
+            if single:
+                statuses.append(kafka.stop())
+            if cluster:
+                statuses.append(kafka_cluster.stop_cluster())
         else:
-            status = kafka.status()
+            if single:
+                statuses.append(kafka.status())
+            if cluster:
+                statuses.append(kafka_cluster.cluster_status())
     except kafka.ServiceError as exc:
         raise PipelineError(str(exc)) from None
-    print(status)
+    for status in statuses:
+        print(status)
     return EXIT_OK
 
 
