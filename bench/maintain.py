@@ -153,6 +153,17 @@ def _progress_file(root: Path, table: str) -> Path:
     return root / f"_bench_{table}_written"
 
 
+def _written(path: str, column: str, first_batch: int) -> int:
+    """How many of the day's micro-batches ``path`` holds already (its rows of batch ids from
+    ``first_batch`` on are consecutive: each writer appends them in order)."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    ids = DeltaTable(path).to_pyarrow_dataset().to_table(columns=[column]).column(column)
+    newest = pc.max(pc.filter(ids, pc.greater_equal(ids, first_batch))).as_py()
+    return 0 if newest is None else newest - first_batch + 1
+
+
 def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start: int) -> None:
     """One writer process: the day's appends to ``table`` (``master`` or ``increments``, the
     latter with the stream metrics), micro-batch by micro-batch, as the streaming job writes
@@ -166,18 +177,29 @@ def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start
     driver = DriverAppends()
     progress = _progress_file(Path(root), table)
     pending: list[MicroBatchMetrics] = []
-    for i in range(m):
+    # A build stopped half-way goes on from what its tables hold (each micro-batch exactly once).
+    if table == "master":
+        resume = {"master": _written(lakehouse.master_dataset, "ingest_batch", first_batch)}
+    else:
+        resume = {
+            "increments": _written(lakehouse.speed_increments, "batch_id", first_batch),
+            "metrics": _written(lakehouse.stream_metrics, "batch_id", first_batch),
+        }
+    for i in range(min(resume.values()), m):
         batch_id = first_batch + i
         events = _micro_batch(first_batch, i, k, day_start)
         at = datetime.fromtimestamp(day_start + i, timezone.utc)
         if table == "master":
             driver.append(lakehouse.master_dataset, events, user_metadata=f"bench:{batch_id}")
         else:
-            driver.append(
-                lakehouse.speed_increments,
-                increments_over_arrow(events, stream=SPEED_STREAM, batch_id=batch_id),
-                user_metadata=increments_commit_metadata(SPEED_STREAM, batch_id, at),
-            )
+            if i >= resume["increments"]:
+                driver.append(
+                    lakehouse.speed_increments,
+                    increments_over_arrow(events, stream=SPEED_STREAM, batch_id=batch_id),
+                    user_metadata=increments_commit_metadata(SPEED_STREAM, batch_id, at),
+                )
+            if i < resume["metrics"]:
+                continue
             pending.append(
                 MicroBatchMetrics(
                     stream=SPEED_STREAM,
@@ -216,26 +238,33 @@ def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_speed_tables
     from speed_layer.compaction import StreamCompactor
 
-    ready = base / "_bench_ready.json"
+    ready, started_day = base / "_bench_ready.json", base / "_bench_day.json"
     if ready.is_file() and not args.rebuild:
         return {**json.loads(ready.read_text()), "cached": True}
-    if base.exists():
-        shutil.rmtree(base)
     lakehouse = Lakehouse(str(base))
-    info: dict[str, Any] = {"events": args.events, "cached": False}
-    print(f"generating {args.events:,} events ...", flush=True)
-    info["master"] = generate_master(spark, lakehouse, args.events, rows_per_file=250_000)
-    ensure_serving_tables(spark, lakehouse)
-    ensure_speed_tables(spark, lakehouse)
-    first = recompute_and_publish(
-        spark,
-        lakehouse,
-        previous=None,
-        run_id="bench-maintain-1",
-        published_at=datetime.now(timezone.utc),
-        keep_generations=3,
-    )
-    first_batch = first.handoff[SPEED_STREAM] + 1
+    if started_day.is_file() and not args.rebuild:
+        # A day stopped half-way (the build takes hours): go on with it.
+        info = {**json.loads(started_day.read_text()), "resumed": True}
+        print(f"going on with the day built under {base} ...", flush=True)
+    else:
+        if base.exists():
+            shutil.rmtree(base)
+        info = {"events": args.events, "cached": False}
+        print(f"generating {args.events:,} events ...", flush=True)
+        info["master"] = generate_master(spark, lakehouse, args.events, rows_per_file=250_000)
+        ensure_serving_tables(spark, lakehouse)
+        ensure_speed_tables(spark, lakehouse)
+        first = recompute_and_publish(
+            spark,
+            lakehouse,
+            previous=None,
+            run_id="bench-maintain-1",
+            published_at=datetime.now(timezone.utc),
+            keep_generations=3,
+        )
+        info["generation_1_handoff"] = first.handoff
+        started_day.write_text(json.dumps(info))
+    first_batch = info["generation_1_handoff"][SPEED_STREAM] + 1
     m, k = args.micro_batches, args.events_per_batch
     day_start = BASE_EPOCH + SPAN_DAYS * 86_400
     print(f"a day of the stream: {m:,} micro-batches of {k} events ...", flush=True)
@@ -277,7 +306,10 @@ def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
         published_at=datetime.now(timezone.utc),
         keep_generations=3,
     )
-    info["handoff"] = {"generation_1": first.handoff, "generation_2": second.handoff}
+    info["handoff"] = {
+        "generation_1": info.pop("generation_1_handoff"),
+        "generation_2": second.handoff,
+    }
     ready.write_text(json.dumps(info))
     return info
 
