@@ -87,8 +87,10 @@ default_args = {
 with DAG(
     dag_id=DAG_ID,
     description="lambda-sales nightly batch: ingest, recompute every view, publish",
-    # A cron trigger in UTC with no start date: the first run is the next 02:00 after the DAG
-    # is deployed, never a run "caught up" the moment it appears.
+    # A cron trigger in UTC, no start date, no catch-up: after a scheduler outage only the most
+    # recent 02:00 runs (one batch run ingests every night's new data), and a DAG that appears
+    # after today's 02:00 runs once at once (Airflow always schedules the latest past point
+    # when catchup is off).
     schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
