@@ -18,10 +18,11 @@ EXIT_OK = 0
 
 
 def _spark(config: Config, app: str):  # type: ignore[no-untyped-def]
+    from sales_core.object_store import session_s3
     from sales_core.session import get_spark
 
     redirect_jvm_output(app)
-    return get_spark(config.spark, app_name=f"lambda-sales-{app}")
+    return get_spark(config.spark, app_name=f"lambda-sales-{app}", s3=session_s3(config))
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
@@ -58,9 +59,11 @@ def cmd_query(args: argparse.Namespace, config: Config) -> int:
         offset=args.offset,
     )
     if args.engine == "fast":
+        from sales_core.object_store import delta_rs_table
         from serving_layer.duckdb_engine import FastServing
 
-        answer = FastServing(config.lakehouse.root).answer(query)
+        root, options = delta_rs_table(config.lakehouse.s3, config.lakehouse.root)
+        answer = FastServing(root, storage_options=options).answer(query)
     else:
         from serving_layer.spark_engine import answer as spark_answer
 
@@ -89,7 +92,10 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         config.serving.stream_stalled_after_seconds,
         config.serving.stream_stopped_after_seconds,
     )
-    serve(config.lakehouse.root, host=host, port=port, thresholds=thresholds)
+    from sales_core.object_store import delta_rs_table
+
+    root, options = delta_rs_table(config.lakehouse.s3, config.lakehouse.root)
+    serve(root, host=host, port=port, thresholds=thresholds, storage_options=options)
     return EXIT_OK
 
 

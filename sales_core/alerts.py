@@ -151,7 +151,18 @@ def notify(
                 backoff_seconds=alerts.backoff_seconds,
             )
         if root:
-            record_alert(root, alert, webhook=bool(alerts.webhook_url), delivered=delivered)
+            options = None
+            if isinstance(config, Config):
+                from sales_core.object_store import delta_rs_table
+
+                root, options = delta_rs_table(config.lakehouse.s3, root)
+            record_alert(
+                root,
+                alert,
+                webhook=bool(alerts.webhook_url),
+                delivered=delivered,
+                storage_options=options,
+            )
     except Exception:  # an alert must never fail the job that sends it
         log.exception("alert %s could not be sent", kind)
     return delivered

@@ -18,11 +18,22 @@ SPARK_VERSION = "4.2.0"
 SCALA_BINARY = "2.13"
 DELTA_VERSION = "4.4.0"
 POSTGRES_JDBC_VERSION = "42.7.8"
+# The Hadoop that pip's pyspark bundles (pyspark/jars/hadoop-client-api-3.5.0.jar): S3A must be
+# of the same version, with the AWS SDK v2 bundle its POM names (hadoop-project 3.5.0).
+HADOOP_VERSION = "3.5.0"
+AWS_SDK_VERSION = "2.35.4"
 
 JVM_PACKAGES: tuple[str, ...] = (
     f"io.delta:delta-spark_{SPARK_VERSION.rsplit('.', 1)[0]}_{SCALA_BINARY}:{DELTA_VERSION}",
     f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{SPARK_VERSION}",
     f"org.postgresql:postgresql:{POSTGRES_JDBC_VERSION}",
+)
+
+# Object storage (``s3a://``): S3A and the AWS SDK, about 690 MB, used only by a session
+# whose lakehouse or landing zone is on S3 (:func:`sales_core.session.get_spark`).
+S3_PACKAGES: tuple[str, ...] = (
+    f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",
+    f"software.amazon.awssdk:bundle:{AWS_SDK_VERSION}",
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +48,16 @@ def _fingerprint(packages: tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
 
 
+def _manifest(packages: tuple[str, ...]) -> Path:
+    """The list of ``packages``' resolved jars (``MANIFEST`` for :data:`JVM_PACKAGES`)."""
+    if packages == JVM_PACKAGES:
+        return jar_cache_dir() / "MANIFEST"
+    return jar_cache_dir() / f"MANIFEST-{_fingerprint(packages)}"
+
+
 def cached_jars(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str] | None:
     """The cached jar paths for ``packages``, or None when they were never fetched."""
-    manifest = jar_cache_dir() / "MANIFEST"
+    manifest = _manifest(packages)
     if not manifest.is_file():
         return None
     data = json.loads(manifest.read_text())
@@ -76,71 +94,162 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
     existing = cached_jars(packages)
     if existing is not None:
         return existing
-    from pyspark.sql import SparkSession
+    from pyspark import SparkConf
+    from pyspark.java_gateway import launch_gateway
 
     ivy_dir = jar_cache_dir() / "ivy"
     ivy_dir.mkdir(parents=True, exist_ok=True)
     jars_dir = ivy_dir / "jars"
     before = set(os.listdir(jars_dir)) if jars_dir.is_dir() else set()
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("lambda-sales-fetch-jars")
-        .config("spark.jars.packages", ",".join(packages))
-        .config("spark.jars.ivy", str(ivy_dir))
-        .config("spark.jars.ivySettings", str(ivy_settings()))
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
+    # spark-submit resolves the packages when it starts the JVM: no SparkContext is needed
+    # (one would copy every jar, 690 MB of AWS SDK included, into its temporary directory).
+    conf = (
+        SparkConf(loadDefaults=False)
+        .set("spark.jars.packages", ",".join(packages))
+        .set("spark.jars.ivy", str(ivy_dir))
+        .set("spark.jars.ivySettings", str(ivy_settings()))
     )
+    gateway = launch_gateway(conf)
     try:
-        resolved = spark.sparkContext.getConf().get("spark.jars", "")
+        resolved = str(gateway.jvm.java.lang.System.getProperty("spark.jars") or "")
     finally:
-        spark.stop()
+        gateway.shutdown()
+        proc = getattr(gateway, "proc", None)
+        if proc is not None:
+            proc.stdin.close()  # the gateway JVM exits when its stdin closes
+            proc.wait(timeout=60)
     names = sorted({Path(p.replace("file:", "")).name for p in resolved.split(",") if p})
     if not names:
         names = sorted(set(os.listdir(jars_dir)) - before)
     manifest = {"fingerprint": _fingerprint(packages), "packages": list(packages), "jars": names}
     tmp = jar_cache_dir() / "MANIFEST.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(jar_cache_dir() / "MANIFEST")
+    tmp.replace(_manifest(packages))
     jars = cached_jars(packages)
     if jars is None:
         raise RuntimeError(f"resolved jars missing under {jars_dir}")
     return jars
 
 
+# The package sets ``fetch`` resolves, each in a process of its own (Spark resolves
+# ``spark.jars.packages`` when its JVM starts, once per process).
+PACKAGE_SETS = {"core": JVM_PACKAGES, "s3": S3_PACKAGES}
+
+# The LogStore that commits Delta's log to S3 with a conditional PUT (jvm/, built by ``fetch``).
+LOGSTORE_SOURCE = PROJECT_ROOT / "jvm" / "lambdasales" / "delta" / "ConditionalPutLogStore.java"
+LOGSTORE_CLASS = "lambdasales.delta.ConditionalPutLogStore"
+
+
+def logstore_jar() -> Path:
+    """Where the compiled LogStore of :data:`LOGSTORE_SOURCE` lives (named by its source)."""
+    digest = hashlib.sha256(LOGSTORE_SOURCE.read_bytes()).hexdigest()[:16]
+    return jar_cache_dir() / f"lambda-sales-logstore-{digest}.jar"
+
+
+def build_logstore() -> Path:
+    """Compile the LogStore against pyspark's Hadoop and the pinned delta-storage (once)."""
+    import glob
+    import subprocess
+    import tempfile
+
+    target = logstore_jar()
+    if target.is_file():
+        return target
+    import pyspark
+
+    core = cached_jars() or []
+    classpath = [
+        *glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-*.jar")),
+        *(j for j in core if "delta-storage" in j),
+    ]
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            [
+                "javac",
+                "--release",
+                "17",
+                "-nowarn",
+                "-d",
+                out,
+                "-cp",
+                ":".join(classpath),
+                str(LOGSTORE_SOURCE),
+            ],
+            check=True,
+        )
+        tmp = target.with_suffix(".tmp")
+        subprocess.run(["jar", "cf", str(tmp), "-C", out, "."], check=True)
+        tmp.replace(target)
+    return target
+
+
+def s3_jars() -> list[str] | None:
+    """The jars a session on S3 adds: S3A, the AWS SDK and the conditional-PUT LogStore (None
+    when they were never fetched)."""
+    jars = cached_jars(S3_PACKAGES)
+    if jars is None or not logstore_jar().is_file():
+        return None
+    return [*jars, str(logstore_jar())]
+
+
+def _fetch_set(name: str) -> int:
+    import time
+
+    from sales_core.logs import redirect_jvm_output
+
+    packages = PACKAGE_SETS[name]
+    started = time.monotonic()
+    print(
+        f"resolving {len(packages)} JVM packages ({name}) from Maven Central into "
+        f"{jar_cache_dir()} (once)",
+        flush=True,
+    )
+    log = redirect_jvm_output(f"fetch-jars-{name}")  # Ivy's report: a file, not the terminal
+    try:
+        jars = fetch(packages)
+    except Exception as exc:
+        print(
+            f"could not resolve the JVM packages: {type(exc).__name__}"
+            + (f" (Ivy's report: {log})" if log else ""),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{len(jars)} jars cached in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["fetch-set"] and len(args) == 2 and args[1] in PACKAGE_SETS:
+        return _fetch_set(args[1])
     if args[:1] == ["fetch"]:
-        if cached_jars() is None:
-            import time
+        import subprocess
 
-            from sales_core.logs import redirect_jvm_output
-
-            started = time.monotonic()
-            print(
-                f"resolving {len(JVM_PACKAGES)} JVM packages from Maven Central into "
-                f"{jar_cache_dir()} (once)",
-                flush=True,
-            )
-            log = redirect_jvm_output("fetch-jars")  # Ivy's report: a file, not the terminal
-            try:
-                jars = fetch()
-            except Exception as exc:
-                print(
-                    f"could not resolve the JVM packages: {type(exc).__name__}"
-                    + (f" (Ivy's report: {log})" if log else ""),
-                    file=sys.stderr,
+        for name, packages in PACKAGE_SETS.items():
+            if cached_jars(packages) is None:
+                code = subprocess.call(
+                    [sys.executable, "-m", "sales_core.packages", "fetch-set", name]
                 )
+                if code:
+                    return code
+        if not logstore_jar().is_file():
+            try:
+                build_logstore()
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"could not build the S3 LogStore: {exc}", file=sys.stderr)
                 return 1
-            print(f"{len(jars)} jars cached in {time.monotonic() - started:.0f} s", flush=True)
-        else:
-            print(f"{len(cached_jars() or [])} jars cached in {jar_cache_dir()}")
+        count = sum(len(cached_jars(p) or []) for p in PACKAGE_SETS.values())
+        print(f"{count} jars cached in {jar_cache_dir()}")
         return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))
         return 0
     if args[:1] == ["jars"]:
+        # --s3: with the object-store jars (spark-submit.sh, for a lakehouse on s3a://).
         cached = cached_jars()
+        if cached is not None and args[1:] == ["--s3"]:
+            extra = s3_jars()
+            cached = None if extra is None else [*cached, *extra]
         if cached is None:
             print("jars not fetched: run `python -m sales_core.packages fetch`", file=sys.stderr)
             return 1

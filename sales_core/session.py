@@ -8,8 +8,16 @@ import os
 from pyspark.sql import SparkSession
 
 from sales_core import jvm_archive
-from sales_core.config import CONF_DIR, SparkConf
-from sales_core.packages import JVM_PACKAGES, cached_jars, ivy_settings, jar_cache_dir
+from sales_core.config import CONF_DIR, S3Conf, SparkConf
+from sales_core.object_store import spark_settings
+from sales_core.packages import (
+    JVM_PACKAGES,
+    S3_PACKAGES,
+    cached_jars,
+    ivy_settings,
+    jar_cache_dir,
+    s3_jars,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,11 @@ def _active_session() -> SparkSession | None:
 
 
 def get_spark(
-    conf: SparkConf, *, app_name: str | None = None, java_options: tuple[str, ...] = ()
+    conf: SparkConf,
+    *,
+    app_name: str | None = None,
+    java_options: tuple[str, ...] = (),
+    s3: S3Conf | None = None,
 ) -> SparkSession:
     """Return the job's SparkSession, creating it only when none exists.
 
@@ -46,17 +58,27 @@ def get_spark(
     with the Delta extension and the cached pinned jars (resolved from Maven Central on first
     use, then never again), and the class-data-sharing archive of ``make archive`` when it fits
     (``sales_core.jvm_archive``). ``java_options`` are added to the driver JVM's own.
+
+    ``s3``: the lakehouse or landing zone is on ``s3a://``: the session gets S3A, the AWS SDK
+    and the conditional-PUT LogStore (:mod:`sales_core.object_store`), set from these
+    settings. Other sessions go without them (about 690 MB of jars).
     """
     existing = _active_session()
     if existing is not None:
-        _apply_runtime(existing, conf)
+        _apply_runtime(existing, conf, s3)
         return existing
     if conf.master.startswith("local"):
         # A laptop: bind to loopback rather than guessing an external interface.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name or conf.app_name)
     jars = None if _under_launcher() else cached_jars()
-    options = driver_java_options(conf, jars, extra=java_options)
+    object_store_jars = s3_jars() if s3 is not None and not _under_launcher() else None
+    local = conf.master.startswith("local")
+    # Locally the S3 jars join the driver's class path: in spark.jars, each session would copy
+    # 690 MB into its temporary directory. The class-data archive does not cover them.
+    options = driver_java_options(
+        conf, [*(jars or []), *object_store_jars] if object_store_jars else jars, extra=java_options
+    )
     if options:
         builder = builder.config("spark.driver.extraJavaOptions", options)
     if conf.master and not _under_launcher():
@@ -70,18 +92,25 @@ def get_spark(
     if conf.driver_memory:
         builder = builder.config("spark.driver.memory", conf.driver_memory)
     if not _under_launcher():
+        if object_store_jars is not None and local:
+            builder = builder.config("spark.driver.extraClassPath", ":".join(object_store_jars))
+        elif object_store_jars is not None and jars is not None:
+            jars = [*jars, *object_store_jars]
         if jars is not None:
             builder = builder.config("spark.jars", ",".join(jars))
         else:
             log.info("resolving JVM packages from Maven Central into %s", jar_cache_dir())
-            builder = builder.config("spark.jars.packages", ",".join(JVM_PACKAGES))
+            packages = (*JVM_PACKAGES, *(S3_PACKAGES if s3 is not None else ()))
+            builder = builder.config("spark.jars.packages", ",".join(packages))
             builder = builder.config("spark.jars.ivy", str(jar_cache_dir() / "ivy"))
             builder = builder.config("spark.jars.ivySettings", str(ivy_settings()))
+    for key, value in (spark_settings(s3) if s3 is not None else {}).items():
+        builder = builder.config(key, value)
     for key, value in conf.conf.items():
         if key != "spark.driver.extraJavaOptions":
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    _apply_runtime(spark, conf)
+    _apply_runtime(spark, conf, s3)
     return spark
 
 
@@ -109,9 +138,13 @@ def _under_launcher() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
-def _apply_runtime(spark: SparkSession, conf: SparkConf) -> None:
+def _apply_runtime(spark: SparkSession, conf: SparkConf, s3: S3Conf | None = None) -> None:
     for key, value in RUNTIME_SETTINGS.items():
         spark.conf.set(key, value)
+    # A session that exists already (the tests' own, spark-submit's) takes the S3 settings
+    # as session settings: Hadoop's under their own names, Delta's as they are.
+    for key, value in (spark_settings(s3) if s3 is not None else {}).items():
+        spark.conf.set(key.removeprefix("spark.hadoop."), value)
     launched = spark.sparkContext.getConf()
     for key, value in DEFAULT_SETTINGS.items():
         if key not in conf.conf and not launched.contains(key):

@@ -134,11 +134,13 @@ def create_app(
     *,
     reader: FastServing | None = None,
     thresholds: StreamThresholds | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> FastAPI:
     """The API and the console over the lakehouse at ``lakehouse_root`` (one reader, its
     caches shared). ``thresholds``: how the console judges the stream (defaults: a 1-second
-    trigger, ``conf/base.toml``'s ``serving`` thresholds)."""
-    reader = reader or FastServing(lakehouse_root)
+    trigger, ``conf/base.toml``'s ``serving`` thresholds). ``storage_options``: delta-rs's,
+    for a lakehouse on object storage."""
+    reader = reader or FastServing(lakehouse_root, storage_options=storage_options)
     app = FastAPI(
         title="lambda-sales",
         summary="Merged sales views: the batch generation ⊕ the speed increments above its hand-off mark.",
@@ -209,13 +211,18 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def serve(
-    lakehouse_root: str, *, host: str, port: int, thresholds: StreamThresholds | None = None
+    lakehouse_root: str,
+    *,
+    host: str,
+    port: int,
+    thresholds: StreamThresholds | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> None:
     """Run the API and the console with uvicorn until interrupted."""
     import uvicorn
 
     uvicorn.run(
-        create_app(lakehouse_root, thresholds=thresholds),
+        create_app(lakehouse_root, thresholds=thresholds, storage_options=storage_options),
         host=host,
         port=port,
         log_level="warning",

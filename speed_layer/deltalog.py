@@ -4,7 +4,8 @@ transaction API, or a small Arrow table written and committed from the driver by
 
 The sink tags its master append with Delta's ``userMetadata`` option; Delta records it in the
 commit's ``commitInfo``, next to the commit's own metrics. Reading the
-newest JSON commit files of a local table costs a few milliseconds and no Spark job; for other
+newest JSON commit files of a local table costs a few milliseconds and no Spark job; on S3
+(given delta-rs's storage options, :mod:`sales_core.object_store`) one GET each; for other
 file systems the answer is None and the caller takes its slower, always-right path.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaProtocolError
+from deltalake.fs import DeltaStorageHandler
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 
@@ -31,11 +33,21 @@ from sales_core.delta_log import (
     local_path,
     parse_commit,
 )
+from sales_core.object_store import delta_rs_uri, is_s3
 
 log = logging.getLogger(__name__)
 
 
-def _read_commit(table_path: str, version: int) -> Commit | None:
+def _read_commit(
+    table_path: str, version: int, storage: DeltaStorageHandler | None
+) -> Commit | None:
+    if storage is not None:
+        try:
+            with storage.open_input_file(commit_file(version)) as handle:
+                text = handle.read().decode("utf-8")
+        except FileNotFoundError:
+            return None
+        return parse_commit(version, text)
     path = local_path(table_path)
     assert path is not None
     try:
@@ -45,12 +57,28 @@ def _read_commit(table_path: str, version: int) -> Commit | None:
     return parse_commit(version, text)
 
 
-def commits_from(table_path: str, version: int) -> list[Commit] | None:
-    """The commits of the table from ``version`` on, in order (None: not a local table)."""
-    if local_path(table_path) is None:
+def readable(table_path: str, storage_options: dict[str, str] | None) -> bool:
+    """Whether the driver reads and writes the table at ``table_path`` itself: a local
+    table, or one on S3 when delta-rs's storage options are given."""
+    if is_s3(table_path):
+        return storage_options is not None
+    return local_path(table_path) is not None
+
+
+def commits_from(
+    table_path: str, version: int, storage_options: dict[str, str] | None = None
+) -> list[Commit] | None:
+    """The commits of the table from ``version`` on, in order (None: a table the driver
+    does not read itself, see :func:`readable`)."""
+    if not readable(table_path, storage_options):
         return None
+    storage = (
+        DeltaStorageHandler(delta_rs_uri(table_path), storage_options)
+        if is_s3(table_path)
+        else None
+    )
     commits = []
-    while (commit := _read_commit(table_path, version)) is not None:
+    while (commit := _read_commit(table_path, version, storage)) is not None:
         commits.append(commit)
         version += 1
     return commits
@@ -130,14 +158,20 @@ class DriverAppends:
 
     Delta's log is one protocol: Spark reads these commits, their ``userMetadata`` and their
     file statistics as its own, and a Spark writer racing one conflicts as with any writer
-    (the log's next version is created only if absent, by either). Local tables only, as
-    :func:`commits_from`. The table's state is kept between appends and brought forward
-    from the log's new commits.
+    (the log's next version is created only if absent, by either: on S3 by a conditional
+    PUT). Tables the driver reads itself only (:func:`readable`). The table's state is kept
+    between appends and brought forward from the log's new commits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, storage_options: dict[str, str] | None = None) -> None:
+        """``storage_options``: delta-rs's, for tables on S3 (None: local tables only)."""
         self._tables: dict[str, tuple[DeltaTable, int]] = {}
+        self.storage_options = storage_options
         self.usable = True
+
+    def handles(self, path: str) -> bool:
+        """Whether this can append to the table at ``path`` (see :func:`readable`)."""
+        return self.usable and readable(path, self.storage_options)
 
     def _table(self, path: str) -> DeltaTable:
         """The table at ``path`` as of its newest version: the state kept between appends is
@@ -149,7 +183,10 @@ class DriverAppends:
         if kept is not None and kept[0].version() - kept[1] < RELOAD_AFTER:
             kept[0].update_incremental()
             return kept[0]
-        table = DeltaTable(path)
+        if is_s3(path):
+            table = DeltaTable(delta_rs_uri(path), storage_options=self.storage_options)
+        else:
+            table = DeltaTable(path)
         self._tables[path] = (table, table.version())
         return table
 
@@ -199,6 +236,8 @@ class DriverAppends:
             self._tables.pop(path, None)
             self.usable = False
             raise DriverAppendUnusable(str(exc)) from exc
+        if is_s3(path):
+            return True  # checksums: local tables only (Spark rebuilds the state instead)
         if expected_version is not None:
             _write_checksum(path, expected_version + 1)
             return True

@@ -27,6 +27,7 @@ from sales_core.config import Config
 from sales_core.errors import PipelineError, one_line
 from sales_core.handoff import SPEED_STREAM
 from sales_core.lakehouse import Lakehouse, ensure_speed_tables
+from sales_core.object_store import storage_options
 from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
 from speed_layer.checkpoint import check_start
 from speed_layer.compaction import StreamCompactor
@@ -240,8 +241,13 @@ def run_speed(
     start_run(spark, lakehouse.pipeline_runs, record)
 
     alerts = StreamAlerts(config.alerts, SPEED_STREAM, lakehouse_root=config.lakehouse.root)
+    options = storage_options(config.lakehouse.s3, config.lakehouse.root)
     recorder = MetricsRecorder(
-        spark, lakehouse.stream_metrics, background=True, observe=_alert_on(alerts)
+        spark,
+        lakehouse.stream_metrics,
+        background=True,
+        observe=_alert_on(alerts),
+        storage_options=options,
     )
     listener = ProgressListener(QUERY_NAME, recorder)
     compactor = StreamCompactor(
@@ -257,6 +263,7 @@ def run_speed(
             conflict_retries=config.batch.max_conflict_retries,
             replayable_up_to=-1 if checkpoint.last_planned is None else checkpoint.last_planned,
             registered_epoch=registered_epoch(spark, lakehouse, checkpoint),
+            storage_options=options,
         ),
         stop,
         recorder,

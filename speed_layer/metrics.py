@@ -28,7 +28,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.streaming import StreamingQueryListener
 
-from sales_core.delta_log import local_path
 from sales_core.faults import fault_point
 from sales_core.lakehouse import STREAM_METRICS_SCHEMA
 from sales_core.master import with_conflict_retry
@@ -159,7 +158,7 @@ def append_metrics(
     if not new:
         return []
     as_rows = [m.as_row() for m in new]
-    if driver is not None and driver.usable and local_path(metrics_path) is not None:
+    if driver is not None and driver.handles(metrics_path):
         table = pa.Table.from_pylist(as_rows, schema=_METRICS_ARROW)
         first, last = min(m.batch_id for m in new), max(m.batch_id for m in new)
         try:
@@ -192,7 +191,10 @@ class MetricsRecorder:
         *,
         background: bool,
         observe: Observer | None = None,
+        storage_options: dict[str, str] | None = None,
     ) -> None:
+        """``storage_options``: delta-rs's, when the table is on S3 (its appends then go
+        from this process too)."""
         self._spark = spark
         self._path = metrics_path
         self._observe = observe
@@ -202,7 +204,7 @@ class MetricsRecorder:
         self.totals = StreamTotals()
         self.last: MicroBatchMetrics | None = None
         self._closed = False
-        self._driver = DriverAppends()
+        self._driver = DriverAppends(storage_options)
         # What the table holds of the micro-batches this recorder saw: None until the first
         # append read it (rows a previous process wrote before a crash), then kept up to date
         # here, so a replay is never written twice and no later append reads the table.

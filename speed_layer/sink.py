@@ -106,6 +106,8 @@ class SinkSettings:
             runs every later id for the first time. None: any id may be a replay.
         registered_epoch: the newest batch epoch whose master rows the state holds ("" for
             none; None: the sink's input carries no registrations, so every batch row counts).
+        storage_options: delta-rs's, for a lakehouse on S3 (the driver then reads the master
+            log and appends as on a local disk); None: local tables only.
     """
 
     lakehouse: Lakehouse
@@ -114,6 +116,7 @@ class SinkSettings:
     conflict_retries: int = 10
     replayable_up_to: int | None = None
     registered_epoch: str | None = None
+    storage_options: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ class SpeedSink:
         self._epoch = settings.registered_epoch
         self._attempted: set[int] = set()
         self._log_version: int | None = None  # the master log version to read from next
-        self._driver = DriverAppends()
+        self._driver = DriverAppends(settings.storage_options)
         self._tables_ready = False
 
     @property
@@ -527,7 +530,9 @@ class SpeedSink:
         since = None if replay or self.settings.registered_epoch is None else self._log_version
         if since is None or not self._driver.usable:
             return None
-        commits = commits_from(self.settings.lakehouse.master_dataset, since)
+        commits = commits_from(
+            self.settings.lakehouse.master_dataset, since, self.settings.storage_options
+        )
         if commits is None or any(
             not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
         ):
@@ -598,7 +603,9 @@ class SpeedSink:
         past them (None, and it looks again from the table's version next time: not a local
         table)."""
         assert self._log_version is not None
-        commits = commits_from(self.settings.lakehouse.master_dataset, self._log_version)
+        commits = commits_from(
+            self.settings.lakehouse.master_dataset, self._log_version, self.settings.storage_options
+        )
         if commits is None:
             self._log_version = None
         elif commits:

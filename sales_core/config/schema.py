@@ -48,9 +48,20 @@ def choice(*values: str) -> typing.Any:
     return field(metadata={"choices": values})
 
 
+# [lakehouse.s3]: how Spark (S3A) and delta-rs reach a lakehouse or landing zone on s3a://.
+# Credentials never come from here: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or any source
+# of the AWS default provider chain) in the environment.
+@dataclass(frozen=True)
+class S3Conf:
+    endpoint: str  # empty: AWS's own endpoint for the region; else http(s)://host:port
+    region: str
+    path_style: bool  # path-style requests (http://host/bucket/key): most self-hosted stores
+
+
 @dataclass(frozen=True)
 class LakehouseConf:
     root: str
+    s3: S3Conf
 
 
 # ------------------------------------------------------------------ [sources.*]
