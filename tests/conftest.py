@@ -69,7 +69,8 @@ def spark() -> Iterator:
             "LAMBDA_SALES__SPARK__CONF__spark.ui.enabled": "false",
         }
     )
-    session = get_spark(config.spark, app_name="lambda-sales-tests")
+    # With S3A on the class path (tests/integration/test_object_store.py shares this session).
+    session = get_spark(config.spark, app_name="lambda-sales-tests", s3=config.lakehouse.s3)
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -93,6 +94,28 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield status.bootstrap
     finally:
         kafka.stop(data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One MinIO server (devtools.object_store) for every test of the session that needs S3;
+    each test uses a bucket of its own. Its random root credentials are this process's
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY while it runs (S3A and delta-rs read them
+    there), and what the subprocesses of the tests inherit."""
+    from devtools import object_store as minio
+
+    store = minio.start(tmp_path_factory.mktemp("minio") / "data")
+    saved = {name: os.environ.get(name) for name in store.env()}
+    os.environ.update(store.env())
+    try:
+        yield store
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        minio.stop(store)
 
 
 @contextlib.contextmanager
