@@ -6,7 +6,8 @@ reaches the dead-letter topic at least once.
 The killed job is the real CLI (``lambda-sales speed``) in its own process, with
 ``LAMBDA_SALES_FAULT_POINT`` naming where it kills itself. The fault points are chained on one
 lakehouse and checkpoint (each killed run is the recovery of the kill before it: a cold JVM per
-point, not two); the last, converging run is in-process on the shared session.
+point, not two), followed by a run stopped with SIGTERM on the state they left; the last,
+converging run is in-process on the shared session.
 """
 
 from __future__ import annotations
@@ -193,12 +194,13 @@ def check_converged(
     assert set(published) == set(got["quarantine"]), "a dead letter of no quarantined record"
 
 
-def test_sigkill_at_each_fault_point_in_turn_then_restart_converges(
+def test_sigkill_at_each_fault_point_in_turn_then_sigterm_then_restart_converges(
     spark, tmp_path, bootstrap, oracle
 ) -> None:  # type: ignore[no-untyped-def]
     """Every fault point kills the real CLI in turn, on the same tables and checkpoint: each run
     after the first recovers from the kill before it (replaying micro-batch 0 until Spark has
-    committed it) and then dies at the next point; a last, uninterrupted run converges."""
+    committed it) and then dies at the next point; then a run is stopped with SIGTERM; a last,
+    uninterrupted run converges."""
     conf = conf_file(tmp_path, bootstrap)
     config = load_config(conf)
     lakehouse = Lakehouse(config.lakehouse.root)
@@ -219,6 +221,24 @@ def test_sigkill_at_each_fault_point_in_turn_then_restart_converges(
             assert state.last_committed is not None, (
                 f"{fault_point}: killed after Spark committed a micro-batch"
             )
+    # Then an operator's stop, on the state the kills left: SIGTERM lets the micro-batch in
+    # flight finish and the job exit 0, its run recorded as stopped, its checkpoint at most one
+    # planned micro-batch ahead of the last committed.
+    log_path = tmp_path / "speed-sigterm.log"
+    with log_path.open("w") as log:
+        proc = start_cli(conf, "--trigger", "1 second", stderr=log)
+        deadline = time.monotonic() + 600
+        while '"event": "speed_micro_batch"' not in log_path.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no micro-batch finished in time"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log_path.read_text()[-2000:]
+    assert " stopped: " in stdout
+    state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
+    assert state.last_committed is not None
+    assert state.last_planned in (state.last_committed, state.last_committed + 1)
+
     run = run_speed(spark, config, available_now=True)
     assert run.status == "succeeded"
     check_converged(spark, lakehouse, oracle, bootstrap, config.sources.kafka.dlq_topic)
@@ -230,35 +250,4 @@ def test_sigkill_at_each_fault_point_in_turn_then_restart_converges(
         .orderBy("started_at")
         .collect()
     ]
-    assert statuses == ["interrupted"] * len(FAULT_POINTS) + ["succeeded"]
-
-
-def test_sigterm_finishes_the_micro_batch_and_exits_0(spark, tmp_path, bootstrap, oracle) -> None:  # type: ignore[no-untyped-def]
-    conf = conf_file(tmp_path, bootstrap)
-    config = load_config(conf)
-    lakehouse = Lakehouse(config.lakehouse.root)
-    log_path = tmp_path / "speed.log"
-    with log_path.open("w") as log:
-        proc = start_cli(conf, "--trigger", "1 second", stderr=log)
-        deadline = time.monotonic() + 600
-        while '"event": "speed_micro_batch"' not in log_path.read_text() and proc.poll() is None:
-            assert time.monotonic() < deadline, "no micro-batch finished in time"
-            time.sleep(0.5)
-        os.kill(proc.pid, signal.SIGTERM)
-        stdout, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, log_path.read_text()[-2000:]
-    assert " stopped: " in stdout
-
-    state = read_checkpoint_state(spark, lakehouse.speed_checkpoint)
-    assert state.last_committed is not None
-    assert state.last_planned in (state.last_committed, state.last_committed + 1)
-    runs = (
-        spark.read.format("delta")
-        .load(lakehouse.pipeline_runs)
-        .where(F.col("job") == "speed")
-        .collect()
-    )
-    assert [r["status"] for r in runs] == ["stopped"]
-
-    run_speed(spark, config, available_now=True)
-    check_converged(spark, lakehouse, oracle, bootstrap, config.sources.kafka.dlq_topic)
+    assert statuses == ["interrupted"] * len(FAULT_POINTS) + ["stopped", "succeeded"]
