@@ -65,9 +65,19 @@ fi
 # The project for the executors and a cluster-mode driver: one zip of the packages and conf/.
 ARCHIVE="$(cd "$ROOT" && "$PYTHON" -m jobs.bundle "$ROOT/.cache/dist")"
 
+# A lakehouse or landing zone on s3a://: S3A's settings from [lakehouse.s3] and Delta's
+# conditional-PUT LogStore (sales_core/object_store.py), with their jars below.
+S3_CONF=()
+S3_SETTINGS="$(cd "$ROOT" && LAMBDA_SALES_ENV="$ENV_NAME" "$PYTHON" -m sales_core.object_store spark-conf)" || exit 2
+while IFS= read -r setting; do
+  [ -n "$setting" ] && S3_CONF+=(--conf "$setting")
+done <<< "$S3_SETTINGS"
+S3_JARS=()
+[ ${#S3_CONF[@]} -gt 0 ] && S3_JARS=(--s3)
+
 # The pinned JVM packages (sales_core/packages.py): the cached jars when resolved (shipped to
 # the executors by spark-submit), else --packages (resolved by the cluster from Maven Central).
-if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars 2>/dev/null)"; then
+if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars "${S3_JARS[@]}" 2>/dev/null)"; then
   JVM=(--jars "$JARS")
 else
   JVM=(--packages "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages list)")
@@ -119,6 +129,7 @@ COMMAND=(
   --conf "spark.executorEnv.LAMBDA_SALES_ENV=$ENV_NAME"
   --conf "spark.executorEnv.PYSPARK_PYTHON=$PYSPARK_PYTHON"
   --conf "spark.redaction.regex=(?i)secret|password|token|access[.]key|webhook"
+  "${S3_CONF[@]}"
   "${ENV_CONF[@]}"
   "${EXTRA[@]}"
   "$ROOT/jobs/run.py" "$@"

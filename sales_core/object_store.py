@@ -114,3 +114,29 @@ def delta_rs_table(s3: S3Conf, location: str) -> tuple[str, dict[str, str] | Non
     options (the one function the speed layer's appends, the alerts log and the serving
     layer's readers use)."""
     return delta_rs_uri(location), storage_options(s3, location)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sales_core.object_store spark-conf``: the Spark settings (``key=value``, one
+    a line) a job on this configuration needs for S3, none off S3 (``spark-submit.sh``)."""
+    import sys
+
+    from sales_core.config import load_config
+
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["spark-conf"]:
+        print("usage: python -m sales_core.object_store spark-conf", file=sys.stderr)
+        return 2
+    try:
+        s3 = session_s3(load_config())
+        settings = spark_settings(s3) if s3 is not None else {}
+    except ConfigError as exc:
+        print(f"spark-submit.sh: {exc}", file=sys.stderr)
+        return 2
+    for key, value in settings.items():
+        print(f"{key}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

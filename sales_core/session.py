@@ -16,6 +16,7 @@ from sales_core.packages import (
     cached_jars,
     ivy_settings,
     jar_cache_dir,
+    logstore_jar,
     s3_jars,
 )
 
@@ -92,8 +93,12 @@ def get_spark(
     if conf.driver_memory:
         builder = builder.config("spark.driver.memory", conf.driver_memory)
     if not _under_launcher():
-        if object_store_jars is not None and local:
-            builder = builder.config("spark.driver.extraClassPath", ":".join(object_store_jars))
+        if object_store_jars is not None and local and jars is not None:
+            # The LogStore extends delta-storage's class, which lives in spark.jars' loader.
+            logstore = str(logstore_jar())
+            libraries = [j for j in object_store_jars if j != logstore]
+            builder = builder.config("spark.driver.extraClassPath", ":".join(libraries))
+            jars = [*jars, logstore]
         elif object_store_jars is not None and jars is not None:
             jars = [*jars, *object_store_jars]
         if jars is not None:

@@ -29,6 +29,8 @@ import org.apache.hadoop.fs.Path;
 public class ConditionalPutLogStore extends HadoopFileSystemLogStore {
   /** Hadoop's createFile() option: write only if no object exists at the path. */
   public static final String CONDITIONAL_OVERWRITE = "fs.option.create.conditional.overwrite";
+  /** S3A's createFile() option: skip the existence probes before the write. */
+  public static final String CREATE_PERFORMANCE = "fs.s3a.create.performance";
 
   public ConditionalPutLogStore(Configuration initHadoopConf) {
     super(initHadoopConf);
@@ -50,6 +52,8 @@ public class ConditionalPutLogStore extends HadoopFileSystemLogStore {
       FSDataOutputStreamBuilder<?, ?> builder = fs.createFile(path);
       builder.overwrite(false);
       builder.must(CONDITIONAL_OVERWRITE, true);
+      // No HEAD/LIST before the PUT: the condition is the check, made by the store at once.
+      builder.opt(CREATE_PERFORMANCE, true);
       out = (FSDataOutputStream) builder.build();
     } catch (org.apache.hadoop.fs.FileAlreadyExistsException e) {
       throw alreadyExists(path, e);
