@@ -108,6 +108,19 @@ class StopRequested(RuntimeError):
     """Raised by the sink to refuse a micro-batch that started after a stop was requested."""
 
 
+class _QuietRefusals(logging.Filter):
+    """Drops py4j's ERROR traceback for a refused micro-batch: the refusal is how a requested
+    stop keeps a micro-batch that started too late from writing anything (it runs again at the
+    next start), not an error. Any other exception of a micro-batch is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, StopRequested)
+
+
+_QUIET_REFUSALS = _QuietRefusals()
+
+
 @dataclass(frozen=True)
 class SpeedRun:
     """How a run of the streaming job ended."""
@@ -165,6 +178,8 @@ class _GatedSink(SpeedSink):
 
     def write_micro_batch(self, batch_df: DataFrame, batch_id: int) -> None:
         if self._stop.is_set():
+            # py4j logs every exception of a Python callback with its traceback (idempotent)
+            logging.getLogger("py4j.clientserver").addFilter(_QUIET_REFUSALS)
             self.refused = batch_id
             raise StopRequested(f"micro-batch {batch_id} refused: the job is stopping")
         super().write_micro_batch(batch_df, batch_id)
