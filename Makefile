@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The pinned JVM packages (sales_core/packages.py), resolved from Maven Central once and cached.
-.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py
+# The pinned JVM packages (sales_core/packages.py), resolved from Maven Central once and cached;
+# with the S3 set (S3A, the AWS SDK) and the conditional-PUT LogStore compiled from jvm/.
+.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py jvm/lambdasales/delta/ConditionalPutLogStore.java
 	$(BIN)/python -m sales_core.packages fetch
+	@touch $@
 
 # The local Spark driver's class-data-sharing archive (sales_core/jvm_archive.py): every later
 # local Spark start loads its ~20,000 classes from it, seconds sooner. Built once per jar set.

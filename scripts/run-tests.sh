@@ -39,10 +39,12 @@ lint() {
 started=$(date +%s)
 echo "== set-up, side by side: PostgreSQL server and Chromium (Debian), Apache Kafka (Maven Central);"
 echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); the JVM class archive"
-echo "   (.cache/jvm); lint, types and the layers contract"
+echo "   (.cache/jvm); MinIO built with Go (.cache/minio); lint, types and the layers contract"
 step services services
 step airflow bash scripts/airflow-venv.sh
 step jvm-archive "$BIN/python" -m devtools.jvm_archive build
+# MinIO for the object-store tests, built with Go into .cache/minio (once; minutes of CPU).
+step minio "$BIN/python" -c "from devtools import object_store; object_store.ensure_installed()"
 step lint lint
 failed=0
 for i in "${!pids[@]}"; do
