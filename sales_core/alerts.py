@@ -124,6 +124,7 @@ def notify(
     details: Mapping[str, Any] | None = None,
     *,
     lakehouse_root: str | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> bool:
     """Send one alert with the configured webhook and record it; True when it was delivered.
 
@@ -151,7 +152,7 @@ def notify(
                 backoff_seconds=alerts.backoff_seconds,
             )
         if root:
-            options = None
+            options = storage_options
             if isinstance(config, Config):
                 from sales_core.object_store import delta_rs_table
 
@@ -241,11 +242,14 @@ class StreamAlerts:
         stream: str,
         *,
         lakehouse_root: str | None = None,
+        storage_options: dict[str, str] | None = None,
         clock: Any = time.monotonic,
     ) -> None:
-        """``lakehouse_root``: where the alerts are recorded (:func:`notify`); None: nowhere."""
+        """``lakehouse_root``: where the alerts are recorded (:func:`notify`); None: nowhere.
+        ``storage_options``: delta-rs's, for a root on S3 (``s3://``)."""
         self.conf, self.stream, self._clock = conf, stream, clock
         self.lakehouse_root = lakehouse_root
+        self.storage_options = storage_options
         self._last_sent: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
 
@@ -298,7 +302,10 @@ class StreamAlerts:
         thread = threading.Thread(
             target=notify,
             args=(self.conf, kind, summary, details),
-            kwargs={"lakehouse_root": self.lakehouse_root},
+            kwargs={
+                "lakehouse_root": self.lakehouse_root,
+                "storage_options": self.storage_options,
+            },
             name=f"alert-{kind}",
             daemon=True,
         )

@@ -271,11 +271,17 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
         "LAMBDA_SALES__LOGGING__LEVEL": "DEBUG",
     }
     end = datetime.now(timezone.utc) - timedelta(minutes=2)
-    landed = list(generate_records(GeneratorSpec(events=600, seed=21, end=end, duplicate_share=0)))
+    landed = list(
+        generate_records(
+            GeneratorSpec(events=600, seed=21, end=end, duplicate_share=0, id_prefix="file")
+        )
+    )
     body = "".join(to_json_line(r) + "\n" for r in landed).encode()
     assert minio.request(object_store, "PUT", f"/{bucket}/landing/day-1/sales.jsonl", body) == 200
     streamed = list(
-        generate_records(GeneratorSpec(events=500, seed=22, end=end, duplicate_share=0))
+        generate_records(
+            GeneratorSpec(events=500, seed=22, end=end, duplicate_share=0, id_prefix="kafka")
+        )
     )
     streamed += landed[:80]  # also in the landing file: counted once
     kafka = load_config(
@@ -304,12 +310,20 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
     valid = [j for j in (judge(r, now) for r in [*landed, *streamed]) if isinstance(j, dict)]
     expected = compute_views(valid)
     master = Lakehouse(root).master_dataset
+    master_ids = [
+        r["event_id"] for r in spark.read.format("delta").load(master).select("event_id").collect()
+    ]
+    assert len(master_ids) == len(set(master_ids)), "an event was inserted twice"
+    unexpected = set(master_ids) - {e["event_id"] for e in valid}
+    assert not unexpected, sorted(unexpected)[:5]
     layers = {
         r["ingest_layer"]
         for r in spark.read.format("delta").load(master).select("ingest_layer").distinct().collect()
     }
     assert layers == {"batch", "speed"}
 
+    timings = {"batch and speed at once": took}
+    started = time.monotonic()
     fast: dict[str, list[dict[str, Any]]] = {}
     for name in expected:
         done = _run(["query", name, "--format", "jsonl", "--engine", "fast"], env, tmp_path)
@@ -317,6 +331,8 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
         outputs += [done.stdout, done.stderr]
         fast[name] = _jsonl(done.stdout)
         assert rows_to_view([_typed(r) for r in fast[name]], name) == expected[name], name
+    timings["4 fast queries"] = time.monotonic() - started
+    started = time.monotonic()
     # Spark's engine (a JVM start): one view, the same lines as the fast path's.
     on_spark = _run(
         ["query", "sales_daily", "--format", "jsonl", "--engine", "spark"], env, tmp_path
@@ -325,6 +341,8 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
     outputs += [on_spark.stdout, on_spark.stderr]
     assert _jsonl(on_spark.stdout) == fast["sales_daily"]
 
+    timings["spark query"] = time.monotonic() - started
+    started = time.monotonic()
     port = free_port()
     server = subprocess.Popen(
         [CLI, "serve", "--port", str(port), "--quiet"],
@@ -354,6 +372,7 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
         server.terminate()
         served = server.communicate(timeout=30)
     outputs += list(served)
+    timings["serve"] = time.monotonic() - started
 
     # No credential anywhere: outputs, every log file, the run records, the printed config.
     printed = _run(["config"], env, tmp_path)
@@ -373,4 +392,4 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
     for text in [*outputs, *runs, *files]:
         assert object_store.secret_key not in text
         assert object_store.access_key not in text
-    print(f"batch and speed at once on the store: {took:.0f} s")
+    print(", ".join(f"{k}: {v:.0f} s" for k, v in timings.items()))
