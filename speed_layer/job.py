@@ -26,8 +26,8 @@ from sales_core.alerts import JOB_FAILED, StreamAlerts, notify
 from sales_core.config import Config
 from sales_core.errors import PipelineError, one_line
 from sales_core.handoff import SPEED_STREAM
-from sales_core.lakehouse import Lakehouse, ensure_speed_tables
-from sales_core.object_store import storage_options
+from sales_core.lakehouse import Lakehouse, ensure_speed_tables, table_version
+from sales_core.object_store import delta_rs_table
 from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
 from speed_layer.checkpoint import check_start
 from speed_layer.compaction import StreamCompactor
@@ -255,8 +255,10 @@ def run_speed(
     record = RunRecord(new_run_id("speed"), "speed", utcnow())
     start_run(spark, lakehouse.pipeline_runs, record)
 
-    alerts = StreamAlerts(config.alerts, SPEED_STREAM, lakehouse_root=config.lakehouse.root)
-    options = storage_options(config.lakehouse.s3, config.lakehouse.root)
+    alerts_root, options = delta_rs_table(config.lakehouse.s3, config.lakehouse.root)
+    alerts = StreamAlerts(
+        config.alerts, SPEED_STREAM, lakehouse_root=alerts_root, storage_options=options
+    )
     recorder = MetricsRecorder(
         spark,
         lakehouse.stream_metrics,
@@ -279,6 +281,10 @@ def run_speed(
             replayable_up_to=-1 if checkpoint.last_planned is None else checkpoint.last_planned,
             registered_epoch=registered_epoch(spark, lakehouse, checkpoint),
             storage_options=options,
+            # available-now: the Delta source of the registrations ends about here.
+            registered_through=(
+                table_version(spark, lakehouse.master_dataset) if available_now else None
+            ),
         ),
         stop,
         recorder,

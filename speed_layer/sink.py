@@ -108,6 +108,11 @@ class SinkSettings:
             none; None: the sink's input carries no registrations, so every batch row counts).
         storage_options: delta-rs's, for a lakehouse on S3 (the driver then reads the master
             log and appends as on a local disk); None: local tables only.
+        registered_through: a query whose registrations stop at a master version (an
+            available-now run: its Delta source ends where the master dataset was when it
+            started): that version. A batch commit after it never reaches the state in this
+            run, so once the sink has seen one it stays on its reading path. None: the
+            registrations follow the master dataset (a continuous query).
     """
 
     lakehouse: Lakehouse
@@ -117,6 +122,7 @@ class SinkSettings:
     replayable_up_to: int | None = None
     registered_epoch: str | None = None
     storage_options: dict[str, str] | None = None
+    registered_through: int | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +271,7 @@ class SpeedSink:
         self._epoch = settings.registered_epoch
         self._attempted: set[int] = set()
         self._log_version: int | None = None  # the master log version to read from next
+        self._unregistered = False  # a batch commit the state will not see in this run
         self._driver = DriverAppends(settings.storage_options)
         self._tables_ready = False
 
@@ -463,7 +470,10 @@ class SpeedSink:
         nothing): the caller then reads the rows tagged ``batch_id`` back."""
         master = self.settings.lakehouse.master_dataset
         if self._log_version is None:
-            self._log_version = table_version(spark, master) + 1
+            through = self.settings.registered_through
+            # From the registrations' end when they stop there: the log read after this
+            # append then meets any batch commit the state will not see.
+            self._log_version = table_version(spark, master) + 1 if through is None else through + 1
 
         tag = f"{self.app_id}:{batch_id}"
 
@@ -528,11 +538,12 @@ class SpeedSink:
         append fails instead of committing (:meth:`_append_direct`).
         """
         since = None if replay or self.settings.registered_epoch is None else self._log_version
-        if since is None or not self._driver.usable:
+        if since is None or not self._driver.usable or self._unregistered:
             return None
         commits = commits_from(
             self.settings.lakehouse.master_dataset, since, self.settings.storage_options
         )
+        self._note_unregistered(commits or [])
         if commits is None or any(
             not (c.user_metadata or "").startswith(f"{self.app_id}:") for c in commits
         ):
@@ -606,11 +617,21 @@ class SpeedSink:
         commits = commits_from(
             self.settings.lakehouse.master_dataset, self._log_version, self.settings.storage_options
         )
+        self._note_unregistered(commits or [])
         if commits is None:
             self._log_version = None
         elif commits:
             self._log_version = commits[-1].version + 1
         return commits
+
+    def _note_unregistered(self, commits: list[Commit]) -> None:
+        """Remember a commit of another writer past where the registrations stop."""
+        through = self.settings.registered_through
+        if through is not None and any(
+            c.version > through and not (c.user_metadata or "").startswith(f"{self.app_id}:")
+            for c in commits
+        ):
+            self._unregistered = True
 
     def _written(self, spark: SparkSession, path: str, batch_id: int) -> bool:
         """Whether the table holds rows of this stream's micro-batch ``batch_id`` (replays)."""
