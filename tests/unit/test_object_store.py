@@ -121,3 +121,32 @@ def test_a_credential_is_no_configuration_key() -> None:
         load_config(environ={"LAMBDA_SALES__LAKEHOUSE__S3__SECRET_KEY": "x"})
     with pytest.raises(ConfigError, match="'lakehouse.s3.path_style' must be true or false"):
         load_config(environ={"LAMBDA_SALES__LAKEHOUSE__S3__PATH_STYLE": "maybe"})
+
+
+def test_the_cluster_layer_commits_with_the_conditional_put_log_store() -> None:
+    conf = load_config(env_name="cluster", environ={}).spark.conf
+    assert conf["spark.delta.logStore.s3a.impl"] == LOGSTORE_CLASS
+    assert conf["spark.delta.logStore.s3.impl"] == LOGSTORE_CLASS
+    databricks = load_config(env_name="databricks", environ={}).spark.conf
+    assert not any(k.startswith("spark.delta.logStore") for k in databricks)
+
+
+def test_spark_submit_gets_the_s3_settings_only_for_a_lakehouse_on_s3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sales_core.object_store import main
+
+    monkeypatch.setenv("LAMBDA_SALES__LAKEHOUSE__ROOT", "/data/lakehouse")
+    assert main(["spark-conf"]) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("LAMBDA_SALES__LAKEHOUSE__ROOT", "s3a://bucket/lake")
+    monkeypatch.setenv("LAMBDA_SALES__LAKEHOUSE__S3__ENDPOINT", "http://minio:9000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-setting-s3cr3t")
+    assert main(["spark-conf"]) == 0
+    printed = capsys.readouterr().out
+    assert f"spark.delta.logStore.s3a.impl={LOGSTORE_CLASS}\n" in printed
+    assert "spark.hadoop.fs.s3a.endpoint=http://minio:9000\n" in printed
+    assert "s3cr3t" not in printed
+    monkeypatch.setenv("LAMBDA_SALES__LAKEHOUSE__S3__ENDPOINT", "minio:9000")
+    assert main(["spark-conf"]) == 2
+    assert "'lakehouse.s3.endpoint' must be an http" in capsys.readouterr().err
