@@ -42,6 +42,7 @@ LONGEST_FIRST = (
     "test_speed_layer.py",
     "test_serving.py",
     "test_jdbc_source.py",
+    "test_object_store.py",
     "test_http_source.py",
     "test_landing_files.py",
     "test_lambda_property.py",
