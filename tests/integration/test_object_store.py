@@ -28,7 +28,6 @@ import httpx
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
-from py4j.protocol import Py4JJavaError
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from devtools import object_store as minio
@@ -93,23 +92,43 @@ def test_spark_commits_refuse_a_version_another_writer_took(s3_spark, object_sto
     write_deltalake(table, pa.table({"id": pa.array([10], pa.int64())}), mode="append")
     assert table.version() == 1  # delta-rs's commit (its own conditional PUT)
 
-    # Spark's LogStore for s3a:// writing version 1 again, as a Spark writer that lost the
-    # race would: refused by the store (the LogStore probes nothing before its PUT).
-    jvm = spark._jvm
-    hadoop_conf = spark._jsparkSession.sessionState().newHadoopConf()
+    # A Spark writer that loses the race: its transaction reads version 1, and while its data
+    # is being written delta-rs takes version 2. Spark's commit of version 2 must be refused
+    # (the LogStore's conditional PUT; it probes nothing before it), and Delta then commits
+    # the append as version 3: both writers' commits kept, none overwritten.
     assert spark.sparkContext.getConf().get("spark.delta.logStore.s3a.impl") == LOGSTORE_CLASS
-    log_store = jvm.lambdasales.delta.ConditionalPutLogStore(hadoop_conf)
-    commit = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log/{1:020d}.json")
-    lines = jvm.java.util.ArrayList()
-    lines.add('{"commitInfo":{"operation":"LOST RACE"}}')
-    with pytest.raises(Py4JJavaError, match="java.nio.file.FileAlreadyExistsException"):
-        log_store.write(commit, lines.iterator(), False, hadoop_conf)
-    # delta-rs's commit is intact, and Spark reads both writers' rows.
-    assert [
-        h["operation"]
-        for h in DeltaTable(f"s3://{bucket}/table", storage_options=options).history()
-    ][0] == "WRITE"
-    assert sorted(r["id"] for r in spark.read.format("delta").load(path).collect()) == [0, 1, 2, 10]
+
+    def slow(value: int) -> int:
+        time.sleep(0.5)
+        return value
+
+    from pyspark.sql.functions import udf
+    from pyspark.sql.types import LongType
+
+    slow_ids = spark.range(20, 32, numPartitions=2).select(udf(slow, LongType())("id").alias("id"))
+    writer = threading.Thread(
+        target=lambda: slow_ids.write.format("delta").mode("append").save(path)
+    )
+    writer.start()
+    deadline = time.monotonic() + 120
+    while not spark.sparkContext.statusTracker().getActiveStageIds():
+        assert time.monotonic() < deadline, "the Spark write never started"
+        time.sleep(0.05)
+    write_deltalake(table, pa.table({"id": pa.array([11], pa.int64())}), mode="append")
+    writer.join(timeout=300)
+    history = DeltaTable(f"s3://{bucket}/table", storage_options=options).history()
+    by_version = {h["version"]: h for h in history}
+    assert by_version[2]["operation"] == "WRITE", by_version[2]  # delta-rs's, kept
+    spark_commit = by_version[3]
+    assert spark_commit.get("readVersion") == 1, spark_commit  # it lost version 2 and retried
+    assert sorted(r["id"] for r in spark.read.format("delta").load(path).collect()) == [
+        0,
+        1,
+        2,
+        10,
+        11,
+        *range(20, 32),
+    ]
 
 
 def _speed_rows(events: list[dict[str, Any]], batch_id: int) -> pa.Table:
