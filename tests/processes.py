@@ -15,6 +15,7 @@ __all__ = [
     "kill_on_line",
     "stop_group",
     "wait_for_exit",
+    "wait_until_serving",
     "wait_gone",
 ]
 
@@ -87,3 +88,22 @@ def kill_on_line(
     proc.wait()
     wait_gone(family, timeout=60)
     return proc.returncode, lines
+
+
+def wait_until_serving(process: subprocess.Popen[str], url: str, timeout: float = 60) -> None:
+    """Wait until ``lambda-sales serve`` (``process``) answers ``/health`` at ``url``; an
+    AssertionError if it exits or does not answer within ``timeout`` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(
+                f"the server did not start at {url} (exit status {process.poll()})"
+            )
+        time.sleep(0.2)

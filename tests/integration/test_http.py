@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +20,7 @@ from batch_layer.job import run_batch
 from sales_core.views import VIEWS
 from tests.conftest import write_jsonl
 from tests.oracle import compute_views, event, rows_to_view
-from tests.processes import free_port
+from tests.processes import free_port, wait_until_serving
 from tests.serving_helpers import raw, speed_micro_batch
 
 pytestmark = pytest.mark.integration
@@ -84,16 +83,10 @@ def server(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not start: {process.communicate(timeout=5)}")
-            time.sleep(0.2)
+        try:
+            wait_until_serving(process, url)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {process.communicate(timeout=5)}") from None
         yield {"url": url, "env": env, "root": config.lakehouse.root, "cwd": base}
     finally:
         process.terminate()

@@ -43,6 +43,7 @@ from sales_core.session import get_spark
 from speed_layer.deltalog import DriverAppends
 from tests.integration.test_speed_race import batch_insert
 from tests.oracle import compute_views, event, judge, rows_to_view
+from tests.processes import wait_until_serving
 
 pytestmark = pytest.mark.integration
 
@@ -369,15 +370,7 @@ def test_batch_speed_query_and_serve_on_the_store(  # type: ignore[no-untyped-de
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        wait_until_serving(server, url)
         for name in expected:
             response = httpx.get(f"{url}/views/{name}", params={"limit": 100000}, timeout=30)
             assert response.status_code == 200, response.text
