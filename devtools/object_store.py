@@ -32,6 +32,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 from devtools.processes import (
     CACHE_ROOT,
@@ -177,7 +178,23 @@ def request(
     headers: dict[str, str] | None = None,
 ) -> int:
     """One S3 request signed with AWS Signature V4 (path-style); the HTTP status."""
+    return exchange(store, method, path, body, headers)[0]
+
+
+def exchange(
+    store: ObjectStore,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """One S3 request signed with AWS Signature V4 (path-style): the HTTP status and body."""
     url = urllib.parse.urlsplit(store.endpoint)
+    canonical_query = "&".join(
+        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+        for k, v in sorted((query or {}).items())
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     payload = hashlib.sha256(body).hexdigest()
@@ -192,7 +209,7 @@ def request(
         [
             method,
             urllib.parse.quote(path),
-            "",
+            canonical_query,
             *(f"{n}:{signed[n]}" for n in names),
             "",
             ";".join(names),
@@ -212,12 +229,41 @@ def request(
         f"SignedHeaders={';'.join(names)}, Signature={signature}"
     )
     signed.pop("host")
-    req = urllib.request.Request(store.endpoint + path, data=body, method=method, headers=signed)
+    target = store.endpoint + urllib.parse.quote(path)
+    if canonical_query:
+        target += "?" + canonical_query
+    req = urllib.request.Request(target, data=body, method=method, headers=signed)
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
-            return int(response.status)
+            return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), exc.read()
+
+
+def list_keys(store: ObjectStore, bucket: str, prefix: str = "") -> list[str]:
+    """Every key in ``bucket`` under ``prefix`` (ListObjectsV2, page by page)."""
+    keys: list[str] = []
+    token = ""
+    while True:
+        query = {"list-type": "2", "prefix": prefix}
+        if token:
+            query["continuation-token"] = token
+        status, body = exchange(store, "GET", f"/{bucket}", query=query)
+        if status != 200:
+            raise ServiceError(f"could not list {bucket}/{prefix}: HTTP {status}")
+        root = ElementTree.fromstring(body)  # any namespace: {*}
+        keys += [c.findtext("{*}Key") or "" for c in root.findall("{*}Contents")]
+        token = root.findtext("{*}NextContinuationToken") or ""
+        if not token:
+            return keys
+
+
+def get_object(store: ObjectStore, bucket: str, key: str) -> bytes:
+    """The bytes of one object."""
+    status, body = exchange(store, "GET", f"/{bucket}/{key}")
+    if status != 200:
+        raise ServiceError(f"could not read {bucket}/{key}: HTTP {status}")
+    return body
 
 
 def create_bucket(store: ObjectStore, bucket: str) -> None:

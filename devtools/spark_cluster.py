@@ -46,9 +46,16 @@ class Cluster:
 
 @contextmanager
 def standalone_cluster(
-    base: Path, *, workers: int = 2, worker_memory: str = "1g", timeout: float = 180
+    base: Path,
+    *,
+    workers: int = 2,
+    worker_memory: str = "1g",
+    timeout: float = 180,
+    environ: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
-    """Start a master and ``workers`` 1-core workers; yield once every worker is ALIVE."""
+    """Start a master and ``workers`` 1-core workers; yield once every worker is ALIVE.
+    ``environ``: variables the cluster's processes (and so every executor) carry besides this
+    process's, as a cluster's machines carry their own (object-store credentials, say)."""
     home = spark_home()
     spark_class = str(home / "bin" / "spark-class")
     master_port, ui_port = free_port(), free_port()
@@ -63,6 +70,7 @@ def standalone_cluster(
         # Keep the executors' work directories: callers read them to see where tasks ran.
         "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=false",
         "PYSPARK_PYTHON": sys.executable,
+        **(environ or {}),
     }
     base.mkdir(parents=True, exist_ok=True)
     processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -18,11 +18,17 @@ EXIT_OK = 0
 
 
 def _spark(config: Config, app: str):  # type: ignore[no-untyped-def]
+    from sales_core.lakehouse import Lakehouse
     from sales_core.object_store import session_s3
     from sales_core.session import get_spark
 
     redirect_jvm_output(app)
-    return get_spark(config.spark, app_name=f"lambda-sales-{app}", s3=session_s3(config))
+    return get_spark(
+        config.spark,
+        app_name=f"lambda-sales-{app}",
+        s3=session_s3(config),
+        warehouse=Lakehouse(config.lakehouse.root).spark_warehouse,
+    )
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:

@@ -136,6 +136,14 @@ class Lakehouse:
         return "/".join([self.root.rstrip("/"), *parts])
 
     @property
+    def spark_warehouse(self) -> str:
+        """Spark's warehouse directory (``spark.sql.warehouse.dir``: where a schema that
+        ``sql-views`` creates has its location) under the root, not in the working
+        directory of whichever process started the session: on a cluster the driver's disk
+        holds nothing of the pipeline's."""
+        return self._path("spark-warehouse")
+
+    @property
     def master_dataset(self) -> str:
         return self._path("bronze", "master_dataset")
 

@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from sales_core import jvm_archive
 from sales_core.config import CONF_DIR, S3Conf, SparkConf
-from sales_core.object_store import spark_settings
+from sales_core.object_store import spark_settings, spark_uri
 from sales_core.packages import (
     JVM_PACKAGES,
     S3_PACKAGES,
@@ -51,6 +51,7 @@ def get_spark(
     app_name: str | None = None,
     java_options: tuple[str, ...] = (),
     s3: S3Conf | None = None,
+    warehouse: str | None = None,
 ) -> SparkSession:
     """Return the job's SparkSession, creating it only when none exists.
 
@@ -63,6 +64,10 @@ def get_spark(
     ``s3``: the lakehouse or landing zone is on ``s3a://``: the session gets S3A, the AWS SDK
     and the conditional-PUT LogStore (:mod:`sales_core.object_store`), set from these
     settings. Other sessions go without them (about 690 MB of jars).
+
+    ``warehouse``: ``spark.sql.warehouse.dir`` for a new session (Spark's default, a
+    ``spark-warehouse`` directory in the working directory, is created by every session);
+    ``spark.sql.warehouse.dir`` in the user's ``[spark.conf]`` wins.
     """
     existing = _active_session()
     if existing is not None:
@@ -90,6 +95,8 @@ def get_spark(
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
     builder = builder.config("spark.ui.showConsoleProgress", "false")
+    if warehouse:
+        builder = builder.config("spark.sql.warehouse.dir", spark_uri(warehouse))
     if conf.driver_memory:
         builder = builder.config("spark.driver.memory", conf.driver_memory)
     if not _under_launcher():

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,38 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             else:
                 os.environ[name] = value
         minio.stop(store)
+
+
+def s3_conf(store: Any) -> Any:
+    """The ``[lakehouse.s3]`` settings of a test's MinIO server (the ``object_store`` fixture)."""
+    from devtools.object_store import REGION
+    from sales_core.config import S3Conf
+
+    return S3Conf(endpoint=store.endpoint, region=REGION, path_style=True)
+
+
+def new_bucket(store: Any) -> str:
+    """A new bucket of its own on the test's MinIO server."""
+    from devtools.object_store import create_bucket
+
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    create_bucket(store, bucket)
+    return bucket
+
+
+@pytest.fixture
+def s3_spark(spark, object_store: Any):  # type: ignore[no-untyped-def]
+    """The shared session with this store's S3A settings (applied at run time). Its JVM may
+    have started before the store did, without the store's credentials in its environment:
+    this session (the test's own, never a job's) gets them as S3A settings."""
+    from sales_core.config import load_config
+    from sales_core.session import get_spark
+
+    config = load_config(environ={"LAMBDA_SALES__SPARK__MASTER": "local[2]"})
+    session = get_spark(config.spark, s3=s3_conf(object_store))
+    session.conf.set("fs.s3a.access.key", object_store.access_key)
+    session.conf.set("fs.s3a.secret.key", object_store.secret_key)
+    return session
 
 
 @contextlib.contextmanager

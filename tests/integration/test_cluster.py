@@ -1,10 +1,12 @@
 """The jobs on a real Spark standalone cluster, submitted through ``spark-submit.sh``.
 
 A master and two workers (1 core each) from the pip pyspark distribution on 127.0.0.1, a real
-Kafka broker, and the batch and speed jobs submitted the way an operator would. The views the
-cluster produces must equal those of a local run over the same inputs. Every application
-must really have run on both workers' executors; the lakehouse and landing zone are a path
-every worker sees (this machine's file system), nothing else is shared.
+Kafka broker, a real S3-compatible store (MinIO), and the batch and speed jobs submitted the
+way an operator would. The lakehouse and the landing zone are on the store: the driver, the
+workers and the executors share nothing but the store and Kafka (no table, checkpoint, ledger
+or run record holds a path of a local disk, and the driver's working directory stays empty).
+The views the cluster produces must equal those of a local run over the same inputs. Every
+application must really have run on both workers' executors.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Any
 
 import pytest
 
+from devtools import object_store as minio
 from devtools import spark_cluster
 from devtools.generator import GeneratorSpec, generate_records
 from devtools.spark_cluster import Cluster
 from devtools.writers import write_landing_files
 from sales_core.lakehouse import Lakehouse
-from tests.conftest import DRIVER_JAVA_OPTIONS
+from sales_core.object_store import storage_options
+from tests.conftest import DRIVER_JAVA_OPTIONS, new_bucket, s3_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -36,15 +40,23 @@ WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One master and two 1-core workers; torn down whatever happens to the tests."""
+def standalone_cluster(
+    tmp_path_factory: pytest.TempPathFactory, object_store: minio.ObjectStore
+) -> Iterator[Cluster]:
+    """One master and two 1-core workers whose machines carry the object store's credentials
+    (as an instance profile would: the jobs never pass them); torn down whatever happens."""
     with spark_cluster.standalone_cluster(
-        tmp_path_factory.mktemp("standalone"), workers=WORKERS, worker_memory="1g"
+        tmp_path_factory.mktemp("standalone"),
+        workers=WORKERS,
+        worker_memory="1g",
+        environ=object_store.env(),
     ) as cluster:
         yield cluster
 
 
-def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.CompletedProcess[str]:
+def submit(
+    cluster: Cluster, env: dict[str, str], *job: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [
         str(SUBMIT),
         "--master",
@@ -74,6 +86,7 @@ def submit(cluster: Cluster, env: dict[str, str], *job: str) -> subprocess.Compl
     result = subprocess.run(
         command,
         env={**os.environ, "PYTHON": sys.executable, **env},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=900,
@@ -193,10 +206,24 @@ def _inputs(landing: Path, kafka: Any) -> None:
     assert publish_records(streamed, kafka, partitions=3) == 1000
 
 
+def _upload(store: minio.ObjectStore, local: Path, bucket: str, prefix: str) -> int:
+    """Copy every file under ``local`` to ``bucket/prefix/`` (same relative names)."""
+    files = [p for p in sorted(local.rglob("*")) if p.is_file()]
+    for path in files:
+        key = f"{prefix}/{path.relative_to(local).as_posix()}"
+        assert minio.request(store, "PUT", f"/{bucket}/{key}", path.read_bytes()) == 200, key
+    return len(files)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
-def test_batch_and_speed_on_the_cluster_equal_a_local_run(
-    spark, make_config, standalone_cluster: Cluster, kafka_bootstrap: str, tmp_path: Path
+def test_batch_and_speed_on_the_cluster_and_the_object_store_equal_a_local_run(
+    s3_spark,
+    object_store: minio.ObjectStore,
+    make_config,
+    standalone_cluster: Cluster,
+    kafka_bootstrap: str,
+    tmp_path: Path,
 ) -> None:  # type: ignore[no-untyped-def]
     from pyspark.sql import functions as F
 
@@ -204,10 +231,10 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(
     from speed_layer.job import run_speed
     from tests.integration.test_speed_layer import merged_views
 
+    spark = s3_spark
     topic = f"cluster-{uuid.uuid4().hex[:8]}"
-    shared = tmp_path / "shared"
+    bucket = new_bucket(object_store)
     common = {
-        "LAMBDA_SALES__SOURCES__FILES__LANDING": str(shared / "landing"),
         "LAMBDA_SALES__SOURCES__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "LAMBDA_SALES__SOURCES__KAFKA__TOPIC": topic,
         "LAMBDA_SALES__SOURCES__KAFKA__DLQ_TOPIC": f"{topic}-dlq",
@@ -217,13 +244,28 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(
     }
 
     local = make_config(root=tmp_path / "local", **common)
-    _inputs(shared / "landing", local.sources.kafka)
+    _inputs(Path(local.sources.files.landing), local.sources.kafka)
+    assert _upload(object_store, Path(local.sources.files.landing), bucket, "landing") == 5
 
-    # The cluster: both jobs through spark-submit.sh, tables on the shared path.
-    cluster_env = {**common, "LAMBDA_SALES__LAKEHOUSE__ROOT": str(shared / "lakehouse-cluster")}
-    batch = submit(standalone_cluster, cluster_env, "batch", "--quiet")
+    # The cluster: both jobs through spark-submit.sh; tables, checkpoint and ledger on the
+    # store. The submitting shell has no credential: the cluster's machines carry them.
+    root = f"s3a://{bucket}/lakehouse"
+    cluster_env = {
+        **common,
+        "LAMBDA_SALES__LAKEHOUSE__ROOT": root,
+        "LAMBDA_SALES__SOURCES__FILES__LANDING": f"s3a://{bucket}/landing",
+        "LAMBDA_SALES__LAKEHOUSE__S3__ENDPOINT": object_store.endpoint,
+        "LAMBDA_SALES__LAKEHOUSE__S3__REGION": minio.REGION,
+        "LAMBDA_SALES__LAKEHOUSE__S3__PATH_STYLE": "true",
+        **object_store.env(),  # the driver's machine carries them too (client mode)
+    }
+    driver_dir = tmp_path / "driver"
+    driver_dir.mkdir()
+    batch = submit(standalone_cluster, cluster_env, "batch", "--quiet", cwd=driver_dir)
     assert "succeeded" in batch.stdout
-    speed = submit(standalone_cluster, cluster_env, "speed", "--available-now", "--quiet")
+    speed = submit(
+        standalone_cluster, cluster_env, "speed", "--available-now", "--quiet", cwd=driver_dir
+    )
     assert "succeeded" in speed.stdout
 
     # Each application ran on both workers: 2 cores, one executor on each.
@@ -235,14 +277,33 @@ def test_batch_and_speed_on_the_cluster_equal_a_local_run(
     for work_dir in executor_dirs:  # each worker launched executors for both applications
         assert len([p for p in work_dir.iterdir() if p.name.startswith("app-")]) == 2, work_dir
 
-    # The same inputs, locally, in this process's Spark.
+    # Nothing on the driver's disk: its working directory is as it was, and no object on the
+    # store (Delta logs, the stream's checkpoint, the ledger, run records) names a local path.
+    assert list(driver_dir.iterdir()) == []
+    keys = minio.list_keys(object_store, bucket, "lakehouse/")
+    kinds = {k.split("/")[1] for k in keys}
+    assert {"bronze", "speed", "meta", "gold", "serving", "spark-warehouse"} <= kinds, kinds
+    assert any("/_checkpoint/offsets/" in k for k in keys), "no stream checkpoint on the store"
+    assert any(k.startswith("lakehouse/meta/ingest_ledger/") for k in keys), "no ledger"
+    local_paths = (str(tmp_path), "file:", str(Path.home()), "/tmp/")
+    read = 0
+    for key in keys:
+        if key.endswith((".parquet", ".crc", "/")):
+            continue
+        text = minio.get_object(object_store, bucket, key).decode("utf-8", errors="replace")
+        assert not any(p in text for p in local_paths), (key, text[:500])
+        read += 1
+    assert read > 40, read  # commits of every table, checkpoint offsets and commits
+
+    # The same inputs, locally, in this process's Spark, on this machine's disk.
     run_batch(spark, local)
     assert run_speed(spark, local, available_now=True).status == "succeeded"
 
-    on_cluster = Lakehouse(str(shared / "lakehouse-cluster"))
+    on_cluster = Lakehouse(root)
     on_laptop = Lakehouse(local.lakehouse.root)
-    cluster_views, local_views = merged_views(spark, on_cluster), merged_views(spark, on_laptop)
-    assert cluster_views == local_views
+    options = storage_options(s3_conf(object_store), root)
+    cluster_views = merged_views(spark, on_cluster, options)
+    assert cluster_views == merged_views(spark, on_laptop)
 
     # Not vacuous: the views count every valid event once, and the stream added events.
     master = spark.read.format("delta").load(on_cluster.master_dataset)

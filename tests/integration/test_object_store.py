@@ -34,13 +34,13 @@ from devtools import object_store as minio
 from devtools.generator import GeneratorSpec, generate_records, to_json_line
 from devtools.processes import free_port
 from devtools.writers import publish_records
-from sales_core.config import S3Conf, load_config
+from sales_core.config import load_config
 from sales_core.handoff import SPEED_LAYER
 from sales_core.lakehouse import MASTER_SCHEMA, Lakehouse, ensure_speed_tables
 from sales_core.object_store import storage_options
 from sales_core.packages import LOGSTORE_CLASS
-from sales_core.session import get_spark
 from speed_layer.deltalog import DriverAppends
+from tests.conftest import new_bucket, s3_conf
 from tests.integration.test_speed_race import batch_insert
 from tests.oracle import compute_views, event, judge, rows_to_view
 from tests.processes import wait_until_serving
@@ -49,28 +49,6 @@ pytestmark = pytest.mark.integration
 
 CLI = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "lambda-sales")
 MASTER_ARROW = to_arrow_schema(MASTER_SCHEMA, timezone="UTC")
-
-
-def s3_conf(store: minio.ObjectStore) -> S3Conf:
-    return S3Conf(endpoint=store.endpoint, region=minio.REGION, path_style=True)
-
-
-def new_bucket(store: minio.ObjectStore) -> str:
-    bucket = f"t-{uuid.uuid4().hex[:12]}"
-    minio.create_bucket(store, bucket)
-    return bucket
-
-
-@pytest.fixture
-def s3_spark(spark, object_store: minio.ObjectStore):  # type: ignore[no-untyped-def]
-    """The shared session with this store's S3A settings (applied at run time). Its JVM may
-    have started before the store did, without the store's credentials in its environment:
-    this session (the test's own, never a job's) gets them as S3A settings."""
-    config = load_config(environ={"LAMBDA_SALES__SPARK__MASTER": "local[2]"})
-    session = get_spark(config.spark, s3=s3_conf(object_store))
-    session.conf.set("fs.s3a.access.key", object_store.access_key)
-    session.conf.set("fs.s3a.secret.key", object_store.secret_key)
-    return session
 
 
 def test_the_store_refuses_a_second_conditional_put(object_store: minio.ObjectStore) -> None:

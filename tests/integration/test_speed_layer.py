@@ -97,10 +97,13 @@ def increments_view(
     return rows_to_view([r.asDict() for r in rows], name)
 
 
-def merged_views(spark: Any, lakehouse: Lakehouse) -> dict[str, Any]:
+def merged_views(
+    spark: Any, lakehouse: Lakehouse, storage_options: dict[str, str] | None = None
+) -> dict[str, Any]:
     """What the serving layer answers for each view (its fast path, as ``lambda-sales serve``
-    and ``query`` do), checked equal to its Spark engine's answer."""
-    fast = FastServing(lakehouse.root)
+    and ``query`` do), checked equal to its Spark engine's answer. ``storage_options``:
+    delta-rs's, for a lakehouse on S3."""
+    fast = FastServing(lakehouse.root, storage_options=storage_options)
     views = {}
     for name, view in VIEWS.items():
         views[name] = rows_to_view(fast.rows(name), name)
@@ -187,9 +190,9 @@ def test_end_to_end_three_partitions_poison_messages_and_dead_letters(
         assert (row["reason"], row["source_name"], row["source_key"], row["ingest_layer"]) == (
             reason,
             topic,
-            key.decode(),
+            key.decode(),  # type: ignore[union-attr]
             "speed",
-        )  # type: ignore[union-attr]
+        )
         if value is None:
             assert row["raw_record"] is None
         elif value in (NOT_UTF8, GARBAGE):
