@@ -14,8 +14,16 @@ table of their own, each append one Delta commit:
 Printed: the median append time of each block of ``--block`` appends, side by side, and
 their ratio; appended to ``bench/out/results.jsonl``.
 
+``--log-commits 0,20000,40000,80000`` measures instead what the length of the log costs an
+append on a local disk (where listing ``_delta_log`` reads every entry): for each N, a table
+whose log holds N commits and a checkpoint at its end, then ``--probe`` appends by
+``DriverAppends``, median. The N commits are written directly as Delta commit files that
+carry only ``commitInfo`` (valid commits that change nothing): a day of real appends takes
+hours (see ``bench/maintain.py``), and the log's length, not its content, is what is timed.
+
     python bench/driver_appends.py                    # 3,000 appends each
     python bench/driver_appends.py --appends 1000     # quicker
+    python bench/driver_appends.py --log-commits 0,20000,40000,80000
 """
 
 from __future__ import annotations
@@ -40,7 +48,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--block", type=int, default=500)
     parser.add_argument("--rows", type=int, default=10, help="rows per append")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--log-commits",
+        default="",
+        help="comma-separated log lengths: time appends after that many commits instead",
+    )
+    parser.add_argument("--probe", type=int, default=30, help="appends timed per log length")
     return parser.parse_args(argv)
+
+
+def log_length(args: argparse.Namespace, rows: Any, work: Path) -> int:
+    """``--log-commits``: the median ``DriverAppends`` append after N commits, per N."""
+    import json
+
+    from deltalake import DeltaTable, write_deltalake
+
+    from sales_core.delta_log import commit_file
+    from speed_layer.deltalog import DriverAppends
+
+    no_op = json.dumps({"commitInfo": {"operation": "WRITE", "timestamp": 0}}) + "\n"
+    results = []
+    print(f"{'commits':>10}{'log entries':>13}{'append p50 (ms)':>17}{'p90 (ms)':>10}")
+    for n in [int(x) for x in args.log_commits.split(",")]:
+        path = work / f"log-{n}"
+        write_deltalake(str(path), rows)
+        for version in range(1, n + 1):
+            (path / commit_file(version)).write_text(no_op)
+        if n:
+            DeltaTable(str(path)).create_checkpoint()
+        appends = DriverAppends()
+        appends.append(str(path), rows, user_metadata="bench:warm")  # the state loaded
+        times = []
+        for i in range(args.probe):
+            t = time.perf_counter()
+            appends.append(str(path), rows, user_metadata=f"bench:{i}")
+            times.append((time.perf_counter() - t) * 1000)
+        entries = len(list((path / "_delta_log").iterdir()))
+        p50, p90 = statistics.median(times), sorted(times)[int(0.9 * len(times))]
+        results.append({"commits": n, "log_entries": entries, "p50_ms": p50, "p90_ms": p90})
+        print(f"{n:>10,}{entries:>13,}{p50:>17.1f}{p90:>10.1f}", flush=True)
+        shutil.rmtree(path)
+    append_result(new_record("driver_appends_log_length", args, results=results), args.out)
+    return 0
 
 
 def micro_batch(rows: int) -> Any:
@@ -80,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = micro_batch(args.rows)
     work = Path(tempfile.mkdtemp(prefix="bench-driver-appends-"))
+    if args.log_commits:
+        try:
+            return log_length(args, rows, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     product_path, kept_path = str(work / "product"), str(work / "kept")
     for path in (product_path, kept_path):
         write_deltalake(path, rows)

@@ -151,6 +151,15 @@ def prepare_append(
 RELOAD_AFTER = 100
 
 
+def _may_have_moved(path: str, version: int) -> bool:
+    """Whether the table at ``path`` may have versions after ``version``. A local table's
+    versions are consecutive files: it has none when the next one is absent, a single
+    ``stat``, where delta-rs brings a state forward by listing the whole ``_delta_log`` (on a
+    local disk every entry of it: 57 ms at 40,000 commits, measured). Other tables: maybe."""
+    root = local_path(path)
+    return root is None or (root / commit_file(version + 1)).exists()
+
+
 class DriverAppends:
     """Appends of Arrow tables that are already on the driver (a small micro-batch), written
     and committed by delta-rs in the process: a Parquet file and a commit in milliseconds,
@@ -181,7 +190,8 @@ class DriverAppends:
         append of a day's stream, 167 ms for the 2,000th, measured)."""
         kept = self._tables.get(path)
         if kept is not None and kept[0].version() - kept[1] < RELOAD_AFTER:
-            kept[0].update_incremental()
+            if _may_have_moved(path, kept[0].version()):
+                kept[0].update_incremental()
             return kept[0]
         if is_s3(path):
             table = DeltaTable(delta_rs_uri(path), storage_options=self.storage_options)
