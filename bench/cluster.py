@@ -185,23 +185,6 @@ def compare(spark: Any, published: dict[str, tuple[Any, int]]) -> dict[str, int]
     return report
 
 
-def copy_to_store(store: Any, table: Path, bucket: str, prefix: str) -> int:
-    """Upload the Delta table at ``table`` (every file, same relative names) under
-    ``bucket/prefix``; returns the bytes copied."""
-    from devtools import object_store as minio
-
-    copied = 0
-    for path in sorted(table.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        key = f"{prefix}/{path.relative_to(table).as_posix()}"
-        body = path.read_bytes()
-        if minio.request(store, "PUT", f"/{bucket}/{key}", body) != 200:
-            raise SystemExit(f"bench: could not upload {key}")
-        copied += len(body)
-    return copied
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from devtools import object_store as minio
@@ -243,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             s3_lakehouse = Lakehouse(s3_root)
             started = time.perf_counter()
             prefix = s3_lakehouse.master_dataset.split(f"s3a://{bucket}/", 1)[1]
-            copied = copy_to_store(store, master_table, bucket, prefix)
+            copied = sum(minio.upload_tree(store, master_table, bucket, prefix).values())
             print(
                 f"[{fmt_n(n)}] master copied to {s3_root} ({copied / 2**20:.0f} MiB in "
                 f"{time.perf_counter() - started:.0f} s)",

@@ -185,6 +185,15 @@ def parse_count(text: str) -> int:
         raise ValueError(f"not an event count: {text!r} (use e.g. 500k, 1M or 1000000)") from None
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (0..1), nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import OUT, append_result, new_record  # noqa: E402
+from bench.common import OUT, append_result, new_record, percentile  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,7 +84,7 @@ def log_length(args: argparse.Namespace, rows: Any, work: Path) -> int:
             appends.append(str(path), rows, user_metadata=f"bench:{i}")
             times.append((time.perf_counter() - t) * 1000)
         entries = len(list((path / "_delta_log").iterdir()))
-        p50, p90 = statistics.median(times), sorted(times)[int(0.9 * len(times))]
+        p50, p90 = statistics.median(times), percentile(times, 0.9)
         results.append({"commits": n, "log_entries": entries, "p50_ms": p50, "p90_ms": p90})
         print(f"{n:>10,}{entries:>13,}{p50:>17.1f}{p90:>10.1f}", flush=True)
         shutil.rmtree(path)

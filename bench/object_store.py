@@ -33,36 +33,24 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import OUT, append_result, load_average, machine_info, new_record  # noqa: E402
+from bench.common import (  # noqa: E402
+    OUT,
+    append_result,
+    load_average,
+    machine_info,
+    new_record,
+    percentile,
+)
 from bench.stream import (  # noqa: E402
     Bench,
     RunningStream,
+    config_for,
     read_offsets,
     stream_metrics,
     wait_for_stream,
 )
 
 STORES = ("local", "s3")
-
-
-def config_for(bench: Bench, root: str, s3: Any, topic: str, work: Path) -> Any:
-    """The configuration of one run: its lakehouse at ``root`` (a path or ``s3a://``)."""
-    from sales_core.config import load_config
-
-    work.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f'[lakehouse]\nroot = "{root}"',
-        f'[lakehouse.s3]\nendpoint = "{s3.endpoint}"\nregion = "{s3.region}"\npath_style = true',
-        f'[sources.files]\nlanding = "{work / "landing"}"',
-        f'[sources.kafka]\nbootstrap_servers = "{bench.bootstrap}"\ntopic = "{topic}"\n'
-        f'dlq_topic = "{topic}-dlq"',
-        "[speed]\ncompact_interval_seconds = 0.0",  # the same work per micro-batch on both
-        '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\ndriver_memory = "4g"',
-        '[logging]\nlevel = "WARNING"',
-    ]
-    path = work / "pipeline.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return load_config(path, env_name="local")
 
 
 def one_run(
@@ -73,7 +61,16 @@ def one_run(
 
     topic = f"bench-store-{store}-{uuid.uuid4().hex[:6]}"
     bench.create_topic(topic)
-    config = config_for(bench, root, s3, topic, bench.work / "runs" / topic)
+    config = config_for(
+        bench,
+        bench.work / "runs" / topic,
+        topic,
+        lakehouse=root,
+        extra=[
+            f'[lakehouse.s3]\nendpoint = "{s3.endpoint}"\nregion = "{s3.region}"\npath_style = true',
+            "[speed]\ncompact_interval_seconds = 0.0",  # the same work per micro-batch on both
+        ],
+    )
     stream = RunningStream(spark, config, "1 second")
     try:
         wait_for_stream(spark)
@@ -101,17 +98,13 @@ def one_run(
     if rows != args.rate * args.duration:
         raise SystemExit(f"bench: {store} stream kept {rows} events of {args.rate * args.duration}")
 
-    def q(values: list[float], p: float) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
-
     return {
         "store": store,
         "micro_batches": len(steady),
         "duration_p50_s": round(statistics.median(durations), 3),
-        "duration_p95_s": round(q(durations, 0.95), 3),
+        "duration_p95_s": round(percentile(durations, 0.95), 3),
         "freshness_p50_s": round(statistics.median(freshness), 3),
-        "freshness_p95_s": round(q(freshness, 0.95), 3),
+        "freshness_p95_s": round(percentile(freshness, 0.95), 3),
         "events": rows,
         "producer": produced,
         "load1": round(load_average()[0], 2),

@@ -76,6 +76,7 @@ from bench.common import (  # noqa: E402
     load_average,
     machine_info,
     parse_count,
+    percentile,
 )
 
 FAST_P95_GOAL_S = 0.050
@@ -120,12 +121,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.events = parse_count(args.events)
     return args
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def summary(values: list[float]) -> dict[str, float]:

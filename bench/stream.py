@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -127,17 +128,29 @@ class Bench:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def config_for(bench: Bench, root: Path, topic: str, **speed: Any) -> Any:
+def config_for(
+    bench: Bench,
+    root: Path,
+    topic: str,
+    *,
+    lakehouse: str | None = None,
+    extra: Sequence[str] = (),
+    **speed: Any,
+) -> Any:
+    """The configuration of one measurement under ``root`` (its file, landing zone and, unless
+    ``lakehouse`` names another root such as ``s3a://``, its lakehouse); ``extra``: more TOML
+    sections, as written."""
     from sales_core.config import load_config
 
     root.mkdir(parents=True, exist_ok=True)
     lines = [
-        f'[lakehouse]\nroot = "{root / "lakehouse"}"',
+        f'[lakehouse]\nroot = "{lakehouse or root / "lakehouse"}"',
         f'[sources.files]\nlanding = "{root / "landing"}"',
         f'[sources.kafka]\nbootstrap_servers = "{bench.bootstrap}"\ntopic = "{topic}"\ndlq_topic = "{topic}-dlq"',
         *(f"{k} = {json.dumps(v)}" for k, v in speed.items() if k == "max_offsets_per_trigger"),
         '[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\ndriver_memory = "4g"',
         '[logging]\nlevel = "WARNING"',
+        *extra,
     ]
     path = root / "pipeline.toml"
     path.write_text("\n".join(lines) + "\n")

@@ -266,6 +266,22 @@ def get_object(store: ObjectStore, bucket: str, key: str) -> bytes:
     return body
 
 
+def upload_tree(store: ObjectStore, local: Path, bucket: str, prefix: str) -> dict[str, int]:
+    """Copy every file under ``local`` to ``bucket/prefix/`` with the same relative names
+    (hidden files, such as Hadoop's ``.crc`` companions, left out); returns key -> bytes."""
+    copied: dict[str, int] = {}
+    for path in sorted(local.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        key = f"{prefix}/{path.relative_to(local).as_posix()}"
+        body = path.read_bytes()
+        status = request(store, "PUT", f"/{bucket}/{key}", body)
+        if status != 200:
+            raise ServiceError(f"could not upload {bucket}/{key}: HTTP {status}")
+        copied[key] = len(body)
+    return copied
+
+
 def create_bucket(store: ObjectStore, bucket: str) -> None:
     """Create ``bucket`` (an existing one of the same owner is fine)."""
     deadline = time.monotonic() + START_TIMEOUT_S

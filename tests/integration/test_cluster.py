@@ -206,15 +206,6 @@ def _inputs(landing: Path, kafka: Any) -> None:
     assert publish_records(streamed, kafka, partitions=3) == 1000
 
 
-def _upload(store: minio.ObjectStore, local: Path, bucket: str, prefix: str) -> int:
-    """Copy every file under ``local`` to ``bucket/prefix/`` (same relative names)."""
-    files = [p for p in sorted(local.rglob("*")) if p.is_file()]
-    for path in files:
-        key = f"{prefix}/{path.relative_to(local).as_posix()}"
-        assert minio.request(store, "PUT", f"/{bucket}/{key}", path.read_bytes()) == 200, key
-    return len(files)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(2700)
 def test_batch_and_speed_on_the_cluster_and_the_object_store_equal_a_local_run(
@@ -245,7 +236,8 @@ def test_batch_and_speed_on_the_cluster_and_the_object_store_equal_a_local_run(
 
     local = make_config(root=tmp_path / "local", **common)
     _inputs(Path(local.sources.files.landing), local.sources.kafka)
-    assert _upload(object_store, Path(local.sources.files.landing), bucket, "landing") == 5
+    landed = minio.upload_tree(object_store, Path(local.sources.files.landing), bucket, "landing")
+    assert len(landed) == 5
 
     # The cluster: both jobs through spark-submit.sh; tables, checkpoint and ledger on the
     # store. The submitting shell has no credential: the cluster's machines carry them.
