@@ -24,6 +24,7 @@ from sales_core.errors import PipelineError, QualityGateError, SourceError, one_
 from sales_core.faults import fault_point
 from sales_core.handoff import Generation, current_generation
 from sales_core.lakehouse import Lakehouse, table_version
+from sales_core.object_store import storage_options
 from sales_core.quality import EMPTY, QualityReport
 from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
 
@@ -233,6 +234,7 @@ def publish_views(
         published_at=utcnow(),
         keep_generations=config.batch.keep_generations,
         progress=progress,
+        storage_options=storage_options(config.lakehouse.s3, config.lakehouse.root),
     )
     record.generation = generation.generation
     record.details["master_version"] = generation.master_version

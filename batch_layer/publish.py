@@ -1,9 +1,11 @@
 """Recompute every batch view from one pinned snapshot and publish them atomically.
 
-Each view table holds generations side by side (partitioned by ``generation``). A new
-generation is written with ``replaceWhere`` (so a rerun after a crash overwrites its own
-half-written rows; the same commit drops the generations older than the kept ones), the four
-views at once, and becomes visible only when one row is appended to the
+Each view table holds generations side by side (partitioned by ``generation``). The four views
+are computed in one pass over the snapshot; each view's new generation is written by an
+overwrite of its partition (so a rerun after a crash overwrites its own half-written rows; the
+same commit drops the generations older than the kept ones), from the driver by delta-rs when
+the views are small (:mod:`batch_layer.view_writes`), else by Spark. The new generation
+becomes visible only when one row is appended to the
 ``generations`` table: a single Delta commit that also carries the hand-off mark. Readers
 resolve the current generation first and read only its rows, so they see the old
 generation or the new one, never a mix.
@@ -12,14 +14,22 @@ generation or the new one, never a mix.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from delta.tables import DeltaTable
-from pyspark import inheritable_thread_target
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from batch_layer.view_writes import (
+    DRIVER_WRITE_MAX_ROWS,
+    DriverWriteUnusable,
+    driver_writable,
+    overwrite_on_driver,
+    overwrite_with_spark,
+    view_frame,
+    view_rows,
+)
 from sales_core.faults import fault_point
 from sales_core.handoff import Generation, handoff_mark
 from sales_core.lakehouse import (
@@ -29,9 +39,11 @@ from sales_core.lakehouse import (
     ensure_serving_tables,
     table_version,
 )
-from sales_core.views import VIEWS, compute_view
+from sales_core.views import VIEWS, compute_views_together
 
 log = logging.getLogger(__name__)
+
+VIEW_COLUMN = "view"  # the one-pass aggregation's column naming each row's view
 
 
 def recompute_and_publish(
@@ -43,9 +55,11 @@ def recompute_and_publish(
     previous: Generation | None,
     keep_generations: int,
     progress=None,  # type: ignore[no-untyped-def]
+    storage_options: dict[str, str] | None = None,
 ) -> Generation:
     """Recompute the four views from a pinned master snapshot and publish a new generation
-    after ``previous`` (the current one, None before the first)."""
+    after ``previous`` (the current one, None before the first). ``storage_options``:
+    delta-rs's, for a lakehouse on S3 (without them the views there are written by Spark)."""
     ensure_master_dataset(spark, lakehouse)
     ensure_serving_tables(spark, lakehouse)
     master_version = table_version(spark, lakehouse.master_dataset)
@@ -56,9 +70,7 @@ def recompute_and_publish(
     )
     generation = (previous.generation if previous else 0) + 1
 
-    # No cache: each view scans only the Parquet columns it needs from the pinned snapshot,
-    # which measured twice as fast as caching the snapshot once (BENCHMARKS.md), and the
-    # count comes from the Delta log's file statistics.
+    # The count comes from the Delta log's file statistics.
     total = snapshot.count()
     # The generations older than the kept ones leave in the same commit as the new one comes
     # in (the overwrite replaces what its condition matches): one commit per view.
@@ -67,31 +79,39 @@ def recompute_and_publish(
         f" OR generation < {oldest_kept}" if oldest_kept > 1 else ""
     )
 
-    def write_view(index: int, name: str) -> None:
-        view = VIEWS[name]
-        (
-            snapshot.transform(compute_view(view))
-            .select(F.lit(generation).cast("long").alias("generation"), *view.columns)
-            .write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", replaced)
-            .save(lakehouse.batch_view(name))
-        )
-        if progress:
-            progress(f"view {index}/{len(VIEWS)} written: {name}")
-        fault_point(f"batch.after_view_{index}")
-
-    # The four writes side by side: each is mostly fixed costs on the driver (planning, the
-    # Delta log, statistics, the commit), which overlap, and the scans share the cores.
+    # The four views in one pass over the snapshot (one scan, one aggregation over grouping
+    # sets), kept on the executors: small, since they are aggregates.
     if progress:
-        progress(f"write the {len(VIEWS)} views side by side")
-    with ThreadPoolExecutor(len(VIEWS), thread_name_prefix="view-write") as pool:
-        writes = [
-            pool.submit(inheritable_thread_target(spark)(write_view), index, name)
-            for index, name in enumerate(VIEWS, start=1)
-        ]
-        for write in writes:
-            write.result()
+        progress(f"compute the {len(VIEWS)} views in one pass")
+    together = snapshot.transform(
+        compute_views_together(list(VIEWS.values()), view_column=VIEW_COLUMN)
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = together.count()
+        paths = [lakehouse.batch_view(name) for name in VIEWS]
+        on_driver = rows <= DRIVER_WRITE_MAX_ROWS and driver_writable(paths, storage_options)
+        collected = together.toArrow() if on_driver else None
+        for index, name in enumerate(VIEWS, start=1):
+            path = lakehouse.batch_view(name)
+            if collected is not None:
+                try:
+                    overwrite_on_driver(
+                        path,
+                        view_rows(collected, name, view_column=VIEW_COLUMN, generation=generation),
+                        predicate=replaced,
+                        storage_options=storage_options,
+                    )
+                except DriverWriteUnusable as exc:
+                    log.info("delta-rs cannot write %s (%s): Spark writes the views", path, exc)
+                    collected = None
+            if collected is None:
+                frame = view_frame(together, name, view_column=VIEW_COLUMN, generation=generation)
+                overwrite_with_spark(frame, path, predicate=replaced)
+            if progress:
+                progress(f"view {index}/{len(VIEWS)} written: {name}")
+            fault_point(f"batch.after_view_{index}")
+    finally:
+        together.unpersist()
     mark = handoff_mark(snapshot)
     published = Generation(generation, master_version, mark, total, published_at)
     # The publish: one atomic append. Idempotent per generation, should this commit be retried.

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sales_core.object_store import is_s3
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -37,6 +39,15 @@ def local_path(location: str) -> Path | None:
     if "://" in location or location.startswith("dbfs:"):
         return None
     return Path(location)
+
+
+def readable(table_path: str, storage_options: dict[str, str] | None) -> bool:
+    """Whether the driver reads and writes the table at ``table_path`` itself (delta-rs, or
+    its files directly): a local table, or one on S3 when delta-rs's storage options are
+    given."""
+    if is_s3(table_path):
+        return storage_options is not None
+    return local_path(table_path) is not None
 
 
 def commit_file(version: int) -> str:

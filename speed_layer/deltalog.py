@@ -32,6 +32,7 @@ from sales_core.delta_log import (
     commit_file,
     local_path,
     parse_commit,
+    readable,
 )
 from sales_core.object_store import delta_rs_uri, is_s3
 
@@ -55,14 +56,6 @@ def _read_commit(
     except FileNotFoundError:
         return None
     return parse_commit(version, text)
-
-
-def readable(table_path: str, storage_options: dict[str, str] | None) -> bool:
-    """Whether the driver reads and writes the table at ``table_path`` itself: a local
-    table, or one on S3 when delta-rs's storage options are given."""
-    if is_s3(table_path):
-        return storage_options is not None
-    return local_path(table_path) is not None
 
 
 def commits_from(

@@ -1,0 +1,88 @@
+"""Writing one generation of a batch view: from the driver by delta-rs when the views are small
+(they are aggregates), else by Spark.
+
+A Spark ``replaceWhere`` overwrite of a small table costs 1–2.5 s on two cores whatever its
+size (eight Spark jobs: the table's state, the files to replace, the write, statistics, the
+commit's checksum; measured); the four views' writes were most of the batch's time above its
+computation (BENCHMARKS.md). The views are aggregates of the master dataset: even at tens of
+millions of events they are a few hundred thousand rows, which the driver collects as Arrow
+and delta-rs writes and commits in milliseconds, in the same Delta protocol: one commit that
+removes the replaced generations' files and adds the new one's, created only if that version
+is absent (on S3 by a conditional PUT), as Spark's would be.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaProtocolError
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+
+from sales_core.delta_log import readable
+from sales_core.lakehouse import view_table_schema
+from sales_core.object_store import delta_rs_uri, is_s3
+from sales_core.views import VIEWS
+
+log = logging.getLogger(__name__)
+
+# Above this many rows of all four views together, the views stay on the executors and Spark
+# writes them (a driver holds about 100 bytes a row as Arrow: 1M rows ~ 100 MB).
+DRIVER_WRITE_MAX_ROWS = 1_000_000
+
+
+class DriverWriteUnusable(Exception):
+    """delta-rs cannot write this table (a protocol feature it does not support): nothing
+    was committed."""
+
+
+def view_rows(together: pa.Table, name: str, *, view_column: str, generation: int) -> pa.Table:
+    """The rows of view ``name`` out of the one-pass aggregation ``together`` (Arrow, in
+    ``compute_views_together``'s row shape), as a row of generation ``generation`` of its
+    table: the table's exact Arrow schema."""
+    view = VIEWS[name]
+    rows = together.filter(pc.equal(together[view_column], name)).select(list(view.columns))
+    rows = rows.add_column(0, "generation", pa.array([generation] * rows.num_rows, pa.int64()))
+    return rows.cast(to_arrow_schema(view_table_schema(name), timezone="UTC"))
+
+
+def overwrite_on_driver(
+    path: str, rows: pa.Table, *, predicate: str, storage_options: dict[str, str] | None
+) -> None:
+    """Replace the rows of the Delta table at ``path`` that match ``predicate`` (a condition
+    on its partition column) with ``rows``, in one commit written by delta-rs.
+
+    Raises :class:`DriverWriteUnusable` when delta-rs cannot write the table."""
+    uri = delta_rs_uri(path) if is_s3(path) else path
+    try:
+        write_deltalake(
+            DeltaTable(uri, storage_options=storage_options),
+            rows,
+            mode="overwrite",
+            predicate=predicate,
+        )
+    except DeltaProtocolError as exc:
+        raise DriverWriteUnusable(str(exc)) from exc
+
+
+def driver_writable(paths: list[str], storage_options: dict[str, str] | None) -> bool:
+    """Whether the driver can write every table of ``paths`` itself (local, or S3 with
+    delta-rs's storage options)."""
+    return all(readable(p, storage_options) for p in paths)
+
+
+def overwrite_with_spark(rows: DataFrame, path: str, *, predicate: str) -> None:
+    """The same overwrite, by Spark's Delta writer (``replaceWhere``)."""
+    rows.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
+
+
+def view_frame(together: DataFrame, name: str, *, view_column: str, generation: int) -> DataFrame:
+    """:func:`view_rows` for a Spark DataFrame of the one-pass aggregation."""
+    view = VIEWS[name]
+    return together.where(F.col(view_column) == name).select(
+        F.lit(generation).cast("long").alias("generation"), *view.columns
+    )
