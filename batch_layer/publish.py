@@ -1,34 +1,34 @@
 """Recompute every batch view from one pinned snapshot and publish them atomically.
 
-Each view table holds generations side by side (partitioned by ``generation``). The four views
-are computed in one pass over the snapshot; each view's new generation is written by an
+Each view table holds generations side by side (partitioned by ``generation``). Each view's
+new generation is computed by an aggregation of its own over the snapshot and written by an
 overwrite of its partition (so a rerun after a crash overwrites its own half-written rows; the
-same commit drops the generations older than the kept ones), from the driver by delta-rs when
-the views are small (:mod:`batch_layer.view_writes`), else by Spark. The new generation
-becomes visible only when one row is appended to the
-``generations`` table: a single Delta commit that also carries the hand-off mark. Readers
-resolve the current generation first and read only its rows, so they see the old
-generation or the new one, never a mix.
+same commit drops the generations older than the kept ones): from the driver by delta-rs when
+the view is small, as aggregates are (:mod:`batch_layer.view_writes`), else by Spark. The four
+views and the hand-off mark are computed side by side. The new generation becomes visible
+only when one row is appended to the ``generations`` table: a single Delta commit that also
+carries the hand-off mark. Readers resolve the current generation first and read only its
+rows, so they see the old generation or the new one, never a mix.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark import StorageLevel, inheritable_thread_target
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_layer.view_writes import (
     DRIVER_WRITE_MAX_ROWS,
     DriverWriteUnusable,
+    as_table_rows,
     driver_writable,
     overwrite_on_driver,
     overwrite_with_spark,
-    view_frame,
-    view_rows,
 )
 from sales_core.faults import fault_point
 from sales_core.handoff import Generation, handoff_mark
@@ -39,11 +39,9 @@ from sales_core.lakehouse import (
     ensure_serving_tables,
     table_version,
 )
-from sales_core.views import VIEWS, compute_views_together
+from sales_core.views import VIEWS, compute_view
 
 log = logging.getLogger(__name__)
-
-VIEW_COLUMN = "view"  # the one-pass aggregation's column naming each row's view
 
 
 def recompute_and_publish(
@@ -79,40 +77,59 @@ def recompute_and_publish(
         f" OR generation < {oldest_kept}" if oldest_kept > 1 else ""
     )
 
-    # The four views in one pass over the snapshot (one scan, one aggregation over grouping
-    # sets), kept on the executors: small, since they are aggregates.
+    # Each view is its own aggregation over the snapshot, scanning only the columns it needs
+    # (one aggregation of the four over grouping sets measured 1.2x slower at 10M events), its
+    # result kept on the executors until written. The four and the hand-off mark side by
+    # side: the driver's fixed costs of each overlap the others' work.
+    paths = [lakehouse.batch_view(name) for name in VIEWS]
+    driver = {"usable": driver_writable(paths, storage_options)}
+
+    def on_driver(path: str, rows: DataFrame, name: str) -> bool:
+        """Write ``rows`` by delta-rs from the driver; False: delta-rs cannot (from now on)."""
+        try:
+            overwrite_on_driver(
+                path,
+                as_table_rows(rows.toArrow(), name),
+                predicate=replaced,
+                storage_options=storage_options,
+            )
+        except DriverWriteUnusable as exc:
+            log.info("delta-rs cannot write %s (%s): Spark writes the views", path, exc)
+            driver["usable"] = False
+            return False
+        return True
+
+    def write_view(index: int, name: str) -> None:
+        path = lakehouse.batch_view(name)
+        rows = (
+            snapshot.transform(compute_view(VIEWS[name]))
+            .select(F.lit(generation).cast("long").alias("generation"), *VIEWS[name].columns)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        try:
+            small = driver["usable"] and rows.count() <= DRIVER_WRITE_MAX_ROWS
+            if not (small and on_driver(path, rows, name)):
+                overwrite_with_spark(rows, path, predicate=replaced)
+        finally:
+            rows.unpersist()
+        if progress:
+            progress(f"view {index}/{len(VIEWS)} written: {name}")
+        fault_point(f"batch.after_view_{index}")
+
     if progress:
-        progress(f"compute the {len(VIEWS)} views in one pass")
-    together = snapshot.transform(
-        compute_views_together(list(VIEWS.values()), view_column=VIEW_COLUMN)
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        rows = together.count()
-        paths = [lakehouse.batch_view(name) for name in VIEWS]
-        on_driver = rows <= DRIVER_WRITE_MAX_ROWS and driver_writable(paths, storage_options)
-        collected = together.toArrow() if on_driver else None
-        for index, name in enumerate(VIEWS, start=1):
-            path = lakehouse.batch_view(name)
-            if collected is not None:
-                try:
-                    overwrite_on_driver(
-                        path,
-                        view_rows(collected, name, view_column=VIEW_COLUMN, generation=generation),
-                        predicate=replaced,
-                        storage_options=storage_options,
-                    )
-                except DriverWriteUnusable as exc:
-                    log.info("delta-rs cannot write %s (%s): Spark writes the views", path, exc)
-                    collected = None
-            if collected is None:
-                frame = view_frame(together, name, view_column=VIEW_COLUMN, generation=generation)
-                overwrite_with_spark(frame, path, predicate=replaced)
-            if progress:
-                progress(f"view {index}/{len(VIEWS)} written: {name}")
-            fault_point(f"batch.after_view_{index}")
-    finally:
-        together.unpersist()
-    mark = handoff_mark(snapshot)
+        progress(f"write the {len(VIEWS)} views side by side, with the hand-off mark")
+    with ThreadPoolExecutor(len(VIEWS) + 1, thread_name_prefix="view-write") as pool:
+        in_thread = inheritable_thread_target(spark)
+        handoff = pool.submit(in_thread(handoff_mark), snapshot)
+        writes = [
+            pool.submit(in_thread(write_view), index, name)
+            for index, name in enumerate(VIEWS, start=1)
+        ]
+        for write in writes:
+            write.result()
+        mark = handoff.result()
+    if progress:
+        progress(f"publish generation {generation}")
     published = Generation(generation, master_version, mark, total, published_at)
     # The publish: one atomic append. Idempotent per generation, should this commit be retried.
     (

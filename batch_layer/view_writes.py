@@ -1,14 +1,14 @@
-"""Writing one generation of a batch view: from the driver by delta-rs when the views are small
-(they are aggregates), else by Spark.
+"""Writing one generation of a batch view: from the driver by delta-rs when the view is small
+(views are aggregates), else by Spark.
 
-A Spark ``replaceWhere`` overwrite of a small table costs 1–2.5 s on two cores whatever its
-size (eight Spark jobs: the table's state, the files to replace, the write, statistics, the
-commit's checksum; measured); the four views' writes were most of the batch's time above its
-computation (BENCHMARKS.md). The views are aggregates of the master dataset: even at tens of
-millions of events they are a few hundred thousand rows, which the driver collects as Arrow
-and delta-rs writes and commits in milliseconds, in the same Delta protocol: one commit that
-removes the replaced generations' files and adds the new one's, created only if that version
-is absent (on S3 by a conditional PUT), as Spark's would be.
+Spark's Delta writer costs a small table about a second of fixed work on two cores whatever
+its size (eight Spark jobs for a ``replaceWhere`` overwrite: the table's state, the files it
+replaces, the write, statistics; measured): at 1M events the four view writes took 9.1 s, of
+which the views' computation was under 4 (BENCHMARKS.md). Even at tens of millions of events
+an aggregate is a few hundred thousand rows, which the driver collects as Arrow and delta-rs
+writes and commits in milliseconds in the same Delta protocol: one commit that removes the
+replaced generations' files and adds the new one's, created only if that version is absent
+(on S3 by a conditional PUT), as Spark's would be.
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ from __future__ import annotations
 import logging
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaProtocolError
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from sales_core.delta_log import readable
 from sales_core.lakehouse import view_table_schema
 from sales_core.object_store import delta_rs_uri, is_s3
-from sales_core.views import VIEWS
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +37,9 @@ class DriverWriteUnusable(Exception):
     was committed."""
 
 
-def view_rows(together: pa.Table, name: str, *, view_column: str, generation: int) -> pa.Table:
-    """The rows of view ``name`` out of the one-pass aggregation ``together`` (Arrow, in
-    ``compute_views_together``'s row shape), as a row of generation ``generation`` of its
-    table: the table's exact Arrow schema."""
-    view = VIEWS[name]
-    rows = together.filter(pc.equal(together[view_column], name)).select(list(view.columns))
-    rows = rows.add_column(0, "generation", pa.array([generation] * rows.num_rows, pa.int64()))
+def as_table_rows(rows: pa.Table, name: str) -> pa.Table:
+    """A generation's rows of view ``name`` collected from Spark (Arrow: timestamps in the
+    session's time zone, every field nullable) in its table's exact Arrow schema."""
     return rows.cast(to_arrow_schema(view_table_schema(name), timezone="UTC"))
 
 
@@ -78,11 +71,3 @@ def driver_writable(paths: list[str], storage_options: dict[str, str] | None) ->
 def overwrite_with_spark(rows: DataFrame, path: str, *, predicate: str) -> None:
     """The same overwrite, by Spark's Delta writer (``replaceWhere``)."""
     rows.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
-
-
-def view_frame(together: DataFrame, name: str, *, view_column: str, generation: int) -> DataFrame:
-    """:func:`view_rows` for a Spark DataFrame of the one-pass aggregation."""
-    view = VIEWS[name]
-    return together.where(F.col(view_column) == name).select(
-        F.lit(generation).cast("long").alias("generation"), *view.columns
-    )

@@ -47,6 +47,8 @@ from bench.common import (  # noqa: E402
     load_average,
     machine_info,
     parse_count,
+    peak_rss_mib,
+    reset_peak_rss,
     stopwatch,
 )
 from serving_layer.duckdb_engine import duck_type  # noqa: E402  (one DuckDB type mapping: the engine's)
@@ -153,8 +155,7 @@ def spark_settings(spark: Any) -> dict[str, str]:
 
 
 class PhaseClock:
-    """Times the phases of one ``recompute_and_publish`` call from its progress messages and
-    from pass-through wrappers around two module functions (behaviour unchanged)."""
+    """Times the phases of one ``recompute_and_publish`` call from its progress messages."""
 
     def __init__(self) -> None:
         self.marks: list[tuple[str, float]] = []
@@ -166,37 +167,16 @@ class PhaseClock:
         points = [("prepare+count", start)] + self.marks + [("end", end)]
         out: dict[str, float] = {}
         for (label, t0), (_, t1) in zip(points, points[1:], strict=False):
-            # "compute the 4 views in one pass", then "view i/4 written: name" as each ends
-            if label.startswith("compute the"):
-                key = "compute views"
-            elif label.startswith(("write the", "view ")):
-                key = "write views"
+            # "write the 4 views side by side, with the hand-off mark", then "view i/4
+            # written: name" as each ends, then "publish generation N"
+            if label.startswith(("write the", "view ")):
+                key = "write views + hand-off mark"
+            elif label.startswith("publish"):
+                key = "publish commit"
             else:
                 key = label
             out[key] = out.get(key, 0.0) + (t1 - t0)
         return out
-
-
-def instrument_publish(clock_ref: list[PhaseClock]) -> None:
-    """Wrap ``handoff_mark`` to note when it starts and ends."""
-    from batch_layer import publish
-
-    def wrap(name: str, label: str) -> None:
-        original = getattr(publish, name, None)
-        if original is None or getattr(original, "_bench_wrapped", False):
-            return
-
-        def wrapper(*a: Any, **k: Any) -> Any:
-            clock_ref[0].mark(label)
-            try:
-                return original(*a, **k)
-            finally:
-                clock_ref[0].mark("publish commit")
-
-        wrapper._bench_wrapped = True  # type: ignore[attr-defined]
-        setattr(publish, name, wrapper)
-
-    wrap("handoff_mark", "handoff mark")
 
 
 def spark_recompute(
@@ -244,27 +224,6 @@ def spark_compute_only(spark: Any, lakehouse: Any) -> tuple[float, int]:
             .save()
         )
     return time.perf_counter() - start, total
-
-
-def spark_compute_one_pass(spark: Any, lakehouse: Any) -> float:
-    """The same read and count, and the four views in the one aggregation over grouping sets
-    the recompute itself now runs (``compute_views_together``); no Delta write/publish."""
-    from sales_core.lakehouse import table_version
-    from sales_core.views import VIEWS, compute_views_together
-
-    start = time.perf_counter()
-    version = table_version(spark, lakehouse.master_dataset)
-    snapshot = (
-        spark.read.format("delta").option("versionAsOf", version).load(lakehouse.master_dataset)
-    )
-    snapshot.count()
-    (
-        snapshot.transform(compute_views_together(list(VIEWS.values()), view_column="view"))
-        .write.format("noop")
-        .mode("overwrite")
-        .save()
-    )
-    return time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------- DuckDB side
@@ -452,7 +411,6 @@ def bench_size(
     )
 
     s_e2e, s_cmp, d_e2e, d_cmp = Samples(), Samples(), Samples(), Samples()
-    s_one = Samples()
     last_generation = None
     for i in range(args.warmup + args.runs):
         warm = i < args.warmup
@@ -461,9 +419,11 @@ def bench_size(
             seconds, share = meter.wait_quiet(args.quiet_wait)
             waited = f" (waited {seconds:.0f}s for quiet: others {100 * share:.0f}%)"
         jit0, gc0 = jvm_counters(spark)
+        reset_peak_rss(meter.jvm_pid or "self")
         with meter.measure() as sample:
             _, generation, phases = spark_recompute(spark, lakehouse, f"bench-{n}-{i}", clock_ref)
         jit1, gc1 = jvm_counters(spark)
+        phases["mem:peak_rss_mib"] = peak_rss_mib(meter.jvm_pid or "self")
         if generation.events != n:
             raise SystemExit(f"bench: Spark published {generation.events} events, expected {n}")
         s_e2e.add(
@@ -474,14 +434,12 @@ def bench_size(
             spark_compute_only(spark, lakehouse)
         jit2, gc2 = jvm_counters(spark)
         s_cmp.add(sample[0], warm=warm, extra={"jvm:jit": jit2 - jit1, "jvm:gc": gc2 - gc1})
-        with meter.measure() as sample:
-            spark_compute_one_pass(spark, lakehouse)
-        s_one.add(sample[0], warm=warm)
+        reset_peak_rss()
         with meter.measure() as sample:
             _, total = duck_recompute(con, str(master), duck_dir)
         if total != n:
             raise SystemExit(f"bench: DuckDB counted {total} events, expected {n}")
-        d_e2e.add(sample[0], warm=warm)
+        d_e2e.add(sample[0], warm=warm, extra={"mem:peak_rss_mib": peak_rss_mib()})
         with meter.measure() as sample:
             duck_compute_only(con, str(master))
         d_cmp.add(sample[0], warm=warm)
@@ -492,7 +450,7 @@ def bench_size(
         )
         print(
             f"[{fmt_n(n)}] run {i + 1}{' (warm-up)' if warm else ''}{waited}: spark recompute "
-            f"{s_e2e.last:.2f}s compute {s_cmp.last:.2f}s (one pass {s_one.last:.2f}s) | duckdb recompute {d_e2e.last:.2f}s "
+            f"{s_e2e.last:.2f}s compute {s_cmp.last:.2f}s | duckdb recompute {d_e2e.last:.2f}s "
             f"compute {d_cmp.last:.2f}s | load {load_average()[0]:.2f} {others}",
             flush=True,
         )
@@ -510,9 +468,7 @@ def bench_size(
         },
         "spark_recompute": s_e2e.as_json(),
         "spark_compute": s_cmp.as_json(),
-        "spark_compute_one_pass": s_one.as_json(),
         "recompute_over_compute": round(s_e2e.median / s_cmp.median, 2),
-        "recompute_over_compute_one_pass": round(s_e2e.median / s_one.median, 2),
         "duckdb_recompute": d_e2e.as_json(),
         "duckdb_compute": d_cmp.as_json(),
         "ratio_recompute": round(s_e2e.median / d_e2e.median, 2),
@@ -605,7 +561,9 @@ def print_report(
     for r in results:
         phases = r["spark_recompute"].get("phases_median_s", {})
         total = r["spark_recompute"]["median_s"]
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if not k.startswith("jvm:"))
+        parts = ", ".join(
+            f"{k} {v:.2f}" for k, v in phases.items() if not k.startswith(("jvm:", "mem:"))
+        )
         # Paired per run (recompute i - compute i, same contention), then the median.
         pairs = zip(r["spark_recompute"]["runs_s"], r["spark_compute"]["runs_s"], strict=False)
         overhead = statistics.median(a - b for a, b in pairs)
@@ -623,6 +581,18 @@ def print_report(
             f"(compiler/GC thread time, part of 'cpu s')"
         )
     print()
+    print("== how it grows: recompute cost per event and peak resident memory (median of the runs)")
+    for r in results:
+        n = r["events"]
+        spark_mem = r["spark_recompute"].get("phases_median_s", {}).get("mem:peak_rss_mib", 0.0)
+        duck_mem = r["duckdb_recompute"].get("phases_median_s", {}).get("mem:peak_rss_mib", 0.0)
+        print(
+            f"  {fmt_n(n):>4}: Spark {1e6 * r['spark_recompute']['median_s'] / n:.2f} us/event, "
+            f"JVM peak RSS {spark_mem:,.0f} MiB | DuckDB "
+            f"{1e6 * r['duckdb_recompute']['median_s'] / n:.3f} us/event, process peak RSS "
+            f"{duck_mem:,.0f} MiB | ratio {r['ratio_recompute']:.1f}"
+        )
+    print()
     print(
         "== the recompute against Spark's own computation (issue 16's bars: <= 2 at 1M, <= 1.3 at 10M)"
     )
@@ -633,10 +603,7 @@ def print_report(
         )
         print(
             f"  {fmt_n(r['events']):>4}: recompute / compute {r['recompute_over_compute']:.2f}"
-            f"{verdict}{'' if bar is None else f' (bar <= {bar:g})'}; recompute / compute in one "
-            f"pass (the aggregation the recompute runs) {r['recompute_over_compute_one_pass']:.2f} "
-            f"(one pass {r['spark_compute_one_pass']['median_s']:.2f} s vs four "
-            f"{r['spark_compute']['median_s']:.2f} s)"
+            f"{verdict}{'' if bar is None else f' (bar <= {bar:g})'}"
         )
     print()
     for r in results:
@@ -662,7 +629,6 @@ def main(argv: list[str] | None = None) -> int:
 
     spark, _config, startup = start_spark(args)
     clock_ref: list[PhaseClock] = [PhaseClock()]
-    instrument_publish(clock_ref)
     con, startup["duckdb_connect_s"] = duck_connect(args.duckdb_threads)
     meter = CpuMeter(jvm_pid(spark))
     print(

@@ -280,6 +280,26 @@ def stopwatch() -> Iterator[Callable[[], float]]:
     end.append(time.perf_counter())
 
 
+def reset_peak_rss(pid: int | str = "self") -> None:
+    """Start a new peak-RSS window for process ``pid`` (Linux: ``clear_refs`` 5 resets
+    ``VmHWM`` to the current RSS); nothing where that is not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """The peak resident memory of process ``pid`` since its window began (MiB; 0 unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 @dataclass
 class Samples:
     """Repeated measurements of one thing (seconds), with the load average at each."""

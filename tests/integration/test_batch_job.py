@@ -6,8 +6,10 @@ from datetime import timezone
 from decimal import Decimal
 
 import pytest
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from batch_layer import publish
 from batch_layer.job import BatchOptions, run_batch
 from sales_core.errors import QualityGateError
 from sales_core.handoff import current_generation, read_batch_view
@@ -125,6 +127,37 @@ def test_rerun_leaves_master_dataset_and_views_identical(spark, make_config, tmp
     assert master_rows(spark, lakehouse) == master_1
     assert published_views(spark, lakehouse) == views_1 == compute_views(GOOD)
     assert second.generation == 2
+
+
+def test_views_written_from_the_driver_and_by_spark_are_the_same(  # type: ignore[no-untyped-def]
+    spark, make_config, tmp_path, monkeypatch
+) -> None:
+    """Small views (aggregates) are written by delta-rs from the driver, larger ones by Spark
+    (``publish.DRIVER_WRITE_MAX_ROWS``): the same published views either way, and either way
+    the generations older than the kept ones leave in the commit that writes the new one."""
+    published = {}
+    for writer in ("delta-rs", "spark"):
+        if writer == "spark":
+            monkeypatch.setattr(publish, "DRIVER_WRITE_MAX_ROWS", 0)
+        base = tmp_path / writer
+        config = make_config(base, LAMBDA_SALES__BATCH__KEEP_GENERATIONS="1")
+        lakehouse = Lakehouse(config.lakehouse.root)
+        write_jsonl(base / "landing" / "a.jsonl", [raw_json(e) for e in GOOD[:2]])
+        run_batch(spark, config)
+        write_jsonl(base / "landing" / "b.jsonl", [raw_json(e) for e in GOOD[2:]])
+        run_batch(spark, config)
+        assert run_batch(spark, config).generation == 3
+        for name in VIEWS:
+            path = lakehouse.batch_view(name)
+            engines = [c.get("engineInfo", "") for c in DeltaTable(path).history(3)]
+            assert [e.startswith("delta-rs") for e in engines] == [writer == "delta-rs"] * 3, (
+                name,
+                engines,
+            )
+            kept = spark.read.format("delta").load(path).select("generation").distinct()
+            assert sorted(r["generation"] for r in kept.collect()) == [2, 3], name
+        published[writer] = published_views(spark, lakehouse)
+    assert published["delta-rs"] == published["spark"] == compute_views(GOOD)
 
 
 def test_a_landing_location_spark_cannot_list_fails_the_run_and_records_it(
