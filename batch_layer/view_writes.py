@@ -23,12 +23,12 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from sales_core.delta_log import readable
 from sales_core.lakehouse import view_table_schema
-from sales_core.object_store import delta_rs_uri, is_s3
+from sales_core.object_store import delta_rs_uri
 
 log = logging.getLogger(__name__)
 
-# Above this many rows of all four views together, the views stay on the executors and Spark
-# writes them (a driver holds about 100 bytes a row as Arrow: 1M rows ~ 100 MB).
+# Above this many rows, a view stays on the executors and Spark writes it (a driver holds
+# about 100 bytes a row as Arrow: 1M rows ~ 100 MB).
 DRIVER_WRITE_MAX_ROWS = 1_000_000
 
 
@@ -50,10 +50,9 @@ def overwrite_on_driver(
     on its partition column) with ``rows``, in one commit written by delta-rs.
 
     Raises :class:`DriverWriteUnusable` when delta-rs cannot write the table."""
-    uri = delta_rs_uri(path) if is_s3(path) else path
     try:
         write_deltalake(
-            DeltaTable(uri, storage_options=storage_options),
+            DeltaTable(delta_rs_uri(path), storage_options=storage_options),
             rows,
             mode="overwrite",
             predicate=predicate,
