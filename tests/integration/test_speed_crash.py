@@ -194,6 +194,7 @@ def check_converged(
     assert set(published) == set(got["quarantine"]), "a dead letter of no quarantined record"
 
 
+@pytest.mark.timeout(1800)  # 8 cold CLI JVMs in turn: 5.6 min on a quiet machine
 def test_sigkill_at_each_fault_point_in_turn_then_sigterm_then_restart_converges(
     spark, tmp_path, bootstrap, oracle
 ) -> None:  # type: ignore[no-untyped-def]
