@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from devtools import spark_gateway
+
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # type: ignore[attr-defined]
 # Every Spark driver a test starts in a process of its own (the CLI) lives for seconds over
 # tiny inputs: the JVM's C2 compiler spends about half its CPU compiling code that never runs
@@ -50,49 +52,12 @@ LONGEST_FIRST = (
 )
 
 
-def forget_interrupted_gateway_call() -> None:
-    """Drop this thread's py4j connection if it is out of step with the JVM.
-
-    pytest-timeout ends a test by raising pytest's ``Failed`` (a BaseException) from a signal
-    handler, inside whatever the test was doing: in a py4j call, py4j catches only
-    ``Exception``, keeps the connection and leaves the answer unread; the next call on it
-    (PySpark's own clean-up, already) reads the answer meant for the call before, and so on
-    for every later call of the worker (seen in CI: one timed-out test, then 33 failures and
-    279 errors on that worker). A round trip with a fresh number tells: if the answer is not
-    that number, the connection is closed and the next call opens a new one.
-    (``timeout_method = "thread"`` would end the worker instead, but pytest-xdist with
-    ``--dist loadfile`` then gives the timed-out test to each replacement worker in turn.)"""
-    from pyspark import SparkContext
-
-    jvm = SparkContext._jvm
-    if jvm is None:
-        return
-    client = jvm._gateway_client
-    get_connection = getattr(client, "get_thread_connection", None)  # pinned-thread mode only
-    if get_connection is None or get_connection() is None:
-        return
-    probe = uuid.uuid4().int % 1_000_000_007
-    try:
-        in_step = jvm.java.lang.Math.abs(probe) == probe
-    except Exception:
-        in_step = False
-    if not in_step:
-        connection = get_connection()
-        if connection is not None:
-            with contextlib.suppress(ValueError):
-                client.deque.remove(connection)
-            connection.close()
-        client.thread_connection.connection = None
-        # and the interrupted test's Spark jobs stop taking the next tests' cores
-        SparkContext._active_spark_context.cancelAllJobs()  # type: ignore[union-attr]
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     try:
         return (yield)
     finally:
-        forget_interrupted_gateway_call()
+        spark_gateway.forget_interrupted_call()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -100,7 +65,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         return (yield)
     finally:
-        forget_interrupted_gateway_call()
+        spark_gateway.forget_interrupted_call()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -108,7 +73,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     try:
         return (yield)
     finally:
-        forget_interrupted_gateway_call()
+        spark_gateway.forget_interrupted_call()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
