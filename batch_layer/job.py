@@ -10,7 +10,6 @@ from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from batch_layer.ingest import IngestCounts, ingest_epoch, read_epoch_sources
 from batch_layer.ledger import IngestPlan, read_ledger, record_ingested, record_plan
@@ -26,7 +25,7 @@ from sales_core.handoff import Generation, current_generation
 from sales_core.lakehouse import Lakehouse, table_version
 from sales_core.object_store import storage_options
 from sales_core.quality import EMPTY, QualityReport
-from sales_core.runs import RunRecord, new_run_id, save_run, start_run, utcnow
+from sales_core.runs import RunRecord, job_runs, new_run_id, save_run, start_run, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +79,18 @@ def _plans(
 
 def _quality_since_last_publish(spark: SparkSession, runs_path: str, run_id: str) -> QualityReport:
     """Quality of batch runs refused since the last publish: their data is still unpublished."""
-    if not DeltaTable.isDeltaTable(spark, runs_path):
-        return EMPTY
-    runs = (
-        spark.read.format("delta")
-        .load(runs_path)
-        .where((F.col("job") == "batch") & (F.col("run_id") != run_id))
-    )
-    last_ok = (
-        runs.where(F.col("status") == "succeeded")
-        .agg(F.max("started_at").alias("at"))
-        .collect()[0]["at"]
-    )
-    refused = runs.where(F.col("status") == "quality_failed")
-    if last_ok is not None:
-        refused = refused.where(F.col("started_at") > F.lit(last_ok))
+    runs = [
+        r
+        for r in job_runs(spark, runs_path, "batch", ["run_id", "status", "started_at", "quality"])
+        if r["run_id"] != run_id
+    ]
+    last_ok = max((r["started_at"] for r in runs if r["status"] == "succeeded"), default=None)
     total = EMPTY
-    for row in refused.select("quality").collect():
+    for row in runs:
+        if row["status"] != "quality_failed" or (
+            last_ok is not None and row["started_at"] <= last_ok
+        ):
+            continue
         data = json.loads(row["quality"] or "{}")
         total = total + QualityReport(
             data.get("records", 0),
