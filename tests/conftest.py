@@ -52,28 +52,11 @@ LONGEST_FIRST = (
 )
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    try:
-        return (yield)
-    finally:
-        spark_gateway.forget_interrupted_call()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    try:
-        return (yield)
-    finally:
-        spark_gateway.forget_interrupted_call()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    try:
-        return (yield)
-    finally:
-        spark_gateway.forget_interrupted_call()
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """After each phase (setup, call, teardown) of each test, in the thread that ran it: the
+    Spark session's connection back in step if a timeout cut a py4j call short."""
+    spark_gateway.forget_interrupted_call()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
