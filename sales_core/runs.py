@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from sales_core.delta_log import local_path
 from sales_core.lakehouse import RUNS_SCHEMA, ensure_table
 from sales_core.master import with_conflict_retry
+from sales_core.sql import string_literal
 
 T = TypeVar("T")
 
@@ -154,11 +155,6 @@ def job_runs(spark: SparkSession, runs_path: str, job: str, columns: list[str]) 
     return [row.asDict() for row in runs.select(*columns).collect()]
 
 
-def _sql_text(value: str) -> str:
-    """``value`` as a SQL string literal (for delta-rs's predicates)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _write_row(runs_path: str, record: RunRecord, *, replace: bool) -> None:
     """Append the run's row, or replace it (one commit: the rows of ``run_id`` out, the new
     one in), with delta-rs."""
@@ -170,7 +166,7 @@ def _write_row(runs_path: str, record: RunRecord, *, replace: bool) -> None:
         [record.as_row()], schema=to_arrow_schema(RUNS_SCHEMA, timezone="UTC")
     )
     if replace:
-        predicate = f"run_id = {_sql_text(record.run_id)}"
+        predicate = f"run_id = {string_literal(record.run_id)}"
         write_deltalake(runs_path, rows, mode="overwrite", predicate=predicate)
     else:
         write_deltalake(runs_path, rows, mode="append")
@@ -188,10 +184,10 @@ def _mark_interrupted_on_driver(runs_path: str, record: RunRecord) -> int:
     if stale:
         table.update(
             predicate=(
-                f"job = {_sql_text(record.job)} AND status = 'running' "
-                f"AND run_id <> {_sql_text(record.run_id)}"
+                f"job = {string_literal(record.job)} AND status = 'running' "
+                f"AND run_id <> {string_literal(record.run_id)}"
             ),
-            updates={"status": "'interrupted'", "error": _sql_text(INTERRUPTED_ERROR)},
+            updates={"status": "'interrupted'", "error": string_literal(INTERRUPTED_ERROR)},
         )
     return len(stale)
 

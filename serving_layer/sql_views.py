@@ -23,6 +23,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from sales_core.lakehouse import Lakehouse, ensure_serving_tables, ensure_speed_increments
+from sales_core.sql import string_literal
 from sales_core.views import VIEWS, ViewDef
 from serving_layer.merge_spec import (
     BATCH_ID,
@@ -64,7 +65,7 @@ def _check_identifier(name: str, what: str) -> str:
 def _sql_literal(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise TypeError(f"no SQL literal for {value!r} in a view definition")
-    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+    return str(value) if isinstance(value, int) else string_literal(value)
 
 
 def _conditions(rows: RowFilter, alias: str) -> list[str]:

@@ -23,6 +23,7 @@ from sales_core.config import ConfigError, JdbcSourceConf, Secret, SourcesConf
 from sales_core.errors import SourceError
 from sales_core.events import parse_typed_records
 from sales_core.lakehouse import Lakehouse
+from sales_core.sql import string_literal
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -105,9 +106,9 @@ class JdbcSource:
 
     def read_range(self, spark: SparkSession, low: str | None, high: str) -> DataFrame:
         """Envelopes of the rows whose watermark lies in ``(low, high]``."""
-        condition = f"{self.watermark_column} <= {_literal(high)}"
+        condition = f"{self.watermark_column} <= {string_literal(high)}"
         if low is not None:
-            condition = f"{self.watermark_column} > {_literal(low)} AND {condition}"
+            condition = f"{self.watermark_column} > {string_literal(low)} AND {condition}"
         query = f"SELECT * FROM {self.table} WHERE {condition}"
         rows = self._guard(lambda: self._reader(spark, query).load())
         positioned = rows.select(
@@ -142,10 +143,6 @@ def _key(rows: DataFrame, key_column: str):  # type: ignore[no-untyped-def]
             f"database table has no key column '{key_column}' (sources.jdbc.key_column)"
         )
     return F.col(by_lower[key_column.lower()]).cast("string").alias("source_key")
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def redact(text: str) -> str:
