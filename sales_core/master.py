@@ -44,8 +44,13 @@ def is_conflict(exc: BaseException) -> bool:
     delta-spark maps the JVM's conflict exceptions to ``DeltaConcurrentModificationException``
     in most paths, but not all (a conflict may surface as a generic Py4J or Spark error
     carrying the ``DELTA_CONCURRENT_*`` error class), so the error class is checked too.
+    A delta-rs commit beaten to the table's next version by another writer is one as well.
     """
     if isinstance(exc, DeltaConcurrentModificationException):
+        return True
+    from deltalake.exceptions import CommitFailedError  # a delta-rs commit losing its version
+
+    if isinstance(exc, CommitFailedError):
         return True
     text = str(exc)
     return any(marker in text for marker in _CONFLICT_MARKERS)

@@ -10,12 +10,10 @@ storage: no delta-rs storage options here) by Spark.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -26,11 +24,9 @@ from sales_core.lakehouse import RUNS_SCHEMA, ensure_table
 from sales_core.master import with_conflict_retry
 from sales_core.sql import string_literal
 
-T = TypeVar("T")
-
-# A commit to the runs table losing a race with another job's (each writes its own rows):
-# read the table again and retry, this many times.
-DRIVER_COMMIT_ATTEMPTS = 5
+# A delta-rs commit to the runs table losing a race with another job's (each writes its own
+# rows): read the table again and retry, this many times.
+DRIVER_COMMIT_RETRIES = 4
 INTERRUPTED_ERROR = "the run stopped before it finished (killed or crashed)"
 
 
@@ -85,7 +81,11 @@ def save_run(spark: SparkSession, runs_path: str, record: RunRecord) -> None:
     """Insert or update the run's row (keyed by ``run_id``)."""
     ensure_table(spark, runs_path, RUNS_SCHEMA)
     if local_path(runs_path) is not None:
-        _on_driver(lambda: _write_row(runs_path, record, replace=True))
+        with_conflict_retry(
+            lambda: _write_row(runs_path, record, replace=True),
+            what="record pipeline run",
+            retries=DRIVER_COMMIT_RETRIES,
+        )
         return
     row = spark.createDataFrame([record.as_row()], RUNS_SCHEMA)
 
@@ -108,8 +108,16 @@ def start_run(spark: SparkSession, runs_path: str, record: RunRecord) -> int:
     how many were."""
     ensure_table(spark, runs_path, RUNS_SCHEMA)
     if local_path(runs_path) is not None:
-        _on_driver(lambda: _write_row(runs_path, record, replace=False))
-        return _on_driver(lambda: _mark_interrupted_on_driver(runs_path, record))
+        with_conflict_retry(
+            lambda: _write_row(runs_path, record, replace=False),
+            what="record pipeline run",
+            retries=DRIVER_COMMIT_RETRIES,
+        )
+        return with_conflict_retry(
+            lambda: _mark_interrupted_on_driver(runs_path, record),
+            what="mark interrupted runs",
+            retries=DRIVER_COMMIT_RETRIES,
+        )
     row = spark.createDataFrame([record.as_row()], RUNS_SCHEMA)
     with_conflict_retry(
         lambda: row.write.format("delta").mode("append").save(runs_path),
@@ -190,21 +198,6 @@ def _mark_interrupted_on_driver(runs_path: str, record: RunRecord) -> int:
             updates={"status": "'interrupted'", "error": string_literal(INTERRUPTED_ERROR)},
         )
     return len(stale)
-
-
-def _on_driver(commit: Callable[[], T]) -> T:
-    """Run ``commit`` (a delta-rs read and commit), again when another writer's commit beat
-    it to the table's next version."""
-    from deltalake.exceptions import CommitFailedError
-
-    for attempt in range(DRIVER_COMMIT_ATTEMPTS):
-        try:
-            return commit()
-        except CommitFailedError:
-            if attempt == DRIVER_COMMIT_ATTEMPTS - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 #: The columns ``lambda-sales runs`` lists, in order.
