@@ -76,7 +76,8 @@ def ensure_installed() -> Path:
         }
         try:
             subprocess.run(
-                ["go", "install", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+                # -s -w: no symbol table or DWARF (a test server is not debugged), a shorter link
+                ["go", "install", "-ldflags=-s -w", f"{MINIO_MODULE}@{MINIO_VERSION}"],
                 env=env,
                 check=True,
                 capture_output=True,

@@ -55,6 +55,14 @@ def _manifest(packages: tuple[str, ...]) -> Path:
     return jar_cache_dir() / f"MANIFEST-{_fingerprint(packages)}"
 
 
+def _ivy_dir(packages: tuple[str, ...]) -> Path:
+    """The Ivy cache ``packages`` are resolved into: one per package set, so that the sets can
+    be resolved side by side (two Ivy processes must not write one cache at once)."""
+    if packages == JVM_PACKAGES:
+        return jar_cache_dir() / "ivy"
+    return jar_cache_dir() / f"ivy-{_fingerprint(packages)}"
+
+
 def cached_jars(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str] | None:
     """The cached jar paths for ``packages``, or None when they were never fetched."""
     manifest = _manifest(packages)
@@ -63,7 +71,7 @@ def cached_jars(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str] | None:
     data = json.loads(manifest.read_text())
     if data.get("fingerprint") != _fingerprint(packages):
         return None
-    jars = [str(jar_cache_dir() / "ivy" / "jars" / name) for name in data["jars"]]
+    jars = [str(_ivy_dir(packages) / "jars" / name) for name in data["jars"]]
     return jars if all(Path(j).is_file() for j in jars) else None
 
 
@@ -97,7 +105,7 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
     from pyspark import SparkConf
     from pyspark.java_gateway import launch_gateway
 
-    ivy_dir = jar_cache_dir() / "ivy"
+    ivy_dir = _ivy_dir(packages)
     ivy_dir.mkdir(parents=True, exist_ok=True)
     jars_dir = ivy_dir / "jars"
     before = set(os.listdir(jars_dir)) if jars_dir.is_dir() else set()
@@ -122,7 +130,7 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
     if not names:
         names = sorted(set(os.listdir(jars_dir)) - before)
     manifest = {"fingerprint": _fingerprint(packages), "packages": list(packages), "jars": names}
-    tmp = jar_cache_dir() / "MANIFEST.tmp"
+    tmp = _manifest(packages).with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(_manifest(packages))
     jars = cached_jars(packages)
@@ -132,7 +140,8 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
 
 
 # The package sets ``fetch`` resolves, each in a process of its own (Spark resolves
-# ``spark.jars.packages`` when its JVM starts, once per process).
+# ``spark.jars.packages`` when its JVM starts, once per process), side by side (most of a
+# resolution is waiting for Maven Central).
 PACKAGE_SETS = {"core": JVM_PACKAGES, "s3": S3_PACKAGES}
 
 # The LogStore that commits Delta's log to S3 with a conditional PUT (jvm/, built by ``fetch``).
@@ -225,13 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["fetch"]:
         import subprocess
 
-        for name, packages in PACKAGE_SETS.items():
-            if cached_jars(packages) is None:
-                code = subprocess.call(
-                    [sys.executable, "-m", "sales_core.packages", "fetch-set", name]
-                )
-                if code:
-                    return code
+        fetching = [
+            subprocess.Popen([sys.executable, "-m", "sales_core.packages", "fetch-set", name])
+            for name, packages in PACKAGE_SETS.items()
+            if cached_jars(packages) is None
+        ]
+        codes = [process.wait() for process in fetching]
+        if any(codes):
+            return next(code for code in codes if code)
         if not logstore_jar().is_file():
             try:
                 build_logstore()

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The README's test command (`make test`) ends here: after `make setup` has built .venv and
-# cached the JVM packages, install the services the tests need (PostgreSQL, and Chromium with
-# its WebDriver for the console's browser tests, from Debian's packages in one apt-get run;
-# Apache Kafka from Maven Central, Apache Airflow from PyPI into its own
-# virtualenv), then run the whole suite. The test fixtures
-# start and stop their own PostgreSQL and Kafka instances on free ports.
+# The README's test command (`make test`) ends here. It sets up everything the tests need,
+# side by side: the project's virtualenv and the cached JVM packages (`make setup`), then the
+# JVM class archive and the lint; from the start, beside them, the services (PostgreSQL, and
+# Chromium with its WebDriver for the console's browser tests, from Debian's packages in one
+# apt-get run; Apache Kafka from Maven Central), Apache Airflow from PyPI into its own
+# virtualenv, and MinIO built with Go (these need only the system's Python). Then it runs the
+# whole suite. The test fixtures start and stop their own PostgreSQL and Kafka instances on
+# free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -23,7 +25,7 @@ step() {  # step NAME COMMAND...: run in the background, output to $LOGS/NAME.lo
   pids+=($!)
 }
 services() {
-  $BIN/python - <<'PY'
+  python3 - <<'PY'
 from devtools import browser, kafka_files, postgres_cluster
 postgres_cluster.ensure_installed(also=browser.missing_packages())
 browser.ensure_installed()
@@ -36,26 +38,40 @@ lint() {
   $BIN/mypy || { echo "mypy found problems"; return 1; }
   $BIN/lint-imports --no-logo || { echo "lint-imports found an import across layers"; return 1; }
 }
+timed() {  # timed NAME COMMAND...: the command, then how long it took
+  local name=$1 began
+  shift
+  began=$(date +%s)
+  "$@" && echo "-- $name: $(( $(date +%s) - began )) s"
+}
 started=$(date +%s)
 echo "== set-up, side by side: PostgreSQL server and Chromium (Debian), Apache Kafka (Maven Central);"
-echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); the JVM class archive"
-echo "   (.cache/jvm); MinIO built with Go (.cache/minio); lint, types and the layers contract"
-step services services
-step airflow bash scripts/airflow-venv.sh
-step jvm-archive "$BIN/python" -m devtools.jvm_archive build
-# MinIO for the object-store tests, built with Go into .cache/minio (once; minutes of CPU).
-step minio "$BIN/python" -c "from devtools import object_store; object_store.ensure_installed()"
-step lint lint
+echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); MinIO built with Go"
+echo "   (.cache/minio); the project's virtualenv and JVM packages (make setup), then the JVM"
+echo "   class archive (.cache/jvm) and lint, types and the layers contract"
+# Steps that need only the system's Python start first. MinIO's build (minutes of CPU) is not
+# waited for: the tests start beside it, and the first test that needs the object store waits
+# for it (devtools.object_store.ensure_installed holds a lock while it builds).
+(timed minio python3 -c "from devtools import object_store; object_store.ensure_installed()") \
+  >"$LOGS/minio.log" 2>&1 &
+minio_pid=$!
+step services timed services services
+step airflow timed airflow bash scripts/airflow-venv.sh
+timed "make setup" make --no-print-directory setup || exit 1
+step jvm-archive timed jvm-archive "$BIN/python" -m devtools.jvm_archive build
+step lint timed lint lint
 failed=0
 for i in "${!pids[@]}"; do
   if ! wait "${pids[$i]}"; then
     echo "-- ${names[$i]} failed ($LOGS/${names[$i]}.log):"
     tail -n 40 "$LOGS/${names[$i]}.log"
     failed=1
+  else
+    tail -n 1 "$LOGS/${names[$i]}.log"
   fi
 done
 [ "$failed" -eq 0 ] || exit 1
-echo "   done in $(( $(date +%s) - started )) s"
+echo "   done in $(( $(date +%s) - started )) s (MinIO's build goes on beside the tests)"
 
 echo "== tests"
 set +e
@@ -67,6 +83,13 @@ set +e
 $BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
 set -e
+if wait "$minio_pid"; then
+  tail -n 1 "$LOGS/minio.log"
+else
+  echo "-- MinIO's build failed ($LOGS/minio.log):"
+  tail -n 40 "$LOGS/minio.log"
+  [ "$rc" -ne 0 ] || rc=1
+fi
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests (exit 5): treated as success"
   exit 0
