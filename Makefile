@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS=ignore $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The pinned JVM packages (sales_core/packages.py), resolved from Maven Central once and cached;
+# The pinned JVM packages (sales_core/packages.py; their jars and SHA-1s in sales_core/jars.lock.json),
+# downloaded from Maven Central once and cached;
 # with the S3 set (S3A, the AWS SDK) and the conditional-PUT LogStore compiled from jvm/.
-.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py jvm/lambdasales/delta/ConditionalPutLogStore.java
+.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py sales_core/jars.lock.json jvm/lambdasales/delta/ConditionalPutLogStore.java
 	$(BIN)/python -m sales_core.packages fetch
 	@touch $@
 

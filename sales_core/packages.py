@@ -1,9 +1,12 @@
 """The JVM packages every Spark entry point needs, pinned in one place.
 
 The session factory, ``spark-submit.sh`` and the Databricks job definitions all read
-:data:`JVM_PACKAGES`. ``python -m sales_core.packages fetch`` resolves them from Maven
-Central once into ``.cache/jars`` (through Spark's own Ivy resolver, so the jar set is the
-one ``--packages`` would give); afterwards sessions use the cached jars and never download.
+:data:`JVM_PACKAGES`. ``python -m sales_core.packages fetch`` puts them into ``.cache/jars``
+once; afterwards sessions use the cached jars and never download. The jar set is the one
+Spark's own Ivy resolver gives for ``--packages``, recorded with each jar's SHA-1 in
+``jars.lock.json`` beside this module (``python -m sales_core.packages lock`` writes it):
+``fetch`` downloads the locked jars from Maven Central side by side and checks each one,
+and falls back to a resolution by Ivy only for packages the lock does not cover.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import hashlib
 import json
 import os
 import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 SPARK_VERSION = "4.2.0"
 SCALA_BINARY = "2.13"
@@ -97,11 +103,76 @@ def ivy_settings() -> Path:
     return path
 
 
+LOCK_FILE = Path(__file__).with_name("jars.lock.json")
+
+
+def locked_jars(packages: tuple[str, ...]) -> list[dict[str, str]] | None:
+    """The locked jars of ``packages`` (group, artifact, version, sha1), or None."""
+    if not LOCK_FILE.is_file():
+        return None
+    entry = json.loads(LOCK_FILE.read_text()).get(_fingerprint(packages))
+    if entry is None or tuple(entry["packages"]) != packages:
+        return None
+    jars: list[dict[str, str]] = entry["jars"]
+    return jars
+
+
+def _jar_name(jar: dict[str, str]) -> str:
+    """Ivy's name for a jar in its ``jars`` directory (what the manifests list)."""
+    return f"{jar['group']}_{jar['artifact']}-{jar['version']}.jar"
+
+
+def _download(jar: dict[str, str], target_dir: Path) -> str:
+    """One locked jar from Maven Central into ``target_dir``, its SHA-1 checked."""
+    url = (
+        f"{MAVEN_CENTRAL}{jar['group'].replace('.', '/')}/{jar['artifact']}/{jar['version']}/"
+        f"{jar['artifact']}-{jar['version']}.jar"
+    )
+    name = _jar_name(jar)
+    target = target_dir / name
+    tmp = target.with_suffix(".part")
+    digest = hashlib.sha1(usedforsecurity=False)
+    with urllib.request.urlopen(url, timeout=120) as response, tmp.open("wb") as out:
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != jar["sha1"]:
+        tmp.unlink()
+        raise OSError(f"{url}: SHA-1 {digest.hexdigest()}, the lock says {jar['sha1']}")
+    tmp.replace(target)
+    return name
+
+
+def _write_manifest(packages: tuple[str, ...], names: list[str]) -> None:
+    manifest = {"fingerprint": _fingerprint(packages), "packages": list(packages), "jars": names}
+    tmp = _manifest(packages).with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(_manifest(packages))
+
+
 def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
-    """Resolve ``packages`` from Maven Central into the jar cache (once) and return the jars."""
+    """Put ``packages``' jars into the jar cache (once) and return them: the locked jars
+    downloaded side by side, or, for packages the lock does not cover, resolved by Ivy."""
     existing = cached_jars(packages)
     if existing is not None:
         return existing
+    locked = locked_jars(packages)
+    if locked is None:
+        return _resolve_with_ivy(packages)
+    jars_dir = _ivy_dir(packages) / "jars"
+    jars_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        names = sorted(pool.map(lambda jar: _download(jar, jars_dir), locked))
+    _write_manifest(packages, names)
+    jars = cached_jars(packages)
+    if jars is None:
+        raise RuntimeError(f"downloaded jars missing under {jars_dir}")
+    return jars
+
+
+def _resolve_with_ivy(packages: tuple[str, ...]) -> list[str]:
+    """Resolve ``packages`` from Maven Central by Spark's own Ivy resolver (the jar set
+    ``--packages`` gives) into the jar cache and return the jars."""
     from pyspark import SparkConf
     from pyspark.java_gateway import launch_gateway
 
@@ -129,14 +200,46 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
     names = sorted({Path(p.replace("file:", "")).name for p in resolved.split(",") if p})
     if not names:
         names = sorted(set(os.listdir(jars_dir)) - before)
-    manifest = {"fingerprint": _fingerprint(packages), "packages": list(packages), "jars": names}
-    tmp = _manifest(packages).with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(_manifest(packages))
+    _write_manifest(packages, names)
     jars = cached_jars(packages)
     if jars is None:
         raise RuntimeError(f"resolved jars missing under {jars_dir}")
     return jars
+
+
+def lock() -> dict[str, Any]:
+    """The lock of every package set, from a resolution by Ivy into a scratch cache: each
+    jar's coordinates (read off Ivy's cache layout) and SHA-1."""
+    import tempfile
+
+    entries: dict[str, Any] = {}
+    saved = os.environ.get("LAMBDA_SALES_JAR_CACHE")
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["LAMBDA_SALES_JAR_CACHE"] = scratch
+        try:
+            for packages in PACKAGE_SETS.values():
+                names = {Path(j).name for j in _resolve_with_ivy(packages)}
+                cache = _ivy_dir(packages) / "cache"
+                jars = []
+                # Ivy keeps a jar as cache/<group>/<artifact>/(jars|bundles)/<artifact>-<version>.jar
+                for path in sorted(cache.glob("*/*/*/*.jar")):
+                    group, artifact = path.parts[-4], path.parts[-3]
+                    version = path.name[len(artifact) + 1 : -len(".jar")]
+                    jar = {"group": group, "artifact": artifact, "version": version}
+                    if _jar_name(jar) in names:
+                        jar["sha1"] = hashlib.sha1(
+                            path.read_bytes(), usedforsecurity=False
+                        ).hexdigest()
+                        jars.append(jar)
+                if {_jar_name(j) for j in jars} != names:
+                    raise RuntimeError(f"jars not found in Ivy's cache: {sorted(names)}")
+                entries[_fingerprint(packages)] = {"packages": list(packages), "jars": jars}
+        finally:
+            if saved is None:
+                os.environ.pop("LAMBDA_SALES_JAR_CACHE", None)
+            else:
+                os.environ["LAMBDA_SALES_JAR_CACHE"] = saved
+    return entries
 
 
 # The package sets ``fetch`` resolves, each in a process of its own (Spark resolves
@@ -208,17 +311,22 @@ def _fetch_set(name: str) -> int:
 
     packages = PACKAGE_SETS[name]
     started = time.monotonic()
+    how = "downloading the locked jars of" if locked_jars(packages) else "resolving"
     print(
-        f"resolving {len(packages)} JVM packages ({name}) from Maven Central into "
+        f"{how} {len(packages)} JVM packages ({name}) from Maven Central into "
         f"{jar_cache_dir()} (once)",
         flush=True,
     )
-    log = redirect_jvm_output(f"fetch-jars-{name}")  # Ivy's report: a file, not the terminal
+    log = (
+        None if locked_jars(packages) else redirect_jvm_output(f"fetch-jars-{name}")
+    )  # Ivy's report
     try:
         jars = fetch(packages)
     except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
         print(
-            f"could not resolve the JVM packages: {type(exc).__name__}"
+            f"could not fetch the JVM packages: {type(exc).__name__}"
+            + (f": {detail}" if detail else "")
             + (f" (Ivy's report: {log})" if log else ""),
             file=sys.stderr,
         )
@@ -251,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         count = sum(len(cached_jars(p) or []) for p in PACKAGE_SETS.values())
         print(f"{count} jars cached in {jar_cache_dir()}")
         return 0
+    if args[:1] == ["lock"]:
+        LOCK_FILE.write_text(json.dumps(lock(), indent=1) + "\n")
+        print(f"locked: {LOCK_FILE}")
+        return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))
         return 0
@@ -265,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(",".join(cached))
         return 0
-    print("usage: python -m sales_core.packages fetch|list|jars", file=sys.stderr)
+    print("usage: python -m sales_core.packages fetch|lock|list|jars", file=sys.stderr)
     return 2
 
 

@@ -1,0 +1,28 @@
+"""The JVM package lock (sales_core/jars.lock.json): what ``fetch`` downloads without Ivy."""
+
+from __future__ import annotations
+
+import pytest
+
+from sales_core import packages
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("name", sorted(packages.PACKAGE_SETS))
+def test_every_pinned_package_set_is_locked_with_a_sha1_per_jar(name: str) -> None:
+    """A version bumped in packages.py without `python -m sales_core.packages lock` fails here
+    (``fetch`` would fall back to a minute of Ivy resolution on every fresh machine)."""
+    jars = packages.locked_jars(packages.PACKAGE_SETS[name])
+    assert jars, f"the {name} packages are not in {packages.LOCK_FILE.name}"
+    for jar in jars:
+        assert set(jar) == {"group", "artifact", "version", "sha1"}, jar
+        assert len(jar["sha1"]) == 40 and int(jar["sha1"], 16) >= 0, jar
+    # each package asked for is among its set's jars, at the pinned version
+    coordinates = {f"{j['group']}:{j['artifact']}:{j['version']}" for j in jars}
+    assert set(packages.PACKAGE_SETS[name]) <= coordinates
+
+
+def test_packages_the_lock_does_not_cover_are_not_locked() -> None:
+    assert packages.locked_jars(("org.example:not-pinned:1.0",)) is None
+    assert packages.locked_jars((*packages.JVM_PACKAGES, "org.example:extra:1.0")) is None
