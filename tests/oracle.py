@@ -226,13 +226,22 @@ def parse_json_text(text: str) -> Any:
 
 def read_landing_file(path: Path) -> list[Any]:
     """The records of a ``.jsonl`` or ``.csv`` landing file, in line order (an empty CSV cell
-    is a missing value)."""
+    is a missing value; a CSV line of more or fewer fields than the header cannot be read as
+    a row of it: the line's text, a malformed record)."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".csv":
-        return [
-            {k: (v if v != "" else None) for k, v in row.items()}
-            for row in csv.DictReader(text.splitlines())
-        ]
+        lines = text.splitlines()
+        header = next(csv.reader(lines[:1]), [])
+        records: list[Any] = []
+        for line in lines[1:]:
+            row = next(csv.reader([line]), [])
+            if len(row) != len(header):
+                records.append(line)
+            else:
+                records.append(
+                    {k: (v if v != "" else None) for k, v in zip(header, row, strict=True)}
+                )
+        return records
     return [parse_json_text(line) for line in text.splitlines() if line.strip()]
 
 

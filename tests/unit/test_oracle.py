@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracle import judge, parse_json_text
+from tests.oracle import judge, parse_json_text, read_landing_file
 from tests.unit.cases import NOW, Case, params
 from tests.unit.test_rules import FIELD_CASES, FIRST_REASON_WINS
 
@@ -50,3 +50,12 @@ def test_oracle_normalises_a_valid_record() -> None:
     assert (judged["region"], judged["channel"], judged["quantity"]) == ("north", "unknown", 2)
     assert str(judged["amount"]) == "1000.01" and judged["revenue_category"] == "high"
     assert judged["event_hour"].isoformat() == "2024-05-01T10:00:00+00:00"
+
+
+def test_a_csv_line_of_another_field_count_than_the_header_is_malformed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """As the batch's CSV reader flags it (sales_core.events.parse_csv_records)."""
+    path = tmp_path / "sales.csv"
+    path.write_text("event_id,order_id,amount\ne1,,3\nnot json at all\n1,2,3,4\n")
+    records = read_landing_file(path)
+    assert records[0] == {"event_id": "e1", "order_id": None, "amount": "3"}
+    assert [judge(r, NOW) for r in records[1:]] == ["malformed", "malformed"]
