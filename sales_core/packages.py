@@ -143,11 +143,17 @@ def _download(jar: dict[str, str], target_dir: Path) -> str:
     return name
 
 
-def _write_manifest(packages: tuple[str, ...], names: list[str]) -> None:
+def _record(packages: tuple[str, ...], names: list[str]) -> list[str]:
+    """Write the manifest of ``packages``' jars (named as in their Ivy directory's ``jars``)
+    and return their paths, each checked to be there."""
     manifest = {"fingerprint": _fingerprint(packages), "packages": list(packages), "jars": names}
     tmp = _manifest(packages).with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(_manifest(packages))
+    jars = cached_jars(packages)
+    if jars is None:
+        raise RuntimeError(f"jars missing under {_ivy_dir(packages) / 'jars'}")
+    return jars
 
 
 def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
@@ -163,11 +169,7 @@ def fetch(packages: tuple[str, ...] = JVM_PACKAGES) -> list[str]:
     jars_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=8) as pool:
         names = sorted(pool.map(lambda jar: _download(jar, jars_dir), locked))
-    _write_manifest(packages, names)
-    jars = cached_jars(packages)
-    if jars is None:
-        raise RuntimeError(f"downloaded jars missing under {jars_dir}")
-    return jars
+    return _record(packages, names)
 
 
 def _resolve_with_ivy(packages: tuple[str, ...]) -> list[str]:
@@ -200,11 +202,7 @@ def _resolve_with_ivy(packages: tuple[str, ...]) -> list[str]:
     names = sorted({Path(p.replace("file:", "")).name for p in resolved.split(",") if p})
     if not names:
         names = sorted(set(os.listdir(jars_dir)) - before)
-    _write_manifest(packages, names)
-    jars = cached_jars(packages)
-    if jars is None:
-        raise RuntimeError(f"resolved jars missing under {jars_dir}")
-    return jars
+    return _record(packages, names)
 
 
 def lock() -> dict[str, Any]:
@@ -311,15 +309,15 @@ def _fetch_set(name: str) -> int:
 
     packages = PACKAGE_SETS[name]
     started = time.monotonic()
-    how = "downloading the locked jars of" if locked_jars(packages) else "resolving"
+    locked = locked_jars(packages) is not None
+    how = "downloading the locked jars of" if locked else "resolving"
     print(
         f"{how} {len(packages)} JVM packages ({name}) from Maven Central into "
         f"{jar_cache_dir()} (once)",
         flush=True,
     )
-    log = (
-        None if locked_jars(packages) else redirect_jvm_output(f"fetch-jars-{name}")
-    )  # Ivy's report
+    # Ivy's report (when Ivy resolves): a file, not the terminal
+    log = None if locked else redirect_jvm_output(f"fetch-jars-{name}")
     try:
         jars = fetch(packages)
     except Exception as exc:
@@ -347,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, packages in PACKAGE_SETS.items()
             if cached_jars(packages) is None
         ]
-        codes = [process.wait() for process in fetching]
-        if any(codes):
-            return next(code for code in codes if code)
+        failed = [code for code in (process.wait() for process in fetching) if code]
+        if failed:
+            return failed[0]
         if not logstore_jar().is_file():
             try:
                 build_logstore()

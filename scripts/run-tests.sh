@@ -69,15 +69,18 @@ step airflow timed airflow bash scripts/airflow-venv.sh
 timed "make setup" make --no-print-directory setup || exit 1
 step jvm-archive timed jvm-archive "$BIN/python" -m devtools.jvm_archive build
 step lint timed lint lint
+reported() {  # reported NAME PID: wait for a step; its seconds, or its log's end if it failed
+  if wait "$2"; then
+    tail -n 1 "$LOGS/$1.log"
+  else
+    echo "-- $1 failed ($LOGS/$1.log):"
+    tail -n 40 "$LOGS/$1.log"
+    return 1
+  fi
+}
 failed=0
 for i in "${!pids[@]}"; do
-  if ! wait "${pids[$i]}"; then
-    echo "-- ${names[$i]} failed ($LOGS/${names[$i]}.log):"
-    tail -n 40 "$LOGS/${names[$i]}.log"
-    failed=1
-  else
-    tail -n 1 "$LOGS/${names[$i]}.log"
-  fi
+  reported "${names[$i]}" "${pids[$i]}" || failed=1
 done
 [ "$failed" -eq 0 ] || exit 1
 echo "   done in $(( $(date +%s) - started )) s (MinIO's build goes on beside the tests)"
@@ -94,13 +97,7 @@ set +e
 $BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
 set -e
-if wait "$minio_pid"; then
-  tail -n 1 "$LOGS/minio.log"
-else
-  echo "-- MinIO's build failed ($LOGS/minio.log):"
-  tail -n 40 "$LOGS/minio.log"
-  [ "$rc" -ne 0 ] || rc=1
-fi
+reported minio "$minio_pid" || { [ "$rc" -ne 0 ] || rc=1; }
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests (exit 5): treated as success"
   exit 0
