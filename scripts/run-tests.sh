@@ -87,6 +87,12 @@ echo "   done in $(( $(date +%s) - started )) s (MinIO's build goes on beside th
 # shellcheck disable=SC2046
 renice -n 0 -p $(descendants "$minio_pid") >/dev/null 2>&1 || true
 
+cpu_ticks() {  # busy and total ticks of all CPUs so far (/proc/stat's first line)
+  awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat
+}
+busy_share() {  # busy_share "BUSY TOTAL" "BUSY TOTAL": the busy share between two readings
+  echo "$1 $2" | awk '{ d = $4 - $2; print (d > 0 ? int(100 * ($3 - $1) / d) : 0) }'
+}
 echo "== tests"
 set +e
 # Two workers, a test module each at a time (module fixtures stay in one process): a
@@ -94,8 +100,11 @@ set +e
 # planning, waits for brokers and JVM starts). PYTEST_WORKERS=0 runs in one process.
 # --no-loadscope-reorder: modules in tests/conftest.py's order (longest first), not by test count
 # (xdist's default puts the big unit modules first and the 10-minute fault tests last).
+cpu_before=$(cpu_ticks)
+tests_began=$(date +%s)
 $BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
+echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(busy_share "$cpu_before" "$(cpu_ticks)")% of that time"
 set -e
 reported minio "$minio_pid" || { [ "$rc" -ne 0 ] || rc=1; }
 if [ "$rc" -eq 5 ]; then

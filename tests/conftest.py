@@ -39,15 +39,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LONGEST_FIRST = (
     "test_speed_crash.py",
     "test_batch_crash.py",
-    "test_cluster.py",
     "test_airflow.py",
     "test_speed_ops.py",
+    # The object store's modules after 20 minutes of tests: CI builds MinIO beside the tests
+    # (about 20 minutes on two busy cores), and a module that needs it earlier waits for it.
+    "test_cluster.py",
     "test_speed_layer.py",
     "test_serving.py",
     "test_jdbc_source.py",
-    "test_object_store.py",
     "test_http_source.py",
     "test_landing_files.py",
+    "test_object_store.py",
     "test_lambda_property.py",
 )
 
