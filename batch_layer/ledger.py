@@ -11,6 +11,12 @@ Ledgers written before sources kept their own positions hold them in typed colum
 (``size``, ``modified_at``, ``watermark_low``, ``watermark_high``); such rows are read as if
 those columns were the position's JSON, which is the JSON the files and JDBC sources write.
 The first write to such a ledger adds the ``position`` column (Delta schema evolution).
+
+On a local lakehouse the ledger is read and written by delta-rs from the driver (a read or a
+commit in milliseconds, where each of Spark's cost one to two seconds of every run);
+elsewhere (object storage) by Spark. Both write the same Delta actions, the commit of an
+epoch's ``ingested`` entries carrying the same application transaction, so either writer
+continues a ledger the other wrote.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from batch_layer.sources.base import Entry, utc_text
+from sales_core.delta_log import local_path
 from sales_core.lakehouse import LEDGER_SCHEMA, ensure_table
 
 LEGACY_POSITION_COLUMNS = ("size", "modified_at", "watermark_low", "watermark_high")
+# The application transaction of an epoch's ``ingested`` commit: its version is the epoch, so
+# a retried commit of an epoch already recorded is skipped.
+LEDGER_APP_ID = "lambda-sales-ledger"
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ def entry_of(row: Mapping[str, Any]) -> Entry:
 
 def read_ledger(spark: SparkSession, ledger_path: str) -> LedgerState:
     ensure_table(spark, ledger_path, LEDGER_SCHEMA)
-    rows = [r.asDict() for r in spark.read.format("delta").load(ledger_path).collect()]
+    rows = _rows(spark, ledger_path)
     ingested = {r["epoch"] for r in rows if r["state"] == "ingested"}
     planned = {r["epoch"] for r in rows if r["state"] == "planned"} - ingested
     pending = None
@@ -100,14 +110,23 @@ def read_ledger(spark: SparkSession, ledger_path: str) -> LedgerState:
     )
 
 
+def _rows(spark: SparkSession, ledger_path: str) -> list[dict[str, Any]]:
+    """Every ledger row (timestamps as UTC instants with delta-rs, naive as PySpark's)."""
+    if local_path(ledger_path) is not None:
+        from deltalake import DeltaTable as RsDeltaTable
+
+        return RsDeltaTable(ledger_path).to_pyarrow_table().to_pylist()
+    return [r.asDict() for r in spark.read.format("delta").load(ledger_path).collect()]
+
+
 def _order(row: Mapping[str, Any]) -> tuple[int, str, str]:
     return (row["epoch"], row["source"], row["name"])
 
 
-def _entries(
-    spark: SparkSession, plan: IngestPlan, state: str, run_id: str, recorded_at: datetime
-) -> DataFrame:
-    rows = [
+def _entry_rows(
+    plan: IngestPlan, state: str, run_id: str, recorded_at: datetime
+) -> list[dict[str, Any]]:
+    return [
         {
             "epoch": plan.epoch,
             "state": state,
@@ -119,29 +138,51 @@ def _entries(
         }
         for e in plan.entries
     ]
-    return spark.createDataFrame(rows, LEDGER_SCHEMA)
+
+
+def _append(
+    spark: SparkSession, ledger_path: str, rows: list[dict[str, Any]], *, epoch: int | None = None
+) -> None:
+    """Append ``rows`` in one commit; with ``epoch``, as that epoch's application transaction
+    (skipped when the ledger has recorded it already). A ledger of the older schema gains
+    ``position`` (schema evolution)."""
+    if local_path(ledger_path) is not None:
+        import pyarrow as pa
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        table = DeltaTable(ledger_path)
+        properties = None
+        if epoch is not None:
+            recorded = table.transaction_version(LEDGER_APP_ID)
+            if recorded is not None and recorded >= epoch:
+                return
+            properties = CommitProperties(app_transactions=[Transaction(LEDGER_APP_ID, epoch)])
+        write_deltalake(
+            table,
+            pa.Table.from_pylist(rows, schema=to_arrow_schema(LEDGER_SCHEMA, timezone="UTC")),
+            mode="append",
+            schema_mode="merge",
+            commit_properties=properties,
+        )
+        return
+    writer = (
+        spark.createDataFrame(rows, LEDGER_SCHEMA)
+        .write.format("delta")
+        .mode("append")
+        .option("mergeSchema", "true")
+    )
+    if epoch is not None:
+        # Idempotent per epoch: a retried commit of the same epoch is skipped by Delta.
+        writer = writer.option("txnAppId", LEDGER_APP_ID).option("txnVersion", epoch)
+    writer.save(ledger_path)
 
 
 def record_plan(spark: SparkSession, ledger_path: str, plan: IngestPlan, run_id: str) -> None:
-    (
-        _entries(spark, plan, "planned", run_id, plan.planned_at)
-        .write.format("delta")
-        .mode("append")
-        .option("mergeSchema", "true")  # a ledger of the older schema gains `position`
-        .save(ledger_path)
-    )
+    _append(spark, ledger_path, _entry_rows(plan, "planned", run_id, plan.planned_at))
 
 
 def record_ingested(
     spark: SparkSession, ledger_path: str, plan: IngestPlan, run_id: str, at: datetime
 ) -> None:
-    # Idempotent per epoch: a retried commit of the same epoch is skipped by Delta.
-    (
-        _entries(spark, plan, "ingested", run_id, at)
-        .write.format("delta")
-        .mode("append")
-        .option("mergeSchema", "true")
-        .option("txnAppId", "lambda-sales-ledger")
-        .option("txnVersion", plan.epoch)
-        .save(ledger_path)
-    )
+    _append(spark, ledger_path, _entry_rows(plan, "ingested", run_id, at), epoch=plan.epoch)

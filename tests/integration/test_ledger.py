@@ -11,9 +11,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from batch_layer.job import run_batch
-from batch_layer.ledger import read_ledger
+from batch_layer.ledger import (
+    LEDGER_APP_ID,
+    IngestPlan,
+    read_ledger,
+    record_ingested,
+    record_plan,
+)
+from batch_layer.sources.base import Entry
 from batch_layer.sources.files import FilesSource, file_entry, list_landing_files
-from sales_core.lakehouse import Lakehouse
+from sales_core.lakehouse import LEDGER_SCHEMA, Lakehouse
 from tests.conftest import write_jsonl
 from tests.oracle import compute_views, event, raw_json
 from tests.serving_helpers import published_views
@@ -114,3 +121,46 @@ def test_an_old_ledger_is_read_and_its_interrupted_epoch_finished(
     ]
     again = FilesSource(str(landing)).plan(spark, state.taken_from("file"), epoch=4)
     assert again.entries == ()
+
+
+def test_an_epoch_committed_again_is_recorded_once_whichever_writer_committed_it(
+    spark, make_config
+) -> None:  # type: ignore[no-untyped-def]
+    """An epoch's ``ingested`` commit carries the epoch as its application transaction: a
+    second commit of the same epoch is skipped, whether the first came from Spark's writer (a
+    lakehouse on object storage) or the driver's (a local one)."""
+    path = Lakehouse(make_config().lakehouse.root).ingest_ledger
+    at = datetime(2026, 1, 10, 2, 0, tzinfo=timezone.utc)
+    first = IngestPlan(1, at, (Entry("file", "/landing/a.jsonl", '{"size":1}'),))
+    second = IngestPlan(2, at, (Entry("file", "/landing/b.jsonl", '{"size":2}'),))
+    committed_by_spark = {
+        "epoch": 1,
+        "state": "ingested",
+        "source": "file",
+        "name": "/landing/a.jsonl",
+        "position": '{"size":1}',
+        "run_id": "run-1",
+        "recorded_at": at,
+    }
+    (
+        spark.createDataFrame([committed_by_spark], LEDGER_SCHEMA)
+        .write.format("delta")
+        .option("txnAppId", LEDGER_APP_ID)
+        .option("txnVersion", 1)
+        .save(path)
+    )
+
+    record_ingested(spark, path, first, "run-1-again", at)
+    record_plan(spark, path, second, "run-2")
+    record_ingested(spark, path, second, "run-2", at)
+    record_ingested(spark, path, second, "run-2-again", at)
+
+    rows = spark.read.format("delta").load(path).collect()
+    assert sorted((r["epoch"], r["state"], r["run_id"]) for r in rows) == [
+        (1, "ingested", "run-1"),
+        (2, "ingested", "run-2"),
+        (2, "planned", "run-2"),
+    ]
+    state = read_ledger(spark, path)
+    assert state.pending is None and state.next_epoch == 3
+    assert state.taken == first.entries + second.entries
