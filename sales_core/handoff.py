@@ -16,6 +16,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sales_core.delta_log import local_path
 from sales_core.lakehouse import Lakehouse
 from sales_core.views import VIEWS
 
@@ -43,7 +44,10 @@ def current_generation(
     spark: SparkSession, lakehouse: Lakehouse, *, version: int | None = None
 ) -> Generation | None:
     """The published generation readers see now, or at ``version`` of the generations table
-    (None before the first publish)."""
+    (None before the first publish). On a local lakehouse read by delta-rs from the driver
+    (milliseconds, where Spark's read is a job of a second or more), elsewhere by Spark."""
+    if local_path(lakehouse.generations) is not None:
+        return _generation_on_driver(lakehouse.generations, version)
     if not DeltaTable.isDeltaTable(spark, lakehouse.generations):
         return None
     reader = spark.read.format("delta")
@@ -58,6 +62,31 @@ def current_generation(
         dict(row["handoff"]),
         row["events"],
         row["published_at"],
+    )
+
+
+def _generation_on_driver(path: str, version: int | None) -> Generation | None:
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = RsDeltaTable(path, version=version)
+    except TableNotFoundError:
+        return None
+    rows = table.to_pyarrow_table(
+        columns=["generation", "master_version", "handoff", "events", "published_at"]
+    ).to_pylist()
+    if not rows:
+        return None
+    row = max(rows, key=lambda r: r["generation"])
+    published_at = row["published_at"]
+    return Generation(
+        row["generation"],
+        row["master_version"],
+        dict(row["handoff"] or []),
+        row["events"],
+        # as PySpark hands a timestamp out: naive, in the process's time zone
+        published_at.astimezone().replace(tzinfo=None) if published_at else None,
     )
 
 
