@@ -172,10 +172,13 @@ def _written(path: str, column: str, first_batch: int) -> int:
     return 0 if newest is None else newest - first_batch + 1
 
 
-def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start: int) -> None:
+def write_day(
+    table: str, root: str, first_batch: int, m: int, k: int, day_start: int, go: Any
+) -> None:
     """One writer process: the day's appends to ``table`` (``master`` or ``increments``, the
     latter with the stream metrics), micro-batch by micro-batch, as the streaming job writes
-    them in its steady state."""
+    them in its steady state; each micro-batch waits for ``go`` (cleared while the stream's
+    compaction runs)."""
     from sales_core.lakehouse import Lakehouse, increments_commit_metadata
     from speed_layer.deltalog import DriverAppends
     from speed_layer.metrics import MicroBatchMetrics, append_metrics
@@ -194,6 +197,7 @@ def write_day(table: str, root: str, first_batch: int, m: int, k: int, day_start
             "metrics": _written(lakehouse.stream_metrics, "batch_id", first_batch),
         }
     for i in range(min(resume.values()), m):
+        go.wait()
         batch_id = first_batch + i
         events = _micro_batch(first_batch, i, k, day_start)
         at = datetime.fromtimestamp(day_start + i, timezone.utc)
@@ -317,9 +321,13 @@ def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     print(f"a day of the stream: {m:,} micro-batches of {k} events ...", flush=True)
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    go.set()
     writers = [
         context.Process(
-            target=write_day, args=(table, str(base), first_batch, m, k, day_start), daemon=True
+            target=write_day,
+            args=(table, str(base), first_batch, m, k, day_start, go),
+            daemon=True,
         )
         for table in ("master", "increments")
     ]
@@ -341,7 +349,14 @@ def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             for p in [_progress_file(base, t)]
         }
         if args.compact_every and done["increments"] >= next_compaction:
+            # The writers wait while the compaction runs: they write the day several times
+            # faster than its 1-second trigger, and a compaction's commit would otherwise chase
+            # their commits through a growing log (Spark's conflict check lists the whole
+            # local _delta_log for each retry: one took over 5 minutes of CPU, the log growing
+            # meanwhile). In the stream, a compaction runs beside one commit a second.
+            go.clear()
             compactions += compactor.compact_once()
+            go.set()
             next_compaction = done["increments"] + args.compact_every
         if int(time.perf_counter() - started) % 60 < 2:
             print(f"  {done} after {time.perf_counter() - started:.0f} s", flush=True)
