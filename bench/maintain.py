@@ -321,20 +321,26 @@ def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
     print(f"a day of the stream: {m:,} micro-batches of {k} events ...", flush=True)
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    go = context.Event()
-    go.set()
+    tables = {"master": lakehouse.master_dataset, "increments": lakehouse.speed_increments}
+    go = {table: context.Event() for table in tables}
+    for event in go.values():
+        event.set()
     writers = [
         context.Process(
             target=write_day,
-            args=(table, str(base), first_batch, m, k, day_start, go),
+            args=(table, str(base), first_batch, m, k, day_start, go[table]),
             daemon=True,
         )
-        for table in ("master", "increments")
+        for table in tables
     ]
     for w in writers:
         w.start()
-    compactor = StreamCompactor(spark, (lakehouse.speed_increments, lakehouse.master_dataset), 0)
-    compactions, next_compaction = 0, args.compact_every
+    # The stream's compaction, per table, every --compact-every of that table's micro-batches
+    # (in the stream both tables take each micro-batch together; here each writer goes at its
+    # own pace).
+    compactors = {t: StreamCompactor(spark, (path,), 0) for t, path in tables.items()}
+    compactions = 0
+    next_compaction = dict.fromkeys(tables, args.compact_every)
     logged = [
         Path(p)
         for p in (lakehouse.master_dataset, lakehouse.speed_increments, lakehouse.stream_metrics)
@@ -345,19 +351,21 @@ def build(spark: Any, args: argparse.Namespace, base: Path) -> dict[str, Any]:
             set_log_aside(table)
         done = {
             t: int(p.read_text() or 0) if p.is_file() else 0
-            for t in ("master", "increments")
+            for t in tables
             for p in [_progress_file(base, t)]
         }
-        if args.compact_every and done["increments"] >= next_compaction:
-            # The writers wait while the compaction runs: they write the day several times
-            # faster than its 1-second trigger, and a compaction's commit would otherwise chase
-            # their commits through a growing log (Spark's conflict check lists the whole
-            # local _delta_log for each retry: one took over 5 minutes of CPU, the log growing
-            # meanwhile). In the stream, a compaction runs beside one commit a second.
-            go.clear()
+        for t, compactor in compactors.items():
+            if not args.compact_every or done[t] < next_compaction[t]:
+                continue
+            # The table's writer waits while its compaction runs: the writers go several times
+            # faster than the 1-second trigger, and a compaction's commit would otherwise chase
+            # their commits through a growing log (Spark's conflict check lists the whole local
+            # _delta_log for each retry: one took over 5 minutes of CPU while the log grew).
+            # In the stream, a compaction runs beside one commit a second to each table.
+            go[t].clear()
             compactions += compactor.compact_once()
-            go.set()
-            next_compaction = done["increments"] + args.compact_every
+            go[t].set()
+            next_compaction[t] = done[t] + args.compact_every
         if int(time.perf_counter() - started) % 60 < 2:
             print(f"  {done} after {time.perf_counter() - started:.0f} s", flush=True)
     if any(w.exitcode != 0 for w in writers):
