@@ -13,10 +13,12 @@ invocation works on a fresh copy of it, since maintenance changes the tables):
    sink's ``increments_over_arrow``), the stream metrics appended every 15 micro-batches
    (``append_metrics``, as the job's metrics thread does every 15 s), and the job's own
    compaction of its small files in the increments and the master dataset
-   (``StreamCompactor.compact_once``) every
-   ``--compact-every`` micro-batches (the default ``speed.compact_interval_seconds`` is 600).
+   (``StreamCompactor.compact_once``), each table every ``--compact-every`` of its own
+   micro-batches (the default ``speed.compact_interval_seconds`` is 600).
    The master appends run in one process, the increments and metrics in another (the tables'
-   logs are independent), the compaction in this one, concurrently. While the day is written,
+   logs are independent), the compaction in this one; a table's writer waits while that
+   table is compacted (the writers go several times faster than the trigger, and the
+   compaction's commit would otherwise chase theirs through the log). While the day is written,
    the log entries far behind each table's newest checkpoint (which no writer reads again)
    wait in a folder beside ``_delta_log`` and go back into it when the day is done: on a local
    disk every append lists the whole ``_delta_log`` directory (inside delta-rs), so a day's
@@ -95,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compact-every",
         type=int,
         default=600,
-        help="micro-batches between the stream's own increments compactions (0: none)",
+        help="a table's micro-batches between the stream's own compactions of it (0: none)",
     )
     parser.add_argument("--runs", type=int, default=3, help="cold queries of each kind")
     parser.add_argument("--master", default="local[2]")
