@@ -1,22 +1,28 @@
 """Where every Delta table lives under ``lakehouse.root``, and their schemas.
 
 One place for table locations and schemas, so the batch, speed and serving layers agree on
-them. Table creation is idempotent and safe to race (``createIfNotExists``).
+them. Table creation is idempotent and safe to race: version 0 of a table is written once,
+whoever wins (delta-rs's put-if-absent on a local lakehouse, ``createIfNotExists`` elsewhere).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sales_core.delta_log import empty_histogram, local_path
 from sales_core.events import POSITION_FIELDS
 from sales_core.rules import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from sales_core.views import VIEWS
@@ -200,7 +206,17 @@ def ensure_table(
     partitioned_by: tuple[str, ...] = (),
     properties: dict[str, str] | None = None,
 ) -> None:
-    """Create the Delta table at ``path`` with ``schema`` unless it exists."""
+    """Create the Delta table at ``path`` with ``schema`` unless it exists.
+
+    On a local lakehouse the driver writes the table's first commit itself with delta-rs (the
+    same protocol, schema, partitioning and properties Spark's builder writes, in milliseconds;
+    Spark's builder costs a query plan and a snapshot, most of a second each time, the first
+    table of a cold JVM several seconds); on object stores and DBFS, Spark's builder.
+    """
+    location = local_path(path)
+    if location is not None:
+        _create_on_driver(str(location), schema, partitioned_by, properties or {})
+        return
     if DeltaTable.isDeltaTable(spark, path):
         return
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
@@ -209,6 +225,79 @@ def ensure_table(
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
     builder.execute()
+    log.info("created Delta table %s", path)
+
+
+def _create_on_driver(
+    path: str, schema: T.StructType, partitioned_by: tuple[str, ...], properties: dict[str, str]
+) -> None:
+    """:func:`ensure_table` on a local path: the table's first commit (its protocol and
+    metadata, as Spark's builder writes them) written by the driver, put only if absent (a hard
+    link, which fails if the name exists: Delta's own local log store renames likewise). A
+    create that loses the race for version 0 finds the table there, which is all it wanted."""
+    log_dir = Path(path) / "_delta_log"
+    if log_dir.is_dir() and any(
+        name.endswith((".json", ".checkpoint.parquet")) or name == "_last_checkpoint"
+        for name in os.listdir(log_dir)
+    ):
+        return  # a table (its first commits may be long cleaned up, after a checkpoint)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    now = int(time.time() * 1000)
+    actions = [
+        {
+            "commitInfo": {
+                "timestamp": now,
+                "operation": "CREATE TABLE",
+                "operationParameters": {
+                    "partitionBy": json.dumps(list(partitioned_by)),
+                    "description": None,
+                    "isManaged": "false",
+                    "properties": json.dumps(properties),
+                },
+                "isBlindAppend": True,
+                "engineInfo": "lambda-sales",
+            }
+        },
+        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+        {
+            "metaData": {
+                "id": str(uuid.uuid4()),
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": schema.json(),  # Delta's schema string is Spark's StructType JSON
+                "partitionColumns": list(partitioned_by),
+                "configuration": properties,
+                "createdTime": now,
+            }
+        },
+    ]
+    first = log_dir / f"{0:020d}.json"
+    staged = log_dir / f".{first.name}.{uuid.uuid4()}.tmp"
+    staged.write_text("".join(json.dumps(action) + "\n" for action in actions))
+    try:
+        os.link(staged, first)
+    except FileExistsError:
+        return  # another writer's create won
+    finally:
+        staged.unlink()
+    # The version's checksum, as Delta writes after its commit: readers take the protocol and
+    # schema from it, and the driver's appends carry it forward (speed_layer.deltalog).
+    checksum = {
+        "txnId": str(uuid.uuid4()),
+        "tableSizeBytes": 0,
+        "numFiles": 0,
+        "numMetadata": 1,
+        "numProtocol": 1,
+        "setTransactions": [],
+        "domainMetadata": [],
+        "metadata": actions[2]["metaData"],
+        "protocol": actions[1]["protocol"],
+        "fileSizeHistogram": empty_histogram(),
+        "allFiles": [],
+    }
+    crc = log_dir / f"{0:020d}.crc"
+    staged = log_dir / f".{crc.name}.{uuid.uuid4()}.tmp"
+    staged.write_text(json.dumps(checksum, separators=(",", ":")))
+    os.replace(staged, crc)
     log.info("created Delta table %s", path)
 
 
