@@ -1,4 +1,4 @@
-"""Table maintenance: keep a lakehouse that runs for months as fast to read as on day one.
+"""Table maintenance: keep the data files of a lakehouse that runs for months few.
 
 A stream with a 1-second trigger adds small files and Delta commits every second, forever;
 ``lambda-sales maintain`` (scheduled after the nightly batch) takes them back:
@@ -17,6 +17,11 @@ A stream with a 1-second trigger adds small files and Delta commits every second
    files a table version of that window needs stay, so a reader or job pinned to a version
    younger than that never breaks; the serving fast path re-reads a table whose files it
    held were compacted away.
+
+Not done yet: the Delta log. A 1-second trigger adds a commit (and its checksum) a second to
+the hot tables; commits go only through Delta's own log clean-up after
+``delta.logRetentionDuration`` (30 days by default), and a cold Spark reader lists the whole
+local log (20 s a table after a day: BENCHMARKS.md, Maintenance).
 
 Every step is safe while the stream, the batch and readers run: a compaction or a delete that
 loses a race with another commit is run again. The run is recorded in ``pipeline_runs``
