@@ -243,33 +243,28 @@ def _create_on_driver(
         return  # a table (its first commits may be long cleaned up, after a checkpoint)
     log_dir.mkdir(parents=True, exist_ok=True)
     now = int(time.time() * 1000)
-    actions = [
-        {
-            "commitInfo": {
-                "timestamp": now,
-                "operation": "CREATE TABLE",
-                "operationParameters": {
-                    "partitionBy": json.dumps(list(partitioned_by)),
-                    "description": None,
-                    "isManaged": "false",
-                    "properties": json.dumps(properties),
-                },
-                "isBlindAppend": True,
-                "engineInfo": "lambda-sales",
-            }
+    protocol = {"minReaderVersion": 1, "minWriterVersion": 2}
+    metadata = {
+        "id": str(uuid.uuid4()),
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema.json(),  # Delta's schema string is Spark's StructType JSON
+        "partitionColumns": list(partitioned_by),
+        "configuration": properties,
+        "createdTime": now,
+    }
+    commit_info = {
+        "timestamp": now,
+        "operation": "CREATE TABLE",
+        "operationParameters": {
+            "partitionBy": json.dumps(list(partitioned_by)),
+            "description": None,
+            "isManaged": "false",
+            "properties": json.dumps(properties),
         },
-        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
-        {
-            "metaData": {
-                "id": str(uuid.uuid4()),
-                "format": {"provider": "parquet", "options": {}},
-                "schemaString": schema.json(),  # Delta's schema string is Spark's StructType JSON
-                "partitionColumns": list(partitioned_by),
-                "configuration": properties,
-                "createdTime": now,
-            }
-        },
-    ]
+        "isBlindAppend": True,
+        "engineInfo": "lambda-sales",
+    }
+    actions = [{"commitInfo": commit_info}, {"protocol": protocol}, {"metaData": metadata}]
     first = log_dir / f"{0:020d}.json"
     staged = log_dir / f".{first.name}.{uuid.uuid4()}.tmp"
     staged.write_text("".join(json.dumps(action) + "\n" for action in actions))
@@ -289,8 +284,8 @@ def _create_on_driver(
         "numProtocol": 1,
         "setTransactions": [],
         "domainMetadata": [],
-        "metadata": actions[2]["metaData"],
-        "protocol": actions[1]["protocol"],
+        "metadata": metadata,
+        "protocol": protocol,
         "fileSizeHistogram": empty_histogram(),
         "allFiles": [],
     }
