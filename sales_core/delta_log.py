@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,15 @@ def parse_commit(version: int, text: str) -> Commit:
 def checksum_file(version: int) -> str:
     """The checksum file (table state summary) of ``version``, relative to the table's root."""
     return f"_delta_log/{version:020d}.crc"
+
+
+def write_checksum(root: Path, version: int, state: dict[str, Any]) -> None:
+    """Write ``state`` as the checksum of ``version`` of the local table at ``root``, whole or
+    not at all (a staged file renamed over it), as Delta writes one after its commit."""
+    target = root / checksum_file(version)
+    staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    staged.write_text(json.dumps(state, separators=(",", ":")), encoding="utf-8")
+    os.replace(staged, target)
 
 
 # Delta keeps the table's file list in a checksum only while the table is this small.

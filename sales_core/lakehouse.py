@@ -2,7 +2,7 @@
 
 One place for table locations and schemas, so the batch, speed and serving layers agree on
 them. Table creation is idempotent and safe to race: version 0 of a table is written once,
-whoever wins (delta-rs's put-if-absent on a local lakehouse, ``createIfNotExists`` elsewhere).
+whoever wins (put if absent by the driver on a local lakehouse, ``createIfNotExists`` elsewhere).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sales_core.delta_log import empty_histogram, local_path
+from sales_core.delta_log import commit_file, empty_histogram, local_path, write_checksum
 from sales_core.events import POSITION_FIELDS
 from sales_core.rules import EVENT_SCHEMA, QUARANTINE_SCHEMA
 from sales_core.views import VIEWS
@@ -208,8 +208,8 @@ def ensure_table(
 ) -> None:
     """Create the Delta table at ``path`` with ``schema`` unless it exists.
 
-    On a local lakehouse the driver writes the table's first commit itself with delta-rs (the
-    same protocol, schema, partitioning and properties Spark's builder writes, in milliseconds;
+    On a local lakehouse the driver writes the table's first commit itself (the same
+    protocol, schema, partitioning and properties Spark's builder writes, in milliseconds;
     Spark's builder costs a query plan and a snapshot, most of a second each time, the first
     table of a cold JVM several seconds); on object stores and DBFS, Spark's builder.
     """
@@ -265,7 +265,7 @@ def _create_on_driver(
         "engineInfo": "lambda-sales",
     }
     actions = [{"commitInfo": commit_info}, {"protocol": protocol}, {"metaData": metadata}]
-    first = log_dir / f"{0:020d}.json"
+    first = Path(path) / commit_file(0)
     staged = log_dir / f".{first.name}.{uuid.uuid4()}.tmp"
     staged.write_text("".join(json.dumps(action) + "\n" for action in actions))
     try:
@@ -289,10 +289,7 @@ def _create_on_driver(
         "fileSizeHistogram": empty_histogram(),
         "allFiles": [],
     }
-    crc = log_dir / f"{0:020d}.crc"
-    staged = log_dir / f".{crc.name}.{uuid.uuid4()}.tmp"
-    staged.write_text(json.dumps(checksum, separators=(",", ":")))
-    os.replace(staged, crc)
+    write_checksum(Path(path), 0, checksum)
     log.info("created Delta table %s", path)
 
 

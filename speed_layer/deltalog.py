@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from sales_core.delta_log import (
     local_path,
     parse_commit,
     readable,
+    write_checksum,
 )
 from sales_core.object_store import delta_rs_uri, is_s3
 
@@ -264,10 +264,7 @@ def _write_checksum(path: str, version: int) -> None:
     state = checksum_after_appends(previous, text, str(uuid.uuid4()))
     if state is None:
         return
-    target = root / checksum_file(version)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(json.dumps(state, separators=(",", ":")), encoding="utf-8")
-    os.replace(temporary, target)
+    write_checksum(root, version, state)
 
 
 class DriverAppendUnusable(Exception):
