@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 # The pinned JVM packages (sales_core/packages.py; their jars and SHA-1s in sales_core/jars.lock.json),
 # downloaded from Maven Central once and cached;
-# with the S3 set (S3A, the AWS SDK) and the conditional-PUT LogStore compiled from jvm/.
-.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py sales_core/jars.lock.json jvm/lambdasales/delta/ConditionalPutLogStore.java
+# with the S3 set (S3A, the AWS SDK) and the LogStores compiled from jvm/ (S3's conditional PUT,
+# the local log's listing).
+.cache/jars/MANIFEST: $(STAMP) sales_core/packages.py sales_core/jars.lock.json $(wildcard jvm/lambdasales/delta/*.java)
 	$(BIN)/python -m sales_core.packages fetch
 	@touch $@
 

@@ -245,19 +245,30 @@ def lock() -> dict[str, Any]:
 # resolution is waiting for Maven Central).
 PACKAGE_SETS = {"core": JVM_PACKAGES, "s3": S3_PACKAGES}
 
-# The LogStore that commits Delta's log to S3 with a conditional PUT (jvm/, built by ``fetch``).
-LOGSTORE_SOURCE = PROJECT_ROOT / "jvm" / "lambdasales" / "delta" / "ConditionalPutLogStore.java"
+# The LogStores of jvm/, compiled into one jar by ``fetch``: the one that commits Delta's log to
+# S3 with a conditional PUT, and the one that lists a local log without Hadoop's per-entry
+# statuses (a day of one-second micro-batches leaves 174,000 entries).
+LOGSTORE_SOURCES = tuple(sorted((PROJECT_ROOT / "jvm").rglob("*.java")))
 LOGSTORE_CLASS = "lambdasales.delta.ConditionalPutLogStore"
+LOCAL_LOGSTORE_CLASS = "lambdasales.delta.LocalListingLogStore"
 
 
 def logstore_jar() -> Path:
-    """Where the compiled LogStore of :data:`LOGSTORE_SOURCE` lives (named by its source)."""
-    digest = hashlib.sha256(LOGSTORE_SOURCE.read_bytes()).hexdigest()[:16]
-    return jar_cache_dir() / f"lambda-sales-logstore-{digest}.jar"
+    """Where the compiled LogStores of :data:`LOGSTORE_SOURCES` live (named by their sources)."""
+    digest = hashlib.sha256()
+    for source in LOGSTORE_SOURCES:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return jar_cache_dir() / f"lambda-sales-logstore-{digest.hexdigest()[:16]}.jar"
+
+
+def local_logstore_jar() -> str | None:
+    """The jar of :data:`LOCAL_LOGSTORE_CLASS` when it was built, else None."""
+    jar = logstore_jar()
+    return str(jar) if jar.is_file() else None
 
 
 def build_logstore() -> Path:
-    """Compile the LogStore against pyspark's Hadoop and the pinned delta-storage (once)."""
+    """Compile the LogStores against pyspark's Hadoop and the pinned delta-storage (once)."""
     import glob
     import subprocess
     import tempfile
@@ -283,7 +294,7 @@ def build_logstore() -> Path:
                 out,
                 "-cp",
                 ":".join(classpath),
-                str(LOGSTORE_SOURCE),
+                *(str(source) for source in LOGSTORE_SOURCES),
             ],
             check=True,
         )
@@ -352,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 build_logstore()
             except (OSError, subprocess.CalledProcessError) as exc:
-                print(f"could not build the S3 LogStore: {exc}", file=sys.stderr)
+                print(f"could not build the LogStores of jvm/: {exc}", file=sys.stderr)
                 return 1
         count = sum(len(cached_jars(p) or []) for p in PACKAGE_SETS.values())
         print(f"{count} jars cached in {jar_cache_dir()}")

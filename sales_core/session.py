@@ -12,10 +12,12 @@ from sales_core.config import CONF_DIR, S3Conf, SparkConf
 from sales_core.object_store import spark_settings, spark_uri
 from sales_core.packages import (
     JVM_PACKAGES,
+    LOCAL_LOGSTORE_CLASS,
     S3_PACKAGES,
     cached_jars,
     ivy_settings,
     jar_cache_dir,
+    local_logstore_jar,
     logstore_jar,
     s3_jars,
 )
@@ -108,6 +110,12 @@ def get_spark(
             jars = [*jars, logstore]
         elif object_store_jars is not None and jars is not None:
             jars = [*jars, *object_store_jars]
+        local_store = local_logstore_jar() if jars is not None else None
+        if jars is not None and local_store is not None:
+            # Delta lists a local table's log through this LogStore: the names, then a status
+            # only for the entries from the version it asks for (jvm/, LocalListingLogStore).
+            jars = jars if local_store in jars else [*jars, local_store]
+            builder = builder.config("spark.delta.logStore.file.impl", LOCAL_LOGSTORE_CLASS)
         if jars is not None:
             builder = builder.config("spark.jars", ",".join(jars))
         else:
