@@ -9,6 +9,7 @@ reader's object store); the parsing is this one function.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import uuid
@@ -205,6 +206,19 @@ def write_checksum(root: Path, version: int, state: dict[str, Any]) -> None:
     staged = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     staged.write_text(json.dumps(state, separators=(",", ":")), encoding="utf-8")
     os.replace(staged, target)
+
+
+def drop_stale_side_checksum(root: Path) -> None:
+    """Remove Hadoop's side checksum of ``_last_checkpoint`` in the local table at ``root``.
+
+    Spark writes a local table's log through Hadoop's checksummed file system, which keeps a
+    ``.<name>.crc`` beside each file; delta-rs, writing its checkpoint, replaces
+    ``_last_checkpoint`` alone. Checked against the old side file, the new one fails to read:
+    a Spark reader without the project's local LogStore (``spark-submit``) then retries three
+    times a second apart and lists the whole log for the newest checkpoint. Without a side
+    file Hadoop reads the file unchecked, as delta-rs wrote it."""
+    with contextlib.suppress(FileNotFoundError):
+        (root / "_delta_log" / "._last_checkpoint.crc").unlink()
 
 
 # Delta keeps the table's file list in a checksum only while the table is this small.

@@ -29,6 +29,7 @@ from sales_core.delta_log import (
     checksum_after_appends,
     checksum_file,
     commit_file,
+    drop_stale_side_checksum,
     local_path,
     parse_commit,
     readable,
@@ -241,6 +242,9 @@ class DriverAppends:
             raise DriverAppendUnusable(str(exc)) from exc
         if is_s3(path):
             return True  # checksums: local tables only (Spark rebuilds the state instead)
+        root = local_path(path)
+        assert root is not None
+        drop_stale_side_checksum(root)  # when delta-rs wrote a checkpoint: one unlink
         if expected_version is not None:
             _write_checksum(path, expected_version + 1)
             return True
