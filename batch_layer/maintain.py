@@ -18,10 +18,11 @@ A stream with a 1-second trigger adds small files and Delta commits every second
    younger than that never breaks; the serving fast path re-reads a table whose files it
    held were compacted away.
 
-Not done yet: the Delta log. A 1-second trigger adds a commit (and its checksum) a second to
-the hot tables; commits go only through Delta's own log clean-up after
-``delta.logRetentionDuration`` (30 days by default), and a cold Spark reader lists the whole
-local log (20 s a table after a day: BENCHMARKS.md, Maintenance).
+5. **expires the Delta log** of each local table beyond the same retention
+   (:func:`sales_core.delta_log.expire_log`): a 1-second trigger adds a commit and its
+   checksum a second to the hot tables, which Delta would keep for
+   ``delta.logRetentionDuration`` (30 days by default) though no version older than the
+   VACUUM retention can be read. On an object store Delta's own clean-up stays in charge.
 
 Every step is safe while the stream, the batch and readers run: a compaction or a delete that
 loses a race with another commit is run again. The run is recorded in ``pipeline_runs``
@@ -41,6 +42,7 @@ from pyspark.sql import functions as F
 from batch_layer.job import record_failure, table_versions
 from batch_layer.publish import drop_old_generations
 from sales_core.config import Config, ConfigError
+from sales_core.delta_log import expire_log, local_path
 from sales_core.errors import one_line
 from sales_core.lakehouse import Lakehouse
 from sales_core.master import with_conflict_retry
@@ -156,6 +158,18 @@ def _vacuum(spark: SparkSession, paths: list[str], hours: float) -> None:
         spark.conf.set(check, previous or "true")
 
 
+def expire_logs(tables: dict[str, str], hours: float) -> dict[str, int]:
+    """Expire the log entries older than the VACUUM retention of each local table
+    (:func:`sales_core.delta_log.expire_log`); per table, how many files went. Tables on an
+    object store keep Delta's own clean-up (``delta.logRetentionDuration``)."""
+    expired: dict[str, int] = {}
+    for name, path in tables.items():
+        root = local_path(path)
+        if root is not None:
+            expired[name] = expire_log(root, hours * 3600)
+    return expired
+
+
 def maintain(spark: SparkSession, config: Config, *, progress: Progress = log.info) -> RunRecord:
     """Run every maintenance step once; returns the run's record (saved in ``pipeline_runs``).
 
@@ -199,6 +213,8 @@ def maintain(spark: SparkSession, config: Config, *, progress: Progress = log.in
             drop_old_generations(spark, lakehouse, generation - config.batch.keep_generations + 1)
         progress(f"vacuum {len(tables)} tables (retention {hours:g} h)")
         _vacuum(spark, list(tables.values()), hours)
+        log_entries = expire_logs(tables, hours)
+        progress(f"expired {sum(log_entries.values())} log entries older than {hours:g} h")
         for name in COMPACTED:
             if name in files:
                 files[name]["now"] = data_files(spark, tables[name])
@@ -208,6 +224,7 @@ def maintain(spark: SparkSession, config: Config, *, progress: Progress = log.in
             "covered_marks": marks,
             "vacuum_retention_hours": hours,
             "tables_vacuumed": sorted(tables),
+            "log_entries_expired": log_entries,
         }
         record.delta_versions = table_versions(spark, lakehouse)
         record.status, record.ended_at = "succeeded", utcnow()
@@ -226,6 +243,7 @@ def maintain_summary(record: RunRecord) -> list[tuple[str, str]]:
         ("status", record.status),
         ("expired increment rows", details.get("expired_increment_rows")),
         ("vacuum retention (h)", details.get("vacuum_retention_hours")),
+        ("log entries expired", sum((details.get("log_entries_expired") or {}).values())),
     ]
     items += [
         (f"files of {name}", f"{n['before']} -> {n['after']}")

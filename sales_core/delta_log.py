@@ -12,6 +12,8 @@ import bisect
 import contextlib
 import json
 import os
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,3 +273,56 @@ def checksum_after_appends(
         else:
             del state["allFiles"]
     return state
+
+
+# A log entry's version: the 20 digits its name starts with (after the dot of Hadoop's hidden
+# side checksum, ".<name>.crc").
+_VERSIONED = re.compile(r"^\.?(\d{20})\.")
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
+
+
+def expire_log(root: Path, retention_s: float, *, now: float | None = None) -> int:
+    """Delete the log entries of the local table at ``root`` that no version younger than
+    ``retention_s`` needs; returns how many files went.
+
+    Delta keeps commit files for ``delta.logRetentionDuration`` (30 days by default) whatever
+    VACUUM keeps; a version older than the VACUUM retention cannot be read anyway (its data
+    files are gone). The log is cut at the newest classic checkpoint ``C`` whose commit, and
+    every commit before it, is older than the retention (their file times, as Delta's own
+    clean-up and time travel take them): a version inside the retention is ``C`` or newer and
+    is rebuilt from ``C``'s checkpoint or a later one. Every entry of a version below ``C``
+    goes: commits, checksums, checkpoints and Hadoop's side checksums. ``_last_checkpoint``
+    names a checkpoint at ``C`` or later, so readers never look below it; writers only add
+    versions above the newest. Without such a checkpoint nothing is deleted.
+    """
+    log_dir = root / "_delta_log"
+    cutoff = (time.time() if now is None else now) - retention_s
+    commits: dict[int, float] = {}
+    checkpoints: set[int] = set()
+    versioned: list[tuple[int, Path]] = []
+    with os.scandir(log_dir) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if match := _COMMIT.match(entry.name):
+                commits[int(match[1])] = entry.stat().st_mtime
+            elif match := _CHECKPOINT.match(entry.name):
+                checkpoints.add(int(match[1]))
+            if match := _VERSIONED.match(entry.name):
+                versioned.append((int(match[1]), Path(entry.path)))
+    cut = 0
+    newest_time = float("-inf")
+    for version in sorted(commits):
+        newest_time = max(newest_time, commits[version])
+        if newest_time > cutoff:
+            break
+        if version in checkpoints:
+            cut = version
+    deleted = 0
+    for version, path in versioned:
+        if version < cut:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                deleted += 1
+    return deleted

@@ -4,6 +4,7 @@ and the serving layer take from commit files, from lines as Delta writes them.""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -12,6 +13,7 @@ from sales_core.delta_log import (
     Commit,
     checksum_after_appends,
     commit_file,
+    expire_log,
     parse_commit,
 )
 
@@ -130,3 +132,73 @@ def test_a_large_table_keeps_no_file_list_in_its_checksum() -> None:
     state = checksum_after_appends(_previous_checksum(old), text, "t")
     assert state is not None and "allFiles" not in state
     assert state["numFiles"] == CHECKSUM_MAX_FILES + 1
+
+
+def _log(tmp_path, entries: dict[str, float]):  # type: ignore[no-untyped-def]
+    """A ``_delta_log`` whose files are named by ``entries``, each with its file time."""
+    log = tmp_path / "_delta_log"
+    log.mkdir()
+    for name, mtime in entries.items():
+        (log / name).write_text("{}\n")
+        os.utime(log / name, (mtime, mtime))
+    (log / "_last_checkpoint").write_text("{}\n")
+    (log / "_staged_commits").mkdir()
+    return log
+
+
+def _v(version: int, suffix: str) -> str:
+    return f"{version:020d}.{suffix}"
+
+
+DAY = 86400.0
+NOW = 100 * DAY
+
+
+def test_the_log_is_cut_at_the_newest_checkpoint_older_than_the_retention(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # versions 0..9 ten days old, 10..19 today; checkpoints at 4, 8 and 14
+    entries = {}
+    for v in range(20):
+        age = 10 * DAY if v < 10 else 60.0
+        entries[_v(v, "json")] = NOW - age
+        entries[_v(v, "crc")] = NOW - age
+        entries[f".{_v(v, 'json')}.crc"] = NOW - age
+    for v in (4, 8, 14):
+        entries[_v(v, "checkpoint.parquet")] = NOW - 60
+        entries[f".{_v(v, 'checkpoint.parquet')}.crc"] = NOW - 60
+    log = _log(tmp_path, entries)
+
+    deleted = expire_log(tmp_path, 7 * DAY, now=NOW)
+
+    left = sorted(p.name for p in log.iterdir())
+    assert (
+        deleted == 8 * 3 + 2
+    )  # versions 0..7: commit, checksum, side file; checkpoint 4, side file
+    assert _v(8, "checkpoint.parquet") in left and _v(8, "json") in left
+    assert all(not name[:20].isdigit() or int(name[:20]) >= 8 for name in left)
+    assert {
+        "_last_checkpoint",
+        "_staged_commits",
+        _v(19, "json"),
+        _v(14, "checkpoint.parquet"),
+    } <= set(left)
+    assert expire_log(tmp_path, 7 * DAY, now=NOW) == 0  # a second run: nothing more
+
+
+def test_nothing_goes_without_an_old_enough_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    entries = {_v(v, "json"): NOW - 10 * DAY for v in range(6)}
+    entries[_v(6, "json")] = NOW - 60
+    entries[_v(6, "checkpoint.parquet")] = NOW - 60  # the only checkpoint is inside the retention
+    _log(tmp_path, entries)
+    assert expire_log(tmp_path, 7 * DAY, now=NOW) == 0
+
+
+def test_a_commit_newer_than_the_retention_protects_every_checkpoint_after_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # version 3's file time is inside the retention (a clock stepped back afterwards): the log
+    # is cut no later than the checkpoint before it, so version 3 stays readable.
+    entries = {_v(v, "json"): NOW - 10 * DAY for v in range(10)}
+    entries[_v(3, "json")] = NOW - 60
+    for v in (2, 6):
+        entries[_v(v, "checkpoint.parquet")] = NOW - 10 * DAY
+    log = _log(tmp_path, entries)
+    assert expire_log(tmp_path, 7 * DAY, now=NOW) == 2  # versions 0 and 1
+    assert (log / _v(2, "json")).exists() and (log / _v(6, "checkpoint.parquet")).exists()
