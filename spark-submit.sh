@@ -79,6 +79,10 @@ S3_JARS=()
 # the executors by spark-submit), else --packages (resolved by the cluster from Maven Central).
 if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars "${S3_JARS[@]}" 2>/dev/null)"; then
   JVM=(--jars "$JARS")
+  # Delta lists a local table's log with the project's LogStore (its jar is among JARS).
+  if LOCAL_LOGSTORE="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages local-logstore)"; then
+    JVM+=(--conf "$LOCAL_LOGSTORE")
+  fi
 else
   JVM=(--packages "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages list)")
 fi

@@ -372,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         LOCK_FILE.write_text(json.dumps(lock(), indent=1) + "\n")
         print(f"locked: {LOCK_FILE}")
         return 0
+    if args[:1] == ["local-logstore"]:
+        # spark-submit.sh: the setting that makes Delta list a local log with the project's
+        # LogStore (its jar goes with ``jars``); exit 1 when the jar was not built.
+        if local_logstore_jar() is None:
+            return 1
+        print(f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}")
+        return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))
         return 0
@@ -381,12 +388,17 @@ def main(argv: list[str] | None = None) -> int:
         if cached is not None and args[1:] == ["--s3"]:
             extra = s3_jars()
             cached = None if extra is None else [*cached, *extra]
+        local_store = local_logstore_jar()
+        if cached is not None and local_store is not None and local_store not in cached:
+            cached = [*cached, local_store]
         if cached is None:
             print("jars not fetched: run `python -m sales_core.packages fetch`", file=sys.stderr)
             return 1
         print(",".join(cached))
         return 0
-    print("usage: python -m sales_core.packages fetch|lock|list|jars", file=sys.stderr)
+    print(
+        "usage: python -m sales_core.packages fetch|lock|list|jars|local-logstore", file=sys.stderr
+    )
     return 2
 
 

@@ -100,7 +100,7 @@ def submit(
 
 
 def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> None:
-    from sales_core.packages import cached_jars
+    from sales_core.packages import LOCAL_LOGSTORE_CLASS, cached_jars, local_logstore_jar
 
     result = subprocess.run(
         [
@@ -134,7 +134,11 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
         "spark.executorEnv.LAMBDA_SALES_ENV=cluster" in argv
     )  # the environment follows the master
     jars = cached_jars()
-    assert jars is not None and argv[argv.index("--jars") + 1].split(",") == jars
+    store = local_logstore_jar()
+    assert jars is not None and store is not None
+    # the pinned jars and the project's LogStores, Delta's local log listed through one of them
+    assert argv[argv.index("--jars") + 1].split(",") == [*jars, store]
+    assert f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}" in argv
     archive = Path(argv[argv.index("--py-files") + 1])
     names = set(zipfile.ZipFile(archive).namelist())
     assert {
