@@ -110,7 +110,7 @@ def get_spark(
             jars = [*jars, logstore]
         elif object_store_jars is not None and jars is not None:
             jars = [*jars, *object_store_jars]
-        local_store = local_logstore_jar() if jars is not None else None
+        local_store = local_logstore_jar()
         if jars is not None and local_store is not None:
             # Delta lists a local table's log through this LogStore: the names, then a status
             # only for the entries from the version it asks for (jvm/, LocalListingLogStore).

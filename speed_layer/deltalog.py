@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -246,20 +247,19 @@ class DriverAppends:
         assert root is not None
         drop_stale_side_checksum(root)  # when delta-rs wrote a checkpoint: one unlink
         if expected_version is not None:
-            _write_checksum(path, expected_version + 1)
+            _write_checksum(root, expected_version + 1)
             return True
         for commit in commits_from(path, before + 1) or []:  # a blind append: find its version
             if commit.user_metadata == user_metadata:
-                _write_checksum(path, commit.version)
+                _write_checksum(root, commit.version)
                 break
         return True
 
 
-def _write_checksum(path: str, version: int) -> None:
-    """Write the checksum of an append's ``version`` of a local table, as Delta would after
-    its own commit, when the version before it has one (else readers rebuild the state)."""
-    root = local_path(path)
-    assert root is not None
+def _write_checksum(root: Path, version: int) -> None:
+    """Write the checksum of an append's ``version`` of the local table at ``root``, as Delta
+    would after its own commit, when the version before it has one (else readers rebuild the
+    state)."""
     try:
         previous = json.loads((root / checksum_file(version - 1)).read_text(encoding="utf-8"))
         text = (root / commit_file(version)).read_text(encoding="utf-8")

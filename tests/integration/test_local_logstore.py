@@ -52,18 +52,23 @@ def spark_rows(spark, path: Path, version: int | None = None) -> list[tuple[int,
     return sorted((r["id"], r["n"]) for r in reader.load(str(path)).collect())
 
 
-def test_every_version_of_a_checkpointed_log_reads_as_delta_rs_reads_it(
-    spark, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / "table"
+def spark_table(spark, path: Path, appends: list[pa.Table]) -> None:  # type: ignore[no-untyped-def]
+    """A table Spark creates (a checkpoint every 2 commits) and appends ``appends`` to, one
+    commit each."""
     spark.sql(
         f"CREATE TABLE delta.`{path}` (id BIGINT, n BIGINT) USING delta "
         "TBLPROPERTIES ('delta.checkpointInterval' = '2')"
     )
-    for i in range(5):
-        spark.createDataFrame(rows(i * 3, 3).to_pylist()).select("id", "n").write.format(
-            "delta"
-        ).mode("append").save(str(path))
+    for table in appends:
+        frame = spark.createDataFrame(table.to_pylist()).select("id", "n")
+        frame.write.format("delta").mode("append").save(str(path))
+
+
+def test_every_version_of_a_checkpointed_log_reads_as_delta_rs_reads_it(
+    spark, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "table"
+    spark_table(spark, path, [rows(i * 3, 3) for i in range(5)])
     log = path / "_delta_log"
     # Spark's own writes: checkpoints, Hadoop's hidden side checksums and _last_checkpoint
     assert any(p.name.endswith(".checkpoint.parquet") for p in log.iterdir())
@@ -109,14 +114,7 @@ def test_driver_appends_leave_no_stale_side_checksum_of_the_last_checkpoint(
     spark, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "table"
-    spark.sql(
-        f"CREATE TABLE delta.`{path}` (id BIGINT, n BIGINT) USING delta "
-        "TBLPROPERTIES ('delta.checkpointInterval' = '2')"
-    )
-    for i in range(2):
-        spark.createDataFrame(rows(i, 1).to_pylist()).select("id", "n").write.format("delta").mode(
-            "append"
-        ).save(str(path))
+    spark_table(spark, path, [rows(i, 1) for i in range(2)])
     last = path / "_delta_log" / "_last_checkpoint"
     written_by_spark = last.read_bytes()
     assert last.with_name("._last_checkpoint.crc").exists()  # Spark's checkpoint, checked
