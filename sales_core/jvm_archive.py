@@ -19,6 +19,9 @@ from pathlib import Path
 from sales_core.packages import PROJECT_ROOT
 
 ARCHIVE_VAR = "LAMBDA_SALES_JVM_ARCHIVE"  # a path, or "off"
+# How sales_core.session lays out a local driver's class path (the archive records one layout):
+# the pinned jars on the driver's own class path, not in spark.jars.
+CLASS_PATH_LAYOUT = "driver-class-path"
 # CDS reports a mismatched or stale archive as warnings on stdout; the archive is only a speed-up.
 QUIET = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off", "-Xlog:class+path=off")
 
@@ -57,6 +60,7 @@ def _fingerprint(jars: list[str] | None) -> str:
         pyspark.__version__,
         str(Path(pyspark.__file__).parent),
         str(java.resolve()),
+        CLASS_PATH_LAYOUT,
         *(jars or []),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

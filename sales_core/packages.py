@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -302,6 +303,32 @@ def build_logstore() -> Path:
         subprocess.run(["jar", "cf", str(tmp), "-C", out, "."], check=True)
         tmp.replace(target)
     return target
+
+
+def _artifact(jar_name: str) -> str:
+    """A jar's artifact without its version: ``jackson-databind`` for pyspark's
+    ``jackson-databind-2.21.2.jar`` and for Ivy's ``com.fasterxml.jackson.core_jackson-databind-2.13.5.jar``."""
+    if "_" in jar_name and "." in jar_name.split("_", 1)[0]:
+        jar_name = jar_name.split("_", 1)[1]  # Ivy's organisation prefix (no "_" in a group)
+    return re.sub(r"-\d[^/]*\.jar$", "", jar_name)
+
+
+def spark_provides() -> frozenset[str]:
+    """The artifacts pip's pyspark ships in its own ``jars`` directory."""
+    import pyspark
+
+    return frozenset(
+        _artifact(jar.name) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")
+    )
+
+
+def driver_class_path(jars: list[str]) -> list[str]:
+    """Of ``jars``, those a local driver puts on its own class path: all but the artifacts
+    pyspark already ships (a pinned package's older Jackson, Hadoop or Parquet). Given as
+    ``spark.jars``, the same jars load in a child of Spark's class loader, where Spark's
+    own version of those artifacts wins: this keeps that outcome, on one class path."""
+    provided = spark_provides()
+    return [jar for jar in jars if _artifact(Path(jar).name) not in provided]
 
 
 def s3_jars() -> list[str] | None:

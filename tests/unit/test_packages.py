@@ -26,3 +26,18 @@ def test_every_pinned_package_set_is_locked_with_a_sha1_per_jar(name: str) -> No
 def test_packages_the_lock_does_not_cover_are_not_locked() -> None:
     assert packages.locked_jars(("org.example:not-pinned:1.0",)) is None
     assert packages.locked_jars((*packages.JVM_PACKAGES, "org.example:extra:1.0")) is None
+
+
+def test_a_local_driver_class_path_leaves_out_what_pyspark_ships() -> None:
+    """Spark's own Jackson, Hadoop and Parquet win over a pinned package's older ones (as they
+    do in spark.jars' child class loader); Delta, the Kafka connector and the JDBC driver join."""
+    jars = packages.cached_jars()
+    assert jars is not None, "make setup caches the pinned packages"
+    kept = packages.driver_class_path(jars)
+    names = " ".join(kept)
+    for joined in ("io.delta_delta-spark_", "spark-sql-kafka-0-10_", "org.postgresql_postgresql-"):
+        assert joined in names
+    provided = packages.spark_provides()
+    assert {"jackson-databind", "hadoop-client-api", "parquet-hadoop"} <= provided
+    for left_out in ("jackson-databind-", "hadoop-client-api-", "parquet-hadoop-"):
+        assert any(left_out in jar for jar in jars) and left_out not in names
