@@ -78,7 +78,12 @@ S3_JARS=()
 # The pinned JVM packages (sales_core/packages.py): the cached jars when resolved (shipped to
 # the executors by spark-submit), else --packages (resolved by the cluster from Maven Central).
 if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars "${S3_JARS[@]}" 2>/dev/null)"; then
-  JVM=(--jars "$JARS")
+  case "$MASTER" in
+    # A local driver (its executors are its threads) holds them on its own class path, as the
+    # CLI's sessions do: no copy per run, and the class-data archive below fits its class path.
+    local*) JVM=(--driver-class-path "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path "${S3_JARS[@]}")") ;;
+    *) JVM=(--jars "$JARS") ;;
+  esac
   # Delta lists a local table's log with the project's LogStore (its jar is among JARS).
   if LOCAL_LOGSTORE="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages local-logstore)"; then
     JVM+=(--conf "$LOCAL_LOGSTORE")

@@ -322,13 +322,22 @@ def spark_provides() -> frozenset[str]:
     )
 
 
-def driver_class_path(jars: list[str]) -> list[str]:
-    """Of ``jars``, those a local driver puts on its own class path: all but the artifacts
-    pyspark already ships (a pinned package's older Jackson, Hadoop or Parquet). Given as
-    ``spark.jars``, the same jars load in a child of Spark's class loader, where Spark's
-    own version of those artifacts wins: this keeps that outcome, on one class path."""
+def local_class_path(jars: list[str], object_store_jars: list[str] | None = None) -> list[str]:
+    """A local driver's own class path (its executors are its threads): the object store's
+    libraries (``object_store_jars``), the pinned ``jars`` but for the artifacts pyspark
+    already ships (a pinned package's older Jackson, Hadoop or Parquet), and the project's
+    LogStores. Given as ``spark.jars``, the same jars load in a child of Spark's class loader,
+    where Spark's own version of those artifacts wins: this keeps that outcome, on one class
+    path, without a copy of the jars per session (:func:`sales_core.session.get_spark` and
+    ``spark-submit.sh`` with a local master)."""
+    store = local_logstore_jar()
+    project = [store] if store is not None else []
     provided = spark_provides()
-    return [jar for jar in jars if _artifact(Path(jar).name) not in provided]
+    return [
+        *(j for j in object_store_jars or [] if j not in project),
+        *(j for j in jars if _artifact(Path(j).name) not in provided),
+        *project,
+    ]
 
 
 def s3_jars() -> list[str] | None:
@@ -406,6 +415,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}")
         return 0
+    if args[:1] == ["class-path"]:
+        # spark-submit.sh with a local master: the driver's class path (--s3: with S3A).
+        core = cached_jars()
+        extra = s3_jars() if args[1:] == ["--s3"] else None
+        if core is None or (args[1:] == ["--s3"] and extra is None):
+            print("jars not fetched: run `python -m sales_core.packages fetch`", file=sys.stderr)
+            return 1
+        print(":".join(local_class_path(core, extra)))
+        return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))
         return 0
@@ -424,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         print(",".join(cached))
         return 0
     print(
-        "usage: python -m sales_core.packages fetch|lock|list|jars|local-logstore", file=sys.stderr
+        "usage: python -m sales_core.packages fetch|lock|list|jars|class-path|local-logstore",
+        file=sys.stderr,
     )
     return 2
 

@@ -15,9 +15,9 @@ from sales_core.packages import (
     LOCAL_LOGSTORE_CLASS,
     S3_PACKAGES,
     cached_jars,
-    driver_class_path,
     ivy_settings,
     jar_cache_dir,
+    local_class_path,
     local_logstore_jar,
     s3_jars,
 )
@@ -101,20 +101,19 @@ def get_spark(
         builder = builder.config("spark.driver.memory", conf.driver_memory)
     if not _under_launcher():
         store = local_logstore_jar()  # the project's LogStores (jvm/), once built
-        project = [store] if store is not None else []
-        libraries = [j for j in object_store_jars or [] if j not in project]
         if jars is not None and local:
             # A local driver (the executors are its threads) puts every jar on its own class
             # path: given as spark.jars, each session would first copy them (about 100 MB,
             # 690 MB more with S3) into its temporary directory, and load them through a class
             # loader the class-data archive does not cover (a small batch run: 0.7 s less).
-            class_path = [*libraries, *driver_class_path(jars), *project]
+            class_path = local_class_path(jars, object_store_jars)
             user = conf.conf.get("spark.driver.extraClassPath")
             builder = builder.config(
                 "spark.driver.extraClassPath", ":".join([user, *class_path] if user else class_path)
             )
         elif jars is not None:
-            builder = builder.config("spark.jars", ",".join([*jars, *libraries, *project]))
+            shipped = [*jars, *(object_store_jars or []), *([store] if store is not None else [])]
+            builder = builder.config("spark.jars", ",".join(dict.fromkeys(shipped)))
         if jars is not None and store is not None:
             # Delta lists a local table's log through this LogStore: the names, then a status
             # only for the entries from the version it asks for (jvm/, LocalListingLogStore).

@@ -152,6 +152,34 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     assert not any("__pycache__" in n for n in names)
 
 
+def test_a_local_master_gets_the_jars_on_the_driver_class_path() -> None:
+    """As the CLI's own sessions: nothing in --jars (copied per run), the class path the
+    class-data archive was recorded with."""
+    from sales_core import jvm_archive
+    from sales_core.packages import cached_jars, local_class_path
+
+    result = subprocess.run(
+        [str(SUBMIT), "--dry-run", "--master", "local[2]", "batch"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    import shlex
+
+    argv = shlex.split(result.stdout)
+    assert "--jars" not in argv
+    jars = cached_jars()
+    assert jars is not None
+    assert argv[argv.index("--driver-class-path") + 1].split(":") == local_class_path(jars)
+    # the archive the CLI's local sessions map (make test records it before the tests)
+    options = next(a for a in argv if a.startswith("spark.driver.extraJavaOptions="))
+    archive = jvm_archive.archive_path(jars)
+    assert archive.is_file(), "make archive records the class-data archive"
+    assert f"-XX:SharedArchiveFile={archive}" in options.split()
+
+
 def test_configuration_loads_from_the_archive_alone(tmp_path: Path) -> None:
     """What a cluster-mode driver has: the zip, no checkout. conf/ layers come from inside it."""
     from jobs.bundle import build_archive

@@ -10,8 +10,8 @@ from sales_core.packages import (
     JVM_PACKAGES,
     LOCAL_LOGSTORE_CLASS,
     cached_jars,
-    driver_class_path,
     jar_cache_dir,
+    local_class_path,
 )
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_session_uses_cached_pinned_jars_and_utc(spark) -> None:  # type: ignore
     # A local driver holds them on its own class path (nothing copied into spark.jars' loader),
     # but for artifacts pyspark ships itself.
     configured = spark.sparkContext.getConf().get("spark.driver.extraClassPath", "").split(":")
-    assert set(driver_class_path(jars)) <= set(configured)
+    assert set(local_class_path(jars)) <= set(configured)
     assert not spark.sparkContext.getConf().get("spark.jars", "")
     assert (
         spark.sparkContext.getConf().get("spark.delta.logStore.file.impl") == LOCAL_LOGSTORE_CLASS
