@@ -28,6 +28,9 @@ DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 os.environ.setdefault(
     "LAMBDA_SALES__SPARK__CONF__spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS
 )
+# The same for the drivers spark-submit.sh starts (the cluster's, Airflow's tasks), through
+# Spark's own variable for the submitting JVM's options.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", DRIVER_JAVA_OPTIONS)
 # The tests' own session lives for the whole run and plans thousands of small queries, each
 # with classes of its own: with G1 and the default JIT thresholds, a worker's JVM spent about a
 # fifth of its CPU in C2 compiles and a tenth in GC (concurrent marking). The parallel
@@ -89,12 +92,17 @@ def spark() -> Iterator:
         }
     )
     # With S3A on the class path (tests/integration/test_object_store.py shares this session).
-    session = get_spark(
-        config.spark,
-        app_name="lambda-sales-tests",
-        s3=config.lakehouse.s3,
-        java_options=SESSION_JAVA_OPTIONS,
-    )
+    submit_options = os.environ.pop("SPARK_SUBMIT_OPTS", None)  # not for this long-lived JVM
+    try:
+        session = get_spark(
+            config.spark,
+            app_name="lambda-sales-tests",
+            s3=config.lakehouse.s3,
+            java_options=SESSION_JAVA_OPTIONS,
+        )
+    finally:
+        if submit_options is not None:
+            os.environ["SPARK_SUBMIT_OPTS"] = submit_options
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
