@@ -83,6 +83,10 @@ for i in "${!pids[@]}"; do
   reported "${names[$i]}" "${pids[$i]}" || failed=1
 done
 [ "$failed" -eq 0 ] || exit 1
+# uv keeps each build of pyspark's source distribution (0.5-1.4 GB, one per install): 36 fresh
+# clones had left 33 GB and filled the disk mid-run (PostgreSQL's initdb failed). Once both
+# virtualenvs are installed nothing uses them.
+[ -x "$BIN/uv" ] && "$BIN/uv" cache prune --quiet || true
 echo "   done in $(( $(date +%s) - started )) s (MinIO's build goes on beside the tests)"
 # shellcheck disable=SC2046
 renice -n 0 -p $(descendants "$minio_pid") >/dev/null 2>&1 || true
