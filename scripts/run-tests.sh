@@ -91,11 +91,12 @@ echo "   done in $(( $(date +%s) - started )) s (MinIO's build goes on beside th
 # shellcheck disable=SC2046
 renice -n 0 -p $(descendants "$minio_pid") >/dev/null 2>&1 || true
 
-cpu_ticks() {  # busy and total ticks of all CPUs so far (/proc/stat's first line)
-  awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9 }' /proc/stat
+cpu_ticks() {  # busy, total and stolen ticks of all CPUs so far (/proc/stat's first line)
+  awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat
 }
-busy_share() {  # busy_share "BUSY TOTAL" "BUSY TOTAL": the busy share between two readings
-  echo "$1 $2" | awk '{ d = $4 - $2; print (d > 0 ? int(100 * ($3 - $1) / d) : 0) }'
+busy_share() {  # busy_share "BUSY TOTAL STEAL" "BUSY TOTAL STEAL": the busy share between two
+  # readings, and the share the hypervisor gave to other machines (steal: a busy host)
+  echo "$1 $2" | awk '{ d = $5 - $2; print (d > 0 ? int(100 * ($4 - $1) / d) : 0) "% (stolen " (d > 0 ? int(100 * ($6 - $3) / d) : 0) "%)" }'
 }
 echo "== tests"
 set +e
@@ -108,7 +109,7 @@ cpu_before=$(cpu_ticks)
 tests_began=$(date +%s)
 $BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
-echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(busy_share "$cpu_before" "$(cpu_ticks)")% of that time"
+echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(busy_share "$cpu_before" "$(cpu_ticks)") of that time"
 set -e
 reported minio "$minio_pid" || { [ "$rc" -ne 0 ] || rc=1; }
 if [ "$rc" -eq 5 ]; then
