@@ -94,7 +94,7 @@ renice -n 0 -p $(descendants "$minio_pid") >/dev/null 2>&1 || true
 cpu_ticks() {  # busy, total and stolen ticks of all CPUs so far (/proc/stat's first line)
   awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat
 }
-busy_share() {  # busy_share "BUSY TOTAL STEAL" "BUSY TOTAL STEAL": the busy share between two
+cpu_shares() {  # cpu_shares "BUSY TOTAL STEAL" "BUSY TOTAL STEAL": the busy share between two
   # readings, and the share the hypervisor gave to other machines (steal: a busy host)
   echo "$1 $2" | awk '{ d = $5 - $2; print (d > 0 ? int(100 * ($4 - $1) / d) : 0) "% (stolen " (d > 0 ? int(100 * ($6 - $3) / d) : 0) "%)" }'
 }
@@ -109,7 +109,7 @@ cpu_before=$(cpu_ticks)
 tests_began=$(date +%s)
 $BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
-echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(busy_share "$cpu_before" "$(cpu_ticks)") of that time"
+echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(cpu_shares "$cpu_before" "$(cpu_ticks)") of that time"
 set -e
 reported minio "$minio_pid" || { [ "$rc" -ne 0 ] || rc=1; }
 if [ "$rc" -eq 5 ]; then

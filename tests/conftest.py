@@ -38,17 +38,12 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", DRIVER_JAVA_OPTIONS)
 # appends and reads in one session, 127-141 -> 105-118 s of CPU; a cold 400-event CLI batch,
 # 44-45 -> 39-40 s; test_serving.py alone, 319 -> 246-257 s of CPU, 213 -> 172-175 s.
 # Production keeps Spark's defaults (code generation pays off at scale).
-TINY_INPUT_SETTINGS = {
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+TINY_INPUT_ENVIRON = {
+    "LAMBDA_SALES__SPARK__CONF__spark.sql.codegen.wholeStage": "false",
+    "LAMBDA_SALES__SPARK__CONF__spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
-os.environ.update(
-    {
-        f"LAMBDA_SALES__SPARK__CONF__{key}": value
-        for key, value in TINY_INPUT_SETTINGS.items()
-        if f"LAMBDA_SALES__SPARK__CONF__{key}" not in os.environ
-    }
-)
+for name, value in TINY_INPUT_ENVIRON.items():
+    os.environ.setdefault(name, value)
 # The tests' own session lives for the whole run and plans thousands of small queries, each
 # with classes of its own: with G1 and the default JIT thresholds, a worker's JVM spent about a
 # fifth of its CPU in C2 compiles and a tenth in GC (concurrent marking). The parallel
@@ -107,7 +102,7 @@ def spark() -> Iterator:
             "LAMBDA_SALES__SPARK__SHUFFLE_PARTITIONS": "2",
             # Two test workers share two cores: no web UI to feed with every job's events.
             "LAMBDA_SALES__SPARK__CONF__spark.ui.enabled": "false",
-            **{f"LAMBDA_SALES__SPARK__CONF__{k}": v for k, v in TINY_INPUT_SETTINGS.items()},
+            **TINY_INPUT_ENVIRON,
         }
     )
     # With S3A on the class path (tests/integration/test_object_store.py shares this session).
