@@ -11,12 +11,16 @@ PYTEST_ARGS ?=
 setup: $(STAMP) .cache/jars/MANIFEST
 
 # The project and its dev tools, installed by uv (from PyPI; seconds where pip takes minutes).
+# pyspark is a source distribution only: its wheel is built once per machine into WHEELS (uv
+# would build it again for every new virtualenv, 20-30 s; devtools/wheels.py).
 UV_VERSION := 0.13.9
+WHEELS ?= $(HOME)/.cache/lambda-sales/wheels
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(BIN)/python -m devtools.wheels ensure "$(WHEELS)"
 	@# PYTHONWARNINGS: setuptools warns about every editable install of a package in its own folder
-	PYTHONWARNINGS=ignore $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	PYTHONWARNINGS=ignore $(BIN)/uv pip install --quiet --python $(BIN)/python --find-links "$(WHEELS)" -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # The pinned JVM packages (sales_core/packages.py; their jars and SHA-1s in sales_core/jars.lock.json),

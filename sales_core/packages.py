@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -123,14 +124,55 @@ def _jar_name(jar: dict[str, str]) -> str:
     return f"{jar['group']}_{jar['artifact']}-{jar['version']}.jar"
 
 
+def shared_jar_store() -> Path:
+    """The machine's store of locked jars, by SHA-1, outside any clone: every clone and
+    virtualenv of the project links its jars from there instead of downloading them again
+    (``LAMBDA_SALES_JAR_STORE`` overrides; ``off`` downloads every time)."""
+    override = os.environ.get("LAMBDA_SALES_JAR_STORE", "")
+    if override:
+        return Path(override)
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "lambda-sales" / "jars-by-sha1"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` with ``source``'s bytes (a hard link where the file system allows one)."""
+    tmp = target.with_suffix(".part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
 def _download(jar: dict[str, str], target_dir: Path) -> str:
-    """One locked jar from Maven Central into ``target_dir``, its SHA-1 checked."""
+    """One locked jar into ``target_dir``, its SHA-1 checked: from the machine's jar store
+    (:func:`shared_jar_store`) when a clone fetched it before, else from Maven Central (and
+    then kept in the store)."""
+    name = _jar_name(jar)
+    target = target_dir / name
+    store = shared_jar_store()
+    stored = store / f"{jar['sha1']}.jar"
+    if str(store) != "off" and stored.is_file():
+        _link_or_copy(stored, target)
+        return name
+    _fetch_from_central(jar, target)
+    if str(store) != "off":
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(target, stored)
+        except OSError:
+            pass  # a read-only home: the next clone downloads again
+    return name
+
+
+def _fetch_from_central(jar: dict[str, str], target: Path) -> None:
+    """One locked jar from Maven Central to ``target``, its SHA-1 checked."""
     url = (
         f"{MAVEN_CENTRAL}{jar['group'].replace('.', '/')}/{jar['artifact']}/{jar['version']}/"
         f"{jar['artifact']}-{jar['version']}.jar"
     )
-    name = _jar_name(jar)
-    target = target_dir / name
     tmp = target.with_suffix(".part")
     digest = hashlib.sha1(usedforsecurity=False)
     with urllib.request.urlopen(url, timeout=120) as response, tmp.open("wb") as out:
@@ -141,7 +183,6 @@ def _download(jar: dict[str, str], target_dir: Path) -> str:
         tmp.unlink()
         raise OSError(f"{url}: SHA-1 {digest.hexdigest()}, the lock says {jar['sha1']}")
     tmp.replace(target)
-    return name
 
 
 def _record(packages: tuple[str, ...], names: list[str]) -> list[str]:
@@ -357,10 +398,10 @@ def _fetch_set(name: str) -> int:
     packages = PACKAGE_SETS[name]
     started = time.monotonic()
     locked = locked_jars(packages) is not None
-    how = "downloading the locked jars of" if locked else "resolving"
+    how = "fetching the locked jars of" if locked else "resolving"
+    where = f"{shared_jar_store()} or Maven Central" if locked else "Maven Central"
     print(
-        f"{how} {len(packages)} JVM packages ({name}) from Maven Central into "
-        f"{jar_cache_dir()} (once)",
+        f"{how} {len(packages)} JVM packages ({name}) from {where} into {jar_cache_dir()} (once)",
         flush=True,
     )
     # Ivy's report (when Ivy resolves): a file, not the terminal

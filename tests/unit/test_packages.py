@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import urllib.request
+
 import pytest
 
 from sales_core import packages
@@ -41,3 +44,35 @@ def test_a_local_driver_class_path_leaves_out_what_pyspark_ships() -> None:
     assert {"jackson-databind", "hadoop-client-api", "parquet-hadoop"} <= provided
     for left_out in ("jackson-databind-", "hadoop-client-api-", "parquet-hadoop-"):
         assert any(left_out in jar for jar in jars) and left_out not in names
+
+
+def test_a_clone_links_the_jars_of_the_machines_store_and_asks_maven_central_for_none(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Every fresh clone used to download the same 44 jars (700 MB, 15 s): a jar whose SHA-1
+    is in the machine's store is linked from there, the same file."""
+    cached = packages.cached_jars()
+    assert cached is not None, "make setup caches the pinned packages"
+    by_name = {os.path.basename(j): j for j in cached}
+    store = tmp_path / "store"
+    store.mkdir()
+    locked = packages.locked_jars(packages.JVM_PACKAGES)
+    assert locked
+    for jar in locked:
+        os.link(
+            by_name[f"{jar['group']}_{jar['artifact']}-{jar['version']}.jar"],
+            store / f"{jar['sha1']}.jar",
+        )
+    monkeypatch.setenv("LAMBDA_SALES_JAR_STORE", str(store))
+    monkeypatch.setenv("LAMBDA_SALES_JAR_CACHE", str(tmp_path / "clone"))
+
+    def no_network(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"a download: {args[0]}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    jars = packages.fetch(packages.JVM_PACKAGES)
+    assert len(jars) == len(locked)
+    assert sorted(os.stat(j).st_ino for j in jars) == sorted(
+        os.stat(store / f"{jar['sha1']}.jar").st_ino for jar in locked
+    )
+    assert packages.cached_jars() == jars
