@@ -64,11 +64,14 @@ descendants() {  # descendants PID: every process under PID
     descendants "$child"
   done
 }
+# `make setup` and then the class archive are the longest path to the tests: the steps beside
+# them that the tests need later (Airflow's virtualenv) or that end well before the archive
+# (the lint) run niced, so that they take the CPU the archive's JVM leaves.
 step services timed services services
-step airflow timed airflow bash scripts/airflow-venv.sh
+step airflow timed airflow nice -n 10 bash scripts/airflow-venv.sh
 timed "make setup" make --no-print-directory setup || exit 1
 step jvm-archive timed jvm-archive "$BIN/python" -m devtools.jvm_archive build
-step lint timed lint lint
+step lint timed lint nice -n 10 bash -c "$(declare -f lint); BIN=$BIN; lint"
 reported() {  # reported NAME PID: wait for a step; its seconds, or its log's end if it failed
   if wait "$2"; then
     tail -n 1 "$LOGS/$1.log"
