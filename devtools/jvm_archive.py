@@ -21,7 +21,10 @@ from sales_core.jvm_archive import archive_path, disabled, recording_options
 from sales_core.packages import cached_jars
 
 KAFKA_SOURCE = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
-# Spark's interpreted evaluation of expressions (no Janino code generation): the recorded pass.
+# How the tests' short-lived Spark drivers run (tests/conftest.py sets both), and so the recorded
+# pass: the JVM compiles with C1 alone, and Spark evaluates expressions interpreted (no Janino
+# code generation).
+SHORT_LIVED_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 INTERPRETED = {
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
@@ -79,7 +82,7 @@ def record(target: Path, work: Path) -> None:
     spark = get_spark(
         config.spark,
         app_name="lambda-sales-jvm-archive",
-        java_options=(*recording_options(target), "-XX:TieredStopAtLevel=1"),
+        java_options=(*recording_options(target), SHORT_LIVED_JAVA_OPTIONS),
     )
     spark.sparkContext.setLogLevel("ERROR")
     for key, value in INTERPRETED.items():

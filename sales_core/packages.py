@@ -124,11 +124,13 @@ def _jar_name(jar: dict[str, str]) -> str:
     return f"{jar['group']}_{jar['artifact']}-{jar['version']}.jar"
 
 
-def shared_jar_store() -> Path:
+def shared_jar_store() -> Path | None:
     """The machine's store of locked jars, by SHA-1, outside any clone: every clone and
     virtualenv of the project links its jars from there instead of downloading them again
-    (``LAMBDA_SALES_JAR_STORE`` overrides; ``off`` downloads every time)."""
+    (``LAMBDA_SALES_JAR_STORE`` overrides; ``off``, None: every clone downloads)."""
     override = os.environ.get("LAMBDA_SALES_JAR_STORE", "")
+    if override == "off":
+        return None
     if override:
         return Path(override)
     cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -153,17 +155,19 @@ def _download(jar: dict[str, str], target_dir: Path) -> str:
     name = _jar_name(jar)
     target = target_dir / name
     store = shared_jar_store()
+    if store is None:
+        _fetch_from_central(jar, target)
+        return name
     stored = store / f"{jar['sha1']}.jar"
-    if str(store) != "off" and stored.is_file():
+    if stored.is_file():
         _link_or_copy(stored, target)
         return name
     _fetch_from_central(jar, target)
-    if str(store) != "off":
-        try:
-            store.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(target, stored)
-        except OSError:
-            pass  # a read-only home: the next clone downloads again
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(target, stored)
+    except OSError:
+        pass  # a read-only home: the next clone downloads again
     return name
 
 
@@ -399,7 +403,8 @@ def _fetch_set(name: str) -> int:
     started = time.monotonic()
     locked = locked_jars(packages) is not None
     how = "fetching the locked jars of" if locked else "resolving"
-    where = f"{shared_jar_store()} or Maven Central" if locked else "Maven Central"
+    store = shared_jar_store() if locked else None
+    where = f"{store} or Maven Central" if store is not None else "Maven Central"
     print(
         f"{how} {len(packages)} JVM packages ({name}) from {where} into {jar_cache_dir()} (once)",
         flush=True,

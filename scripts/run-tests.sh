@@ -33,6 +33,7 @@ kafka_files.ensure_libs()
 PY
 }
 lint() {
+  renice -n 10 -p "$BASHPID" >/dev/null 2>&1 || true  # beside the class archive: see below
   $BIN/ruff check . || { echo "ruff found problems"; return 1; }
   $BIN/ruff format --check . || { echo "ruff format would change the files above: run ruff format"; return 1; }
   $BIN/mypy || { echo "mypy found problems"; return 1; }
@@ -66,12 +67,12 @@ descendants() {  # descendants PID: every process under PID
 }
 # `make setup` and then the class archive are the longest path to the tests: the steps beside
 # them that the tests need later (Airflow's virtualenv) or that end well before the archive
-# (the lint) run niced, so that they take the CPU the archive's JVM leaves.
+# (the lint, which renices itself) run niced, so that they take the CPU the archive's JVM leaves.
 step services timed services services
 step airflow timed airflow nice -n 10 bash scripts/airflow-venv.sh
 timed "make setup" make --no-print-directory setup || exit 1
 step jvm-archive timed jvm-archive "$BIN/python" -m devtools.jvm_archive build
-step lint timed lint nice -n 10 bash -c "$(declare -f lint); BIN=$BIN; lint"
+step lint timed lint lint
 reported() {  # reported NAME PID: wait for a step; its seconds, or its log's end if it failed
   if wait "$2"; then
     tail -n 1 "$LOGS/$1.log"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from devtools import spark_gateway
+from devtools.jvm_archive import INTERPRETED, SHORT_LIVED_JAVA_OPTIONS
 
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # type: ignore[attr-defined]
 # Every Spark driver a test starts in a process of its own (the CLI) lives for seconds over
@@ -24,7 +25,7 @@ os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # type: ignore[attr-
 # long enough to pay it back (a 2,000-event batch run: 89 s of CPU with C2, 48 s without), on
 # two cores shared by two test workers. C1 alone (the same code runs, compiled less); the
 # tests' own long-lived session keeps the default.
-DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+DRIVER_JAVA_OPTIONS = SHORT_LIVED_JAVA_OPTIONS
 os.environ.setdefault(
     "LAMBDA_SALES__SPARK__CONF__spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS
 )
@@ -39,8 +40,7 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", DRIVER_JAVA_OPTIONS)
 # 44-45 -> 39-40 s; test_serving.py alone, 319 -> 246-257 s of CPU, 213 -> 172-175 s.
 # Production keeps Spark's defaults (code generation pays off at scale).
 TINY_INPUT_ENVIRON = {
-    "LAMBDA_SALES__SPARK__CONF__spark.sql.codegen.wholeStage": "false",
-    "LAMBDA_SALES__SPARK__CONF__spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    f"LAMBDA_SALES__SPARK__CONF__{key}": value for key, value in INTERPRETED.items()
 }
 for name, value in TINY_INPUT_ENVIRON.items():
     os.environ.setdefault(name, value)
