@@ -81,7 +81,15 @@ if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars "${S3_JARS[@]}" 2
   case "$MASTER" in
     # A local driver (its executors are its threads) holds them on its own class path, as the
     # CLI's sessions do: no copy per run, and the class-data archive below fits its class path.
-    local*) JVM=(--driver-class-path "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path "${S3_JARS[@]}")") ;;
+    # The object store's jars go after Spark's own (SPARK_DIST_CLASSPATH, last on the
+    # launcher's class path), so that the archive of the pinned jars' class path still fits.
+    local*)
+      JVM=(--driver-class-path "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path)")
+      if [ ${#S3_JARS[@]} -gt 0 ]; then
+        APPENDED="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path --appended)"
+        export SPARK_DIST_CLASSPATH="${SPARK_DIST_CLASSPATH:+$SPARK_DIST_CLASSPATH:}$APPENDED"
+      fi
+      ;;
     *) JVM=(--jars "$JARS") ;;
   esac
   # Delta lists a local table's log with the project's LogStore (its jar is among JARS).
@@ -145,6 +153,9 @@ COMMAND=(
 )
 if [ "$DRY_RUN" = 1 ]; then
   printf '%q ' "${COMMAND[@]}"; echo
+  if [ -n "${APPENDED:-}" ]; then
+    echo "appended to the driver's class path (SPARK_DIST_CLASSPATH): $APPENDED"
+  fi
   if [ -n "$DRIVER_ENV_PREFIX" ]; then  # the names it passes, never the values
     echo "driver environment (in the properties file): $(cut -d= -f1 "$PROPERTIES" | sed "s/^$DRIVER_ENV_PREFIX//" | tr '\n' ' ')"
   fi

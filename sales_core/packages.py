@@ -367,22 +367,27 @@ def spark_provides() -> frozenset[str]:
     )
 
 
-def local_class_path(jars: list[str], object_store_jars: list[str] | None = None) -> list[str]:
-    """A local driver's own class path (its executors are its threads): the object store's
-    libraries (``object_store_jars``), the pinned ``jars`` but for the artifacts pyspark
-    already ships (a pinned package's older Jackson, Hadoop or Parquet), and the project's
-    LogStores. Given as ``spark.jars``, the same jars load in a child of Spark's class loader,
-    where Spark's own version of those artifacts wins: this keeps that outcome, on one class
-    path, without a copy of the jars per session (:func:`sales_core.session.get_spark` and
-    ``spark-submit.sh`` with a local master)."""
+def local_class_path(jars: list[str]) -> list[str]:
+    """A local driver's own class path (its executors are its threads): the pinned ``jars``
+    but for the artifacts pyspark already ships (a pinned package's older Jackson, Hadoop or
+    Parquet), and the project's LogStores. Given as ``spark.jars``, the same jars load in a
+    child of Spark's class loader, where Spark's own version of those artifacts wins: this
+    keeps that outcome, on one class path, without a copy of the jars per session
+    (:func:`sales_core.session.get_spark` and ``spark-submit.sh`` with a local master)."""
     store = local_logstore_jar()
     project = [store] if store is not None else []
     provided = spark_provides()
-    return [
-        *(j for j in object_store_jars or [] if j not in project),
-        *(j for j in jars if _artifact(Path(j).name) not in provided),
-        *project,
-    ]
+    return [*(j for j in jars if _artifact(Path(j).name) not in provided), *project]
+
+
+def appended_class_path(object_store_jars: list[str]) -> list[str]:
+    """The object store's libraries (S3A, the AWS SDK) for a local driver, appended to its
+    class path after Spark's own jars (``SPARK_DIST_CLASSPATH``, which Spark's launcher puts
+    last). They share no class with Spark's jars, and the class path before them stays the
+    one the class-data archive was recorded with: the archive still covers Spark, Delta and
+    Kafka's classes (a JVM only maps an archive whose class path is a prefix of its own)."""
+    project = local_logstore_jar()
+    return [j for j in object_store_jars if j != project]
 
 
 def s3_jars() -> list[str] | None:
@@ -463,12 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args[:1] == ["class-path"]:
         # spark-submit.sh with a local master: the driver's class path (--s3: with S3A).
+        # --appended: the object store's jars, for SPARK_DIST_CLASSPATH (appended_class_path).
         core = cached_jars()
-        extra = s3_jars() if args[1:] == ["--s3"] else None
-        if core is None or (args[1:] == ["--s3"] and extra is None):
+        extra = s3_jars() if args[1:] == ["--appended"] else None
+        if core is None or (args[1:] == ["--appended"] and extra is None):
             print("jars not fetched: run `python -m sales_core.packages fetch`", file=sys.stderr)
             return 1
-        print(":".join(local_class_path(core, extra)))
+        print(":".join(appended_class_path(extra) if extra is not None else local_class_path(core)))
         return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
 
@@ -14,6 +16,7 @@ from sales_core.packages import (
     JVM_PACKAGES,
     LOCAL_LOGSTORE_CLASS,
     S3_PACKAGES,
+    appended_class_path,
     cached_jars,
     ivy_settings,
     jar_cache_dir,
@@ -23,6 +26,8 @@ from sales_core.packages import (
 )
 
 log = logging.getLogger(__name__)
+
+DIST_CLASS_PATH = "SPARK_DIST_CLASSPATH"
 
 DELTA_SETTINGS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -79,12 +84,13 @@ def get_spark(
         # A laptop: bind to loopback rather than guessing an external interface.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name or conf.app_name)
+    appended: list[str] = []
     jars = None if _under_launcher() else cached_jars()
     object_store_jars = s3_jars() if s3 is not None and not _under_launcher() else None
     local = conf.master.startswith("local")
-    options = driver_java_options(
-        conf, [*(jars or []), *object_store_jars] if object_store_jars else jars, extra=java_options
-    )
+    # With or without the object store's jars (appended after Spark's own below), a local
+    # driver's class path starts as the pinned jars' archive was recorded with.
+    options = driver_java_options(conf, jars, extra=java_options)
     if options:
         builder = builder.config("spark.driver.extraJavaOptions", options)
     if conf.master and not _under_launcher():
@@ -106,11 +112,13 @@ def get_spark(
             # path: given as spark.jars, each session would first copy them (about 100 MB,
             # 690 MB more with S3) into its temporary directory, and load them through a class
             # loader the class-data archive does not cover (a small batch run: 0.7 s less).
-            class_path = local_class_path(jars, object_store_jars)
+            class_path = local_class_path(jars)
             user = conf.conf.get("spark.driver.extraClassPath")
             builder = builder.config(
                 "spark.driver.extraClassPath", ":".join([user, *class_path] if user else class_path)
             )
+            if object_store_jars:
+                appended = appended_class_path(object_store_jars)
         elif jars is not None:
             shipped = [*jars, *(object_store_jars or []), *([store] if store is not None else [])]
             builder = builder.config("spark.jars", ",".join(dict.fromkeys(shipped)))
@@ -131,7 +139,8 @@ def get_spark(
             continue  # joined to the driver's class path above
         if key != "spark.driver.extraJavaOptions":
             builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _launcher_class_path(appended):
+        spark = builder.getOrCreate()
     _apply_runtime(spark, conf, s3)
     return spark
 
@@ -152,6 +161,24 @@ def driver_java_options(
     options += extra
     user = conf.conf.get("spark.driver.extraJavaOptions", "")
     return " ".join([*options, user] if user else options)
+
+
+@contextlib.contextmanager
+def _launcher_class_path(appended: list[str]) -> Iterator[None]:
+    """``appended`` at the end of the driver JVM's class path while it is launched: Spark's
+    launcher puts ``SPARK_DIST_CLASSPATH`` after its own jars (a user's value kept first)."""
+    if not appended:
+        yield
+        return
+    saved = os.environ.get(DIST_CLASS_PATH)
+    os.environ[DIST_CLASS_PATH] = ":".join([saved, *appended] if saved else appended)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(DIST_CLASS_PATH, None)
+        else:
+            os.environ[DIST_CLASS_PATH] = saved
 
 
 def _under_launcher() -> bool:

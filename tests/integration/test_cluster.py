@@ -180,6 +180,40 @@ def test_a_local_master_gets_the_jars_on_the_driver_class_path() -> None:
     assert f"-XX:SharedArchiveFile={archive}" in options.split()
 
 
+def test_a_local_master_on_the_store_gets_its_jars_after_sparks_own() -> None:
+    """A local driver on s3a://: the class path the archive was recorded with, then S3A and
+    the AWS SDK appended after Spark's own jars (SPARK_DIST_CLASSPATH), so the archive fits."""
+    from sales_core.packages import appended_class_path, cached_jars, local_class_path, s3_jars
+
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "LAMBDA_SALES__LAKEHOUSE__ROOT": "s3a://a-bucket/lakehouse",
+        "LAMBDA_SALES__LAKEHOUSE__S3__ENDPOINT": "http://127.0.0.1:9",
+        "LAMBDA_SALES__LAKEHOUSE__S3__PATH_STYLE": "true",
+    }
+    env.pop("SPARK_DIST_CLASSPATH", None)
+    result = subprocess.run(
+        [str(SUBMIT), "--dry-run", "--master", "local[2]", "batch"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    import shlex
+
+    command, appended = result.stdout.splitlines()[:2]
+    argv = shlex.split(command)
+    jars, extra = cached_jars(), s3_jars()
+    assert jars is not None and extra is not None
+    assert argv[argv.index("--driver-class-path") + 1].split(":") == local_class_path(jars)
+    assert "spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9" in argv
+    label = "appended to the driver's class path (SPARK_DIST_CLASSPATH): "
+    assert appended.startswith(label), result.stdout
+    assert appended.removeprefix(label).split(":") == appended_class_path(extra)
+
+
 def test_configuration_loads_from_the_archive_alone(tmp_path: Path) -> None:
     """What a cluster-mode driver has: the zip, no checkout. conf/ layers come from inside it."""
     from jobs.bundle import build_archive

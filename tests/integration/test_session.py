@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pyspark.errors import AnalysisException
 
+from sales_core import jvm_archive
 from sales_core.lakehouse import table_version
 from sales_core.packages import (
     JVM_PACKAGES,
     LOCAL_LOGSTORE_CLASS,
+    appended_class_path,
     cached_jars,
     jar_cache_dir,
     local_class_path,
+    s3_jars,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,6 +42,35 @@ def test_session_uses_cached_pinned_jars_and_utc(spark) -> None:  # type: ignore
         assert f"{group}_{artifact}-{version}.jar" in names
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_the_object_stores_jars_come_last_and_the_archive_still_fits(spark) -> None:  # type: ignore[no-untyped-def]
+    """The tests' session has S3A (as a job's on s3a:// has): its class path is the one the
+    class-data archive was recorded with (the pinned jars, the project's, Spark's own), then
+    the object store's jars; and it maps the pinned jars' archive (a JVM takes an archive whose
+    class path is a prefix of its own)."""
+    import pyspark
+
+    jars, extra = cached_jars(), s3_jars()
+    assert jars is not None and extra is not None, "make setup fetches both jar sets"
+    jvm = spark.sparkContext._jvm
+    class_path = jvm.java.lang.System.getProperty("java.class.path").split(":")
+    appended = appended_class_path(extra)
+    assert appended and class_path[-len(appended) :] == appended
+    recorded = local_class_path(jars)
+    assert class_path[: len(recorded)] == recorded
+    spark_jars = str(Path(pyspark.__file__).parent / "jars")
+    assert all(
+        Path(entry).parent == Path(spark_jars) or entry.rstrip("/*") == spark_jars
+        for entry in class_path[len(recorded) : -len(appended)]
+        if entry.endswith((".jar", "*"))
+    )
+    arguments = list(
+        jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    )
+    archive = jvm_archive.archive_path(jars)
+    assert archive.is_file(), "make test records the class-data archive before the tests"
+    assert f"-XX:SharedArchiveFile={archive}" in arguments
 
 
 def test_existing_session_is_reused(spark) -> None:  # type: ignore[no-untyped-def]
