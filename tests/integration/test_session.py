@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from sales_core.packages import (
     local_class_path,
     s3_jars,
 )
+from tests.processes import descendants
 
 pytestmark = pytest.mark.integration
 
@@ -53,24 +55,27 @@ def test_the_object_stores_jars_come_last_and_the_archive_still_fits(spark) -> N
 
     jars, extra = cached_jars(), s3_jars()
     assert jars is not None and extra is not None, "make setup fetches both jar sets"
-    jvm = spark.sparkContext._jvm
-    class_path = jvm.java.lang.System.getProperty("java.class.path").split(":")
+    spark.range(1).collect()  # the session's JVM is up
+    # The driver JVM as it was launched: a child of this process (through spark-submit).
+    commands = [
+        (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+        for pid in descendants(os.getpid())
+        if Path(f"/proc/{pid}/cmdline").is_file()
+    ]
+    drivers = [c for c in commands if b"org.apache.spark.deploy.SparkSubmit" in c]
+    assert len(drivers) == 1, "one Spark driver for the whole test process"
+    argv = [a.decode() for a in drivers[0]]
+    class_path = argv[argv.index("-cp") + 1].split(":")
     appended = appended_class_path(extra)
     assert appended and class_path[-len(appended) :] == appended
     recorded = local_class_path(jars)
     assert class_path[: len(recorded)] == recorded
-    spark_jars = str(Path(pyspark.__file__).parent / "jars")
-    assert all(
-        Path(entry).parent == Path(spark_jars) or entry.rstrip("/*") == spark_jars
-        for entry in class_path[len(recorded) : -len(appended)]
-        if entry.endswith((".jar", "*"))
-    )
-    arguments = list(
-        jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
-    )
+    spark_home = Path(pyspark.__file__).parent  # Spark's own conf/ and jars/ in between
+    between = class_path[len(recorded) : -len(appended)]
+    assert between and all(Path(entry).is_relative_to(spark_home) for entry in between), between
     archive = jvm_archive.archive_path(jars)
     assert archive.is_file(), "make test records the class-data archive before the tests"
-    assert f"-XX:SharedArchiveFile={archive}" in arguments
+    assert f"-XX:SharedArchiveFile={archive}" in argv
 
 
 def test_existing_session_is_reused(spark) -> None:  # type: ignore[no-untyped-def]
