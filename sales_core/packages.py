@@ -467,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}")
         return 0
     if args[:1] == ["class-path"]:
-        # spark-submit.sh with a local master: the driver's class path (--s3: with S3A).
-        # --appended: the object store's jars, for SPARK_DIST_CLASSPATH (appended_class_path).
+        # spark-submit.sh with a local master: the driver's class path; --appended: the object
+        # store's jars, which go after Spark's own (SPARK_DIST_CLASSPATH, appended_class_path).
         core = cached_jars()
         extra = s3_jars() if args[1:] == ["--appended"] else None
         if core is None or (args[1:] == ["--appended"] and extra is None):
