@@ -78,20 +78,21 @@ S3_JARS=()
 # The pinned JVM packages (sales_core/packages.py): the cached jars when resolved (shipped to
 # the executors by spark-submit), else --packages (resolved by the cluster from Maven Central).
 if JARS="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages jars "${S3_JARS[@]}" 2>/dev/null)"; then
-  case "$MASTER" in
-    # A local driver (its executors are its threads) holds them on its own class path, as the
-    # CLI's sessions do: no copy per run, and the class-data archive below fits its class path.
-    # The object store's jars go after Spark's own (SPARK_DIST_CLASSPATH, last on the
-    # launcher's class path), so that the archive of the pinned jars' class path still fits.
-    local*)
-      JVM=(--driver-class-path "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path)")
-      if [ ${#S3_JARS[@]} -gt 0 ]; then
-        APPENDED="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path --appended)"
-        export SPARK_DIST_CLASSPATH="${SPARK_DIST_CLASSPATH:+$SPARK_DIST_CLASSPATH:}$APPENDED"
-      fi
-      ;;
-    *) JVM=(--jars "$JARS") ;;
-  esac
+  # A cluster's executors get them all through --jars (a local master's are the driver's
+  # threads).
+  JVM=()
+  case "$MASTER" in local*) ;; *) JVM=(--jars "$JARS") ;; esac
+  # A driver that runs here (client mode, any master) holds them on its own class path, as the
+  # CLI's sessions do: no copy per run, and the class-data archive below fits its class path.
+  # The object store's jars go after Spark's own (SPARK_DIST_CLASSPATH, last on the
+  # launcher's class path), so that the archive of the pinned jars' class path still fits.
+  if [ "$DEPLOY_MODE" = client ]; then
+    JVM+=(--driver-class-path "$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path)")
+    if [ ${#S3_JARS[@]} -gt 0 ]; then
+      APPENDED="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages class-path --appended)"
+      export SPARK_DIST_CLASSPATH="${SPARK_DIST_CLASSPATH:+$SPARK_DIST_CLASSPATH:}$APPENDED"
+    fi
+  fi
   # Delta lists a local table's log with the project's LogStore (its jar is among JARS).
   if LOCAL_LOGSTORE="$(cd "$ROOT" && "$PYTHON" -m sales_core.packages local-logstore)"; then
     JVM+=(--conf "$LOCAL_LOGSTORE")
@@ -127,11 +128,11 @@ export LAMBDA_SALES_ENV="$ENV_NAME"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}"
 LOG4J="file:$ROOT/conf/log4j2.properties"
 DRIVER_OPTIONS="-Dlog4j2.configurationFile=$LOG4J"
-case "$MASTER" in
-  # A local driver maps the class-data archive of `make archive` when there is one (seconds off
-  # its start; sales_core/jvm_archive.py).
-  local*) DRIVER_OPTIONS="$DRIVER_OPTIONS $(cd "$ROOT" && "$PYTHON" -m sales_core.jvm_archive options 2>/dev/null || true)" ;;
-esac
+# A driver that runs here maps the class-data archive of `make archive` when there is one
+# (seconds off its start; sales_core/jvm_archive.py).
+if [ "$DEPLOY_MODE" = client ]; then
+  DRIVER_OPTIONS="$DRIVER_OPTIONS $(cd "$ROOT" && "$PYTHON" -m sales_core.jvm_archive options 2>/dev/null || true)"
+fi
 COMMAND=(
   "$SUBMIT"
   --master "$MASTER"

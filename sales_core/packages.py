@@ -368,12 +368,13 @@ def spark_provides() -> frozenset[str]:
 
 
 def local_class_path(jars: list[str]) -> list[str]:
-    """A local driver's own class path (its executors are its threads): the pinned ``jars``
+    """A driver's own class path (a local master's executors are its threads; a cluster's
+    get the jars through ``spark.jars`` too): the pinned ``jars``
     but for the artifacts pyspark already ships (a pinned package's older Jackson, Hadoop or
     Parquet), and the project's LogStores. Given as ``spark.jars``, the same jars load in a
     child of Spark's class loader, where Spark's own version of those artifacts wins: this
     keeps that outcome, on one class path, without a copy of the jars per session
-    (:func:`sales_core.session.get_spark` and ``spark-submit.sh`` with a local master)."""
+    (:func:`sales_core.session.get_spark` and ``spark-submit.sh`` in client mode)."""
     store = local_logstore_jar()
     project = [store] if store is not None else []
     provided = spark_provides()
@@ -381,7 +382,7 @@ def local_class_path(jars: list[str]) -> list[str]:
 
 
 def appended_class_path(object_store_jars: list[str]) -> list[str]:
-    """The object store's libraries (S3A, the AWS SDK) for a local driver, appended to its
+    """The object store's libraries (S3A, the AWS SDK) for a driver, appended to its
     class path after Spark's own jars (``SPARK_DIST_CLASSPATH``, which Spark's launcher puts
     last). They share no class with Spark's jars, and the class path before them stays the
     one the class-data archive was recorded with: the archive still covers Spark, Delta and
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}")
         return 0
     if args[:1] == ["class-path"]:
-        # spark-submit.sh with a local master: the driver's class path; --appended: the object
+        # spark-submit.sh in client mode: the driver's class path; --appended: the object
         # store's jars, which go after Spark's own (SPARK_DIST_CLASSPATH, appended_class_path).
         core = cached_jars()
         extra = s3_jars() if args[1:] == ["--appended"] else None

@@ -100,7 +100,13 @@ def submit(
 
 
 def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> None:
-    from sales_core.packages import LOCAL_LOGSTORE_CLASS, cached_jars, local_logstore_jar
+    from sales_core import jvm_archive
+    from sales_core.packages import (
+        LOCAL_LOGSTORE_CLASS,
+        cached_jars,
+        local_class_path,
+        local_logstore_jar,
+    )
 
     result = subprocess.run(
         [
@@ -139,6 +145,11 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     # the pinned jars and the project's LogStores, Delta's local log listed through one of them
     assert argv[argv.index("--jars") + 1].split(",") == [*jars, store]
     assert f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}" in argv
+    # the driver runs here (client mode): the local driver's class path and its class-data
+    # archive, as the CLI's sessions
+    assert argv[argv.index("--driver-class-path") + 1].split(":") == local_class_path(jars)
+    options = next(a for a in argv if a.startswith("spark.driver.extraJavaOptions="))
+    assert f"-XX:SharedArchiveFile={jvm_archive.archive_path(jars)}" in options.split()
     archive = Path(argv[argv.index("--py-files") + 1])
     names = set(zipfile.ZipFile(archive).namelist())
     assert {

@@ -27,8 +27,11 @@ def test_an_existing_archive_is_mapped_by_a_local_driver(tmp_path: Path, monkeyp
     options = driver_java_options(conf(), None).split()
     assert options[0].startswith("-Dlog4j2.configurationFile=")
     assert f"-XX:SharedArchiveFile={archive}" in options
-    # a cluster's driver is not ours to start
-    assert "SharedArchiveFile" not in driver_java_options(conf("spark://host:7077"), None)
+    # a cluster's driver runs in this process too (client mode): same class path, same archive
+    assert (
+        f"-XX:SharedArchiveFile={archive}"
+        in driver_java_options(conf("spark://host:7077"), None).split()
+    )
 
 
 def test_no_archive_no_option_and_off_means_off(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
