@@ -367,7 +367,7 @@ def spark_provides() -> frozenset[str]:
     )
 
 
-def local_class_path(jars: list[str]) -> list[str]:
+def driver_class_path(jars: list[str]) -> list[str]:
     """A driver's own class path (a local master's executors are its threads; a cluster's
     get the jars through ``spark.jars`` too): the pinned ``jars``
     but for the artifacts pyspark already ships (a pinned package's older Jackson, Hadoop or
@@ -475,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         if core is None or (args[1:] == ["--appended"] and extra is None):
             print("jars not fetched: run `python -m sales_core.packages fetch`", file=sys.stderr)
             return 1
-        print(":".join(appended_class_path(extra) if extra is not None else local_class_path(core)))
+        print(
+            ":".join(appended_class_path(extra) if extra is not None else driver_class_path(core))
+        )
         return 0
     if args[:1] == ["list"]:
         print(",".join(JVM_PACKAGES))

@@ -18,9 +18,9 @@ from sales_core.packages import (
     S3_PACKAGES,
     appended_class_path,
     cached_jars,
+    driver_class_path,
     ivy_settings,
     jar_cache_dir,
-    local_class_path,
     local_logstore_jar,
     s3_jars,
 )
@@ -112,19 +112,24 @@ def get_spark(
             # The driver puts every jar on its own class path: given as spark.jars alone, each
             # session would first copy them (about 100 MB, 690 MB more with S3) into its
             # temporary directory, and load them through a class loader the class-data archive
-            # does not cover (a small local batch run: 0.7 s less; a standalone cluster's
-            # batch and speed drivers on the object store: 111 CPU-s, now 77-81).
-            class_path = local_class_path(jars)
+            # does not cover (a small local batch run: 0.7 s less; the same layout through
+            # spark-submit.sh, a standalone cluster's batch and speed drivers on the object
+            # store: 111 CPU-s, now 77-81).
+            class_path = driver_class_path(jars)
             user = conf.conf.get("spark.driver.extraClassPath")
             builder = builder.config(
                 "spark.driver.extraClassPath", ":".join([user, *class_path] if user else class_path)
             )
             if object_store_jars:
                 appended = appended_class_path(object_store_jars)
-        if jars is not None and not local:
-            # A cluster's executors get them all, served by the driver.
-            shipped = [*jars, *(object_store_jars or []), *([store] if store is not None else [])]
-            builder = builder.config("spark.jars", ",".join(dict.fromkeys(shipped)))
+            if not local:
+                # A cluster's executors get them all, served by the driver.
+                shipped = [
+                    *jars,
+                    *(object_store_jars or []),
+                    *([store] if store is not None else []),
+                ]
+                builder = builder.config("spark.jars", ",".join(dict.fromkeys(shipped)))
         if jars is not None and store is not None:
             # Delta lists a local table's log through this LogStore: the names, then a status
             # only for the entries from the version it asks for (jvm/, LocalListingLogStore).

@@ -104,7 +104,7 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     from sales_core.packages import (
         LOCAL_LOGSTORE_CLASS,
         cached_jars,
-        local_class_path,
+        driver_class_path,
         local_logstore_jar,
     )
 
@@ -145,9 +145,9 @@ def test_dry_run_passes_the_pinned_jars_the_archive_and_the_job_arguments() -> N
     # the pinned jars and the project's LogStores, Delta's local log listed through one of them
     assert argv[argv.index("--jars") + 1].split(",") == [*jars, store]
     assert f"spark.delta.logStore.file.impl={LOCAL_LOGSTORE_CLASS}" in argv
-    # the driver runs here (client mode): the local driver's class path and its class-data
+    # the driver runs here (client mode): a local driver's class path and its class-data
     # archive, as the CLI's sessions
-    assert argv[argv.index("--driver-class-path") + 1].split(":") == local_class_path(jars)
+    assert argv[argv.index("--driver-class-path") + 1].split(":") == driver_class_path(jars)
     options = next(a for a in argv if a.startswith("spark.driver.extraJavaOptions="))
     assert f"-XX:SharedArchiveFile={jvm_archive.archive_path(jars)}" in options.split()
     archive = Path(argv[argv.index("--py-files") + 1])
@@ -167,7 +167,7 @@ def test_a_local_master_gets_the_jars_on_the_driver_class_path() -> None:
     """As the CLI's own sessions: nothing in --jars (copied per run), the class path the
     class-data archive was recorded with."""
     from sales_core import jvm_archive
-    from sales_core.packages import cached_jars, local_class_path
+    from sales_core.packages import cached_jars, driver_class_path
 
     result = subprocess.run(
         [str(SUBMIT), "--dry-run", "--master", "local[2]", "batch"],
@@ -183,7 +183,7 @@ def test_a_local_master_gets_the_jars_on_the_driver_class_path() -> None:
     assert "--jars" not in argv
     jars = cached_jars()
     assert jars is not None
-    assert argv[argv.index("--driver-class-path") + 1].split(":") == local_class_path(jars)
+    assert argv[argv.index("--driver-class-path") + 1].split(":") == driver_class_path(jars)
     # the archive the CLI's local sessions map (make test records it before the tests)
     options = next(a for a in argv if a.startswith("spark.driver.extraJavaOptions="))
     archive = jvm_archive.archive_path(jars)
@@ -194,7 +194,7 @@ def test_a_local_master_gets_the_jars_on_the_driver_class_path() -> None:
 def test_a_local_master_on_the_store_gets_its_jars_after_sparks_own() -> None:
     """A local driver on s3a://: the class path the archive was recorded with, then S3A and
     the AWS SDK appended after Spark's own jars (SPARK_DIST_CLASSPATH), so the archive fits."""
-    from sales_core.packages import appended_class_path, cached_jars, local_class_path, s3_jars
+    from sales_core.packages import appended_class_path, cached_jars, driver_class_path, s3_jars
 
     env = {
         **os.environ,
@@ -218,7 +218,7 @@ def test_a_local_master_on_the_store_gets_its_jars_after_sparks_own() -> None:
     argv = shlex.split(command)
     jars, extra = cached_jars(), s3_jars()
     assert jars is not None and extra is not None
-    assert argv[argv.index("--driver-class-path") + 1].split(":") == local_class_path(jars)
+    assert argv[argv.index("--driver-class-path") + 1].split(":") == driver_class_path(jars)
     assert "spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9" in argv
     label = "appended to the driver's class path (SPARK_DIST_CLASSPATH): "
     assert appended.startswith(label), result.stdout

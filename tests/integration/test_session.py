@@ -15,8 +15,8 @@ from sales_core.packages import (
     LOCAL_LOGSTORE_CLASS,
     appended_class_path,
     cached_jars,
+    driver_class_path,
     jar_cache_dir,
-    local_class_path,
     s3_jars,
 )
 from tests.processes import descendants
@@ -30,7 +30,7 @@ def test_session_uses_cached_pinned_jars_and_utc(spark) -> None:  # type: ignore
     # A local driver holds them on its own class path (nothing copied into spark.jars' loader),
     # but for artifacts pyspark ships itself.
     configured = spark.sparkContext.getConf().get("spark.driver.extraClassPath", "").split(":")
-    assert set(local_class_path(jars)) <= set(configured)
+    assert set(driver_class_path(jars)) <= set(configured)
     assert not spark.sparkContext.getConf().get("spark.jars", "")
     assert (
         spark.sparkContext.getConf().get("spark.delta.logStore.file.impl") == LOCAL_LOGSTORE_CLASS
@@ -68,7 +68,7 @@ def test_the_object_stores_jars_come_last_and_the_archive_still_fits(spark) -> N
     class_path = argv[argv.index("-cp") + 1].split(":")
     appended = appended_class_path(extra)
     assert appended and class_path[-len(appended) :] == appended
-    recorded = local_class_path(jars)
+    recorded = driver_class_path(jars)
     assert class_path[: len(recorded)] == recorded
     spark_home = Path(pyspark.__file__).parent  # Spark's own conf/ and jars/ in between
     between = class_path[len(recorded) : -len(appended)]

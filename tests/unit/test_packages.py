@@ -36,7 +36,7 @@ def test_a_local_driver_class_path_leaves_out_what_pyspark_ships() -> None:
     do in spark.jars' child class loader); Delta, the Kafka connector and the JDBC driver join."""
     jars = packages.cached_jars()
     assert jars is not None, "make setup caches the pinned packages"
-    kept = packages.local_class_path(jars)
+    kept = packages.driver_class_path(jars)
     names = " ".join(kept)
     for joined in ("io.delta_delta-spark_", "spark-sql-kafka-0-10_", "org.postgresql_postgresql-"):
         assert joined in names
