@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # The local Spark driver's class-data-sharing archive (sales_core/jvm_archive.py): every later
-# local Spark start loads its ~20,000 classes from it, seconds sooner. Built once per jar set.
+# local Spark start loads its ~20,000 classes from it, seconds sooner. Built once a machine
+# for a jar set (~/.cache/lambda-sales/jvm: every clone's jars are hard links of the same files).
 archive: setup
 	@$(BIN)/python -m devtools.jvm_archive build
 

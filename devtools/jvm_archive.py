@@ -11,14 +11,15 @@ only when complete, so a killed build leaves no archive rather than a broken one
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sales_core.jvm_archive import archive_path, disabled, recording_options
-from sales_core.packages import cached_jars
+from sales_core.jvm_archive import archive_path, disabled, recording_options, shared_dir
+from sales_core.packages import cached_jars, jar_cache_dir, local_logstore_jar
 
 KAFKA_SOURCE = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 # How the tests' short-lived Spark drivers run (tests/conftest.py sets both), and so the recorded
@@ -32,12 +33,25 @@ INTERPRETED = {
 
 
 def build(*, force: bool = False) -> Path | None:
-    """Build the archive for the cached jars unless it exists; returns its path (None: off)."""
+    """Build the archive for the cached jars unless it exists; returns its path (None: off).
+
+    Recorded into the machine's archives (``sales_core.jvm_archive.shared_dir``) with the class
+    path laid out as hard links beside it, so that any clone whose class path is the same files
+    maps it; into the clone's ``.cache/jvm`` where the files cannot be linked there."""
     if disabled():
         return None
-    target = archive_path(cached_jars())
+    jars = cached_jars()
+    target = archive_path(jars)
     if target.is_file() and not force:
         return target
+    shared = shared_dir()
+    environ = dict(os.environ)
+    if shared is not None and jars is not None:
+        name = target.name
+        layout = _linked_class_path(shared / f"classpath-{name.removesuffix('.jsa')}", jars)
+        if layout is not None:
+            target = shared / name
+            environ.update(layout)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     with tempfile.TemporaryDirectory(prefix="lambda-sales-cds-") as work:
@@ -47,13 +61,57 @@ def build(*, force: bool = False) -> Path | None:
             capture_output=True,
             text=True,
             check=False,
+            env=environ,
         )
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"recording the JVM class archive failed: {tail[0]}")
     partial.replace(target)
+    if target.parent == shared:
+        _prune(shared, keep=target)
     return target
+
+
+def _linked_class_path(layout: Path, jars: list[str]) -> dict[str, str] | None:
+    """A local driver's class path as hard links under ``layout`` (made once): Spark's
+    ``bin``, ``jars`` and ``python`` as ``SPARK_HOME``, the pinned jars and the LogStores as the jar cache.
+    Returns the environment that makes a driver start from there; None when the files cannot
+    be linked (another file system)."""
+    spark_home, jar_cache = layout / "spark", layout / "jars"
+    environ = {"SPARK_HOME": str(spark_home), "LAMBDA_SALES_JAR_CACHE": str(jar_cache)}
+    if layout.is_dir():
+        return environ
+    import pyspark
+
+    pyspark_home = Path(pyspark.__file__).parent
+    building = layout.with_name(f"{layout.name}.{os.getpid()}.partial")
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        for part in ("bin", "jars", "python"):  # python/lib: the workers' pyspark
+            shutil.copytree(pyspark_home / part, building / "spark" / part, copy_function=os.link)
+        cache = jar_cache_dir()
+        (building / "jars").mkdir()
+        shutil.copy2(cache / "MANIFEST", building / "jars" / "MANIFEST")
+        for jar in (*jars, *filter(None, [local_logstore_jar()])):
+            relative = Path(jar).relative_to(cache)
+            (building / "jars" / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.link(jar, building / "jars" / relative)
+        building.replace(layout)
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+        return None if not layout.is_dir() else environ
+    return environ
+
+
+def _prune(shared: Path, *, keep: Path, archives: int = 3) -> None:
+    """The machine's newest ``archives`` archives (this one among them) and their class path
+    layouts; older ones (other jar sets, JDKs or pyspark builds) are removed."""
+    found = sorted(shared.glob("spark-*.jsa"), key=lambda p: p.stat().st_mtime, reverse=True)
+    old = [p for p in found if p != keep][max(archives - 1, 0) :]
+    for archive in old:
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(shared / f"classpath-{archive.stem}", ignore_errors=True)
 
 
 def record(target: Path, work: Path) -> None:

@@ -314,13 +314,24 @@ def local_logstore_jar() -> str | None:
 
 
 def build_logstore() -> Path:
-    """Compile the LogStores against pyspark's Hadoop and the pinned delta-storage (once)."""
+    """Compile the LogStores against pyspark's Hadoop and the pinned delta-storage (once a
+    machine: the jar is kept in the machine's jar store by the sources' digest and linked into
+    each clone, so that every clone's driver class path is the same files, the class-data
+    archive's condition for a machine-wide archive, ``sales_core.jvm_archive``)."""
     import glob
     import subprocess
     import tempfile
 
     target = logstore_jar()
+    store = shared_jar_store()
+    stored = store / target.name if store is not None else None
     if target.is_file():
+        if stored is not None and not stored.is_file():
+            _keep(target, stored)  # a clone's jar from before the store kept it
+        return target
+    if stored is not None and stored.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(stored, target)
         return target
     import pyspark
 
@@ -347,7 +358,18 @@ def build_logstore() -> Path:
         tmp = target.with_suffix(".tmp")
         subprocess.run(["jar", "cf", str(tmp), "-C", out, "."], check=True)
         tmp.replace(target)
+    if stored is not None:
+        _keep(target, stored)
     return target
+
+
+def _keep(jar: Path, stored: Path) -> None:
+    """``jar`` linked into the machine's jar store as ``stored``."""
+    try:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(jar, stored)
+    except OSError:
+        pass  # a read-only home: the next clone builds or downloads it again
 
 
 def _artifact(jar_name: str) -> str:
@@ -447,12 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         failed = [code for code in (process.wait() for process in fetching) if code]
         if failed:
             return failed[0]
-        if not logstore_jar().is_file():
-            try:
-                build_logstore()
-            except (OSError, subprocess.CalledProcessError) as exc:
-                print(f"could not build the LogStores of jvm/: {exc}", file=sys.stderr)
-                return 1
+        try:
+            build_logstore()  # or only kept in the machine's store, when built before
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"could not build the LogStores of jvm/: {exc}", file=sys.stderr)
+            return 1
         count = sum(len(cached_jars(p) or []) for p in PACKAGE_SETS.values())
         print(f"{count} jars cached in {jar_cache_dir()}")
         return 0

@@ -49,7 +49,7 @@ started=$(date +%s)
 echo "== set-up, side by side: PostgreSQL server and Chromium (Debian), Apache Kafka (Maven Central);"
 echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); MinIO built with Go"
 echo "   (.cache/minio); the project's virtualenv and JVM packages (make setup), then the JVM"
-echo "   class archive (.cache/jvm) and lint, types and the layers contract"
+echo "   class archive (once a machine: ~/.cache/lambda-sales/jvm) and lint, types and the layers contract"
 # Steps that need only the system's Python start first. MinIO's build (minutes of CPU) is not
 # waited for: the tests start beside it, and the first test that needs the object store waits
 # for it (devtools.object_store.ensure_installed holds a lock while it builds). Until the

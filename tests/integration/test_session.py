@@ -57,14 +57,15 @@ def test_the_object_stores_jars_come_last_and_the_archive_still_fits(spark) -> N
     assert jars is not None and extra is not None, "make setup fetches both jar sets"
     spark.range(1).collect()  # the session's JVM is up
     # The driver JVM as it was launched: a child of this process (through spark-submit).
-    commands = [
-        (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    commands = {
+        pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         for pid in descendants(os.getpid())
         if Path(f"/proc/{pid}/cmdline").is_file()
-    ]
-    drivers = [c for c in commands if b"org.apache.spark.deploy.SparkSubmit" in c]
+    }
+    drivers = {p: c for p, c in commands.items() if b"org.apache.spark.deploy.SparkSubmit" in c}
     assert len(drivers) == 1, "one Spark driver for the whole test process"
-    argv = [a.decode() for a in drivers[0]]
+    [(pid, command)] = drivers.items()
+    argv = [a.decode() for a in command]
     class_path = argv[argv.index("-cp") + 1].split(":")
     appended = appended_class_path(extra)
     assert appended and class_path[-len(appended) :] == appended
@@ -76,6 +77,9 @@ def test_the_object_stores_jars_come_last_and_the_archive_still_fits(spark) -> N
     archive = jvm_archive.archive_path(jars)
     assert archive.is_file(), "make test records the class-data archive before the tests"
     assert f"-XX:SharedArchiveFile={archive}" in argv
+    # and the JVM mapped it (it ignores, unmapped, an archive whose class path is not its own):
+    # the machine's archive, recorded with another path to each of this clone's files
+    assert str(archive) in Path(f"/proc/{pid}/maps").read_text(), "the archive is not mapped"
 
 
 def test_existing_session_is_reused(spark) -> None:  # type: ignore[no-untyped-def]

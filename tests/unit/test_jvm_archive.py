@@ -3,6 +3,8 @@ when it exists, the log4j settings first and the user's own options last."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,20 @@ def test_the_archive_is_named_by_the_jars_it_was_recorded_with(monkeypatch) -> N
     monkeypatch.delenv(ARCHIVE_VAR, raising=False)
     assert archive_path(["/a.jar"]) == archive_path(["/a.jar"])
     assert archive_path(["/a.jar"]) != archive_path(["/a.jar", "/b.jar"])
+
+
+def test_the_archive_is_named_by_the_files_not_their_paths(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A clone's class path is hard links of the machine's files: the same archive name from
+    another path to the same file (one archive for every clone), another name for a copy."""
+    monkeypatch.delenv(ARCHIVE_VAR, raising=False)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    (tmp_path / "three").mkdir()
+    jar = tmp_path / "one" / "a.jar"
+    jar.write_bytes(b"PK")
+    os.link(jar, tmp_path / "two" / "a.jar")
+    copy = tmp_path / "three" / "a.jar"
+    shutil.copy2(jar, copy)  # same name, bytes, size and time: another file
+    same = archive_path([str(jar)]).name
+    assert archive_path([str(tmp_path / "two" / "a.jar")]).name == same
+    assert archive_path([str(copy)]).name != same
