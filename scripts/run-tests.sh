@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command (`make test`) ends here. It sets up everything the tests need,
 # side by side: the project's virtualenv and the cached JVM packages (`make setup`), then the
-# JVM class archive and the lint; from the start, beside them, the services (PostgreSQL, and
+# JVM class archive; from the start, beside them, the services (PostgreSQL, and
 # Chromium with its WebDriver for the console's browser tests, from Debian's packages in one
 # apt-get run; Apache Kafka from Maven Central), Apache Airflow from PyPI into its own
 # virtualenv, and MinIO built with Go (these need only the system's Python). Then it runs the
 # whole suite. The test fixtures start and stop their own PostgreSQL and Kafka instances on
-# free ports.
+# free ports. The lint runs beside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -47,9 +47,10 @@ timed() {  # timed NAME COMMAND...: the command, then how long it took
 }
 started=$(date +%s)
 echo "== set-up, side by side: PostgreSQL server and Chromium (Debian), Apache Kafka (Maven Central);"
-echo "   Apache Airflow in its own virtualenv (.cache/airflow-venv); MinIO built with Go"
+echo "   Apache Airflow in its own virtualenv (once a machine); MinIO built with Go"
 echo "   (.cache/minio); the project's virtualenv and JVM packages (make setup), then the JVM"
-echo "   class archive (once a machine: ~/.cache/lambda-sales/jvm) and lint, types and the layers contract"
+echo "   class archive (once a machine: ~/.cache/lambda-sales/jvm); lint, types and the layers"
+echo "   contract beside the tests"
 # Steps that need only the system's Python start first. MinIO's build (minutes of CPU) is not
 # waited for: the tests start beside it, and the first test that needs the object store waits
 # for it (devtools.object_store.ensure_installed holds a lock while it builds). Until the
@@ -65,14 +66,16 @@ descendants() {  # descendants PID: every process under PID
     descendants "$child"
   done
 }
-# `make setup` and then the class archive are the longest path to the tests: the steps beside
-# them that the tests need later (Airflow's virtualenv) or that end well before the archive
-# (the lint, which renices itself) run niced, so that they take the CPU the archive's JVM leaves.
+# `make setup` and then the class archive (recorded once a machine) are the longest path to
+# the tests: Airflow's virtualenv (once a machine too), which the tests need later, runs niced
+# beside them. The lint (which renices itself) is not waited for: it runs beside the tests and
+# its outcome is reported after theirs.
 step services timed services services
 step airflow timed airflow nice -n 10 bash scripts/airflow-venv.sh
 timed "make setup" make --no-print-directory setup || exit 1
 step jvm-archive timed jvm-archive "$BIN/python" -m devtools.jvm_archive build
-step lint timed lint lint
+(timed lint lint) >"$LOGS/lint.log" 2>&1 &
+lint_pid=$!
 reported() {  # reported NAME PID: wait for a step; its seconds, or its log's end if it failed
   if wait "$2"; then
     tail -n 1 "$LOGS/$1.log"
@@ -116,6 +119,7 @@ rc=$?
 echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(cpu_shares "$cpu_before" "$(cpu_ticks)") of that time"
 set -e
 reported minio "$minio_pid" || { [ "$rc" -ne 0 ] || rc=1; }
+reported lint "$lint_pid" || { [ "$rc" -ne 0 ] || rc=1; }
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests (exit 5): treated as success"
   exit 0
