@@ -10,6 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+# Each module's bytecode written once (into __pycache__, which git ignores), not compiled from
+# source again by every process: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) and
+# uv's installs holding no bytecode, every one of the suite's ~150 CLI and Airflow processes
+# compiled all it imported: a fast-path query's process 4.1 -> 1.3 s of CPU, a batch run's
+# Python 5.7 -> 3 s, `airflow version` 7.0 -> 3.2 s.
+unset PYTHONDONTWRITEBYTECODE
 
 # Set-up steps that do not depend on one another run side by side (most of their time is
 # downloads and a JVM's start): each one's output goes to a log, shown only if it fails.
