@@ -32,6 +32,7 @@ from pyspark.sql import SparkSession
 from batch_layer.sources.base import Entry, utc_text
 from sales_core.delta_log import local_path
 from sales_core.lakehouse import LEDGER_SCHEMA, ensure_table
+from sales_core.local_rows import local_frame
 
 LEGACY_POSITION_COLUMNS = ("size", "modified_at", "watermark_low", "watermark_high")
 # The application transaction of an epoch's ``ingested`` commit: its version is the epoch, so
@@ -167,7 +168,7 @@ def _append(
         )
         return
     writer = (
-        spark.createDataFrame(rows, LEDGER_SCHEMA)
+        local_frame(spark, rows, LEDGER_SCHEMA)
         .write.format("delta")
         .mode("append")
         .option("mergeSchema", "true")

@@ -39,6 +39,7 @@ from sales_core.lakehouse import (
     ensure_serving_tables,
     table_version,
 )
+from sales_core.local_rows import local_frame
 from sales_core.views import VIEWS, compute_view
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def recompute_and_publish(
     published = Generation(generation, master_version, mark, total, published_at)
     # The publish: one atomic append. Idempotent per generation, should this commit be retried.
     (
-        spark.createDataFrame(
+        local_frame(
+            spark,
             [
                 {
                     "generation": generation,

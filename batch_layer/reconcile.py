@@ -25,13 +25,19 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sales_core.config import Config
 from sales_core.handoff import SPEED_LAYER
 from sales_core.lakehouse import Lakehouse, read_view_increments
+from sales_core.local_rows import local_frame
 from sales_core.views import VIEWS, ViewDef, compute_view, merge_partials
 
 log = logging.getLogger(__name__)
+# The micro-batches a reconciliation compares (stream, batch id).
+_PAIRS = T.StructType(
+    [T.StructField("stream", T.StringType()), T.StructField("batch_id", T.LongType())]
+)
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ def reconcile_handoff(
     if not compared:
         return result
     # The increments are read after the metrics: a finished micro-batch's increments are there.
-    pairs = spark.createDataFrame(compared, "stream string, batch_id long")
+    pairs = local_frame(spark, compared, _PAIRS)
     events = absorbed_rows.join(
         F.broadcast(pairs.withColumnsRenamed({"stream": "ingest_run", "batch_id": "ingest_batch"})),
         on=["ingest_run", "ingest_batch"],

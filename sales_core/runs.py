@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from sales_core.delta_log import local_path
 from sales_core.lakehouse import RUNS_SCHEMA, ensure_table
+from sales_core.local_rows import local_frame
 from sales_core.master import with_conflict_retry
 from sales_core.sql import string_literal
 
@@ -87,7 +88,7 @@ def save_run(spark: SparkSession, runs_path: str, record: RunRecord) -> None:
             retries=DRIVER_COMMIT_RETRIES,
         )
         return
-    row = spark.createDataFrame([record.as_row()], RUNS_SCHEMA)
+    row = local_frame(spark, [record.as_row()], RUNS_SCHEMA)
 
     def upsert() -> None:
         (
@@ -118,7 +119,7 @@ def start_run(spark: SparkSession, runs_path: str, record: RunRecord) -> int:
             what="mark interrupted runs",
             retries=DRIVER_COMMIT_RETRIES,
         )
-    row = spark.createDataFrame([record.as_row()], RUNS_SCHEMA)
+    row = local_frame(spark, [record.as_row()], RUNS_SCHEMA)
     with_conflict_retry(
         lambda: row.write.format("delta").mode("append").save(runs_path),
         what="record pipeline run",

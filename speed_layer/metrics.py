@@ -30,6 +30,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from sales_core.faults import fault_point
 from sales_core.lakehouse import STREAM_METRICS_SCHEMA
+from sales_core.local_rows import local_frame
 from sales_core.master import with_conflict_retry
 from speed_layer.deltalog import DriverAppends, DriverAppendUnusable
 
@@ -166,7 +167,7 @@ def append_metrics(
             return new
         except DriverAppendUnusable as exc:
             log.info("delta-rs cannot write stream_metrics (%s): Spark writes it", exc)
-    frame = spark.createDataFrame(as_rows, STREAM_METRICS_SCHEMA)
+    frame = local_frame(spark, as_rows, STREAM_METRICS_SCHEMA)
     with_conflict_retry(
         lambda: frame.write.format("delta").mode("append").save(metrics_path),
         what="append stream metrics",

@@ -35,6 +35,7 @@ from sales_core.events import (
     parse_typed_records,
 )
 from sales_core.lakehouse import Lakehouse
+from sales_core.local_rows import local_frame
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def read_parquet(spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list
 def corrupt_file_records(spark: SparkSession, paths: list[str]) -> DataFrame:
     """One malformed envelope per unreadable file: its first bytes as the raw record."""
     if not paths:
-        return spark.createDataFrame([], ENVELOPE_SCHEMA)
+        return local_frame(spark, [], ENVELOPE_SCHEMA)
     raw = (
         spark.read.format("binaryFile")
         .load(paths)
@@ -236,7 +237,7 @@ def corrupt_file_records(spark: SparkSession, paths: list[str]) -> DataFrame:
 
 def _union(spark: SparkSession, parts: list[DataFrame]) -> DataFrame:
     if not parts:
-        return spark.createDataFrame([], ENVELOPE_SCHEMA)
+        return local_frame(spark, [], ENVELOPE_SCHEMA)
     return reduce(DataFrame.unionByName, parts)
 
 

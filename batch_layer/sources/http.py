@@ -52,6 +52,7 @@ from sales_core.config import ConfigError, HttpSourceConf, Secret, SourcesConf
 from sales_core.errors import SourceError
 from sales_core.events import parse_json_records
 from sales_core.lakehouse import Lakehouse, ensure_table
+from sales_core.local_rows import local_frame
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +380,7 @@ class _Pins:
     def flush(self) -> None:
         if not self.rows:
             return
-        writer = self.spark.createDataFrame(self.rows, PULLED_SCHEMA).write.format("delta")
+        writer = local_frame(self.spark, self.rows, PULLED_SCHEMA).write.format("delta")
         if self.written:
             writer = writer.mode("append")
         else:
