@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -26,7 +28,10 @@ NESTED = T.StructType(
 
 
 def plan(frame) -> str:  # type: ignore[no-untyped-def]
-    return frame._jdf.queryExecution().optimizedPlan().toString()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        frame.explain(extended=True)
+    return printed.getvalue()
 
 
 @pytest.mark.parametrize(
