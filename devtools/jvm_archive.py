@@ -47,10 +47,9 @@ def build(*, force: bool = False) -> Path | None:
     shared = shared_dir()
     environ = dict(os.environ)
     if shared is not None and jars is not None:
-        name = target.name
-        layout = _linked_class_path(shared / f"classpath-{name.removesuffix('.jsa')}", jars)
+        layout = _linked_class_path(_layout_dir(shared / target.name), jars)
         if layout is not None:
-            target = shared / name
+            target = shared / target.name
             environ.update(layout)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
@@ -111,7 +110,12 @@ def _prune(shared: Path, *, keep: Path, archives: int = 3) -> None:
     old = [p for p in found if p != keep][max(archives - 1, 0) :]
     for archive in old:
         archive.unlink(missing_ok=True)
-        shutil.rmtree(shared / f"classpath-{archive.stem}", ignore_errors=True)
+        shutil.rmtree(_layout_dir(archive), ignore_errors=True)
+
+
+def _layout_dir(archive: Path) -> Path:
+    """Where the class path ``archive`` is recorded with lies, as hard links, beside it."""
+    return archive.with_name(f"classpath-{archive.stem}")
 
 
 def record(target: Path, work: Path) -> None:

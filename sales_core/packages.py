@@ -163,11 +163,7 @@ def _download(jar: dict[str, str], target_dir: Path) -> str:
         _link_or_copy(stored, target)
         return name
     _fetch_from_central(jar, target)
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(target, stored)
-    except OSError:
-        pass  # a read-only home: the next clone downloads again
+    _keep(target, stored)
     return name
 
 
