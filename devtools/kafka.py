@@ -198,6 +198,7 @@ def start(
     port: int = DEFAULT_PORT,
     data_dir: str | os.PathLike[str] | None = None,
     timeout: float = START_TIMEOUT_S,
+    jvm_options: Sequence[str] = JVM_OPTIONS,
 ) -> KafkaStatus:
     """Start the broker (idempotent) and return once it answers a topic listing.
 
@@ -206,6 +207,7 @@ def start(
         port: Client (PLAINTEXT) port; the controller uses ``port + 1000``.
         data_dir: Configuration, logs and topic data (default ``.cache/kafka/data``).
         timeout: Seconds to wait for the broker to become ready.
+        jvm_options: The broker JVM's options (heap, collector, compiler).
 
     Returns:
         The broker's status.
@@ -242,7 +244,7 @@ def start(
         layout.log4j.write_text(LOG4J2_PROPERTIES)
         format_storage(java, libs, layout)
 
-        command = broker_command(java, libs, layout)
+        command = broker_command(java, libs, layout, jvm_options)
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 _launch(command, layout, bootstrap, timeout)
@@ -270,6 +272,7 @@ def start_on_free_port(
     data_dir: str | os.PathLike[str],
     host: str = DEFAULT_HOST,
     attempts: int = 5,
+    jvm_options: Sequence[str] = JVM_OPTIONS,
 ) -> KafkaStatus:
     """Start the broker of ``data_dir`` on ports nothing uses, for the tests and benchmarks.
 
@@ -283,8 +286,10 @@ def start_on_free_port(
     """
     for _ in range(attempts - 1):
         with contextlib.suppress(PortInUseError):
-            return start(host=host, port=free_broker_port(host), data_dir=data_dir)
-    return start(host=host, port=free_broker_port(host), data_dir=data_dir)
+            return start(
+                host=host, port=free_broker_port(host), data_dir=data_dir, jvm_options=jvm_options
+            )
+    return start(host=host, port=free_broker_port(host), data_dir=data_dir, jvm_options=jvm_options)
 
 
 def broker_command(

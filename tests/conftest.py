@@ -50,6 +50,16 @@ for name, value in TINY_INPUT_ENVIRON.items():
 # collector, and methods compiled at three times the usual counts (the hot ones still are):
 # test_serving.py alone, 257 -> 209 s of CPU, 150 -> 133 s.
 SESSION_JAVA_OPTIONS = ("-XX:+UseParallelGC", "-XX:CompileThresholdScaling=3")
+# The tests' Kafka brokers carry a few hundred events a test on two shared cores: the C1
+# compiler alone and the serial collector (devtools.kafka's default is G1 with C2, for the
+# demo's and a laptop's broker).
+BROKER_JAVA_OPTIONS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+)
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="kafka")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyspark")
 
@@ -134,7 +144,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from devtools import kafka
 
     data_dir = tmp_path_factory.mktemp("kafka")
-    status = kafka.start_on_free_port(data_dir)
+    status = kafka.start_on_free_port(data_dir, jvm_options=BROKER_JAVA_OPTIONS)
     assert status.bootstrap is not None
     try:
         yield status.bootstrap

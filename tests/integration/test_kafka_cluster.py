@@ -35,7 +35,7 @@ from devtools.writers import publish_records
 from sales_core.config import KafkaSourceConf, load_config
 from sales_core.lakehouse import Lakehouse
 from serving_layer.duckdb_engine import FastServing
-from tests.conftest import consume_all, write_stream_conf
+from tests.conftest import BROKER_JAVA_OPTIONS, consume_all, write_stream_conf
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 from tests.processes import wait_for_exit
 
@@ -55,14 +55,8 @@ BAD_EVERY = 10  # every 10th record is rejected (quantity 0): the dead-letter wr
 RESENT_EVERY = 3  # every 3rd chunk also sends an event of the chunk before it again
 VIEWS = ("sales_daily", "sales_hourly", "customer_totals", "revenue_category_monthly")
 # Three broker JVMs start at once on two cores: the C1 compiler alone and the serial
-# collector start them in two thirds of the time (the brokers carry a few events a second).
-BROKER_JVM = (
-    "-Xms256m",
-    "-Xmx512m",
-    "-XX:TieredStopAtLevel=1",
-    "-XX:+UseSerialGC",
-    "-XX:+ExitOnOutOfMemoryError",
-)
+# collector start them in two thirds of the time (tests/conftest.py).
+BROKER_JVM = BROKER_JAVA_OPTIONS
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from devtools import kafka as kafka_service
 from sales_core.config import load_config
 from sales_core.lakehouse import Lakehouse
 from speed_layer.job import run_speed
-from tests.conftest import write_jsonl, write_stream_conf
+from tests.conftest import BROKER_JAVA_OPTIONS, write_jsonl, write_stream_conf
 from tests.integration.test_speed_crash import CLI, start_cli
 from tests.integration.test_speed_layer import as_message, merged_views, publish
 from tests.oracle import compute_views, event, raw_json
@@ -49,7 +49,7 @@ def broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A broker of this test's own on a free port (the test stops and restarts it), and its
     data directory."""
     data_dir = tmp_path / "kafka"
-    status = kafka_service.start_on_free_port(data_dir)
+    status = kafka_service.start_on_free_port(data_dir, jvm_options=BROKER_JAVA_OPTIONS)
     assert status.bootstrap is not None
     kafka_service.create_topic(status.bootstrap, TOPIC, partitions=2)
     yield status.bootstrap, data_dir
@@ -158,7 +158,11 @@ def test_broker_stopped_mid_stream_then_restarted(spark, tmp_path, broker) -> No
                     "the job died while the broker was down:\n" + (log_path.read_text()[-3000:])
                 )
                 time.sleep(1)
-            kafka_service.start(port=int(bootstrap.rsplit(":", 1)[1]), data_dir=data_dir)
+            kafka_service.start(
+                port=int(bootstrap.rsplit(":", 1)[1]),
+                data_dir=data_dir,
+                jvm_options=BROKER_JAVA_OPTIONS,
+            )
             publish(bootstrap, TOPIC, [as_message(e, i % 2) for i, e in enumerate(during)])
 
             wait_until(
