@@ -52,7 +52,8 @@ for name, value in TINY_INPUT_ENVIRON.items():
 SESSION_JAVA_OPTIONS = ("-XX:+UseParallelGC", "-XX:CompileThresholdScaling=3")
 # The tests' Kafka brokers carry a few hundred events a test on two shared cores: the C1
 # compiler alone and the serial collector (devtools.kafka's default is G1 with C2, for the
-# demo's and a laptop's broker).
+# demo's and a laptop's broker). Three brokers starting at once (test_kafka_cluster.py) start
+# in two thirds of the time.
 BROKER_JAVA_OPTIONS = (
     "-Xms256m",
     "-Xmx512m",

@@ -54,9 +54,6 @@ PUBLISH_EVERY_S = 0.4
 BAD_EVERY = 10  # every 10th record is rejected (quantity 0): the dead-letter writes go on too
 RESENT_EVERY = 3  # every 3rd chunk also sends an event of the chunk before it again
 VIEWS = ("sales_daily", "sales_hourly", "customer_totals", "revenue_category_monthly")
-# Three broker JVMs start at once on two cores: the C1 compiler alone and the serial
-# collector start them in two thirds of the time (tests/conftest.py).
-BROKER_JVM = BROKER_JAVA_OPTIONS
 
 
 @pytest.fixture
@@ -64,7 +61,7 @@ def cluster(tmp_path: Path) -> Iterator[kafka_cluster.ClusterStatus]:
     """This test's own three-broker cluster (it kills and restarts one node)."""
     data_dir = tmp_path / "kafka-cluster"
     status = kafka_cluster.start_cluster_on_free_ports(
-        data_dir, brokers=BROKERS, jvm_options=BROKER_JVM
+        data_dir, brokers=BROKERS, jvm_options=BROKER_JAVA_OPTIONS
     )
     try:
         yield status
@@ -285,7 +282,9 @@ def test_stream_survives_a_broker_killed_and_restarted(
 
             # The node starts again on its ports with its data, and catches up.
             restarted = kafka_cluster.start_cluster(
-                kafka_cluster.ports_of(cluster), data_dir=cluster.data_dir, jvm_options=BROKER_JVM
+                kafka_cluster.ports_of(cluster),
+                data_dir=cluster.data_dir,
+                jvm_options=BROKER_JAVA_OPTIONS,
             )
             print(f"{time.strftime('%H:%M:%S')} broker {victim} restarted")
             assert restarted.running and restarted.node(victim).pid not in (None, pid)
