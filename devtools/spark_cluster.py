@@ -53,10 +53,13 @@ def standalone_cluster(
     worker_memory: str = "1g",
     timeout: float = 180,
     environ: dict[str, str] | None = None,
+    daemon_java_options: tuple[str, ...] = (),
 ) -> Iterator[Cluster]:
     """Start a master and ``workers`` 1-core workers; yield once every worker is ALIVE.
     ``environ``: variables the cluster's processes (and so every executor) carry besides this
-    process's, as a cluster's machines carry their own (object-store credentials, say)."""
+    process's, as a cluster's machines carry their own (object-store credentials, say).
+    ``daemon_java_options``: the master's and workers' own JVM options
+    (``SPARK_DAEMON_JAVA_OPTS``; the executors take ``spark.executor.extraJavaOptions``)."""
     home = spark_home()
     spark_class = str(home / "bin" / "spark-class")
     master_port, ui_port = free_port(), free_port()
@@ -73,6 +76,8 @@ def standalone_cluster(
         "PYSPARK_PYTHON": sys.executable,
         **(environ or {}),
     }
+    if daemon_java_options:
+        env["SPARK_DAEMON_JAVA_OPTS"] = " ".join(daemon_java_options)
     base.mkdir(parents=True, exist_ok=True)
     processes: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -61,6 +61,9 @@ BROKER_JAVA_OPTIONS = (
     "-XX:+UseSerialGC",
     "-XX:+ExitOnOutOfMemoryError",
 )
+# The same for a standalone cluster's master and workers (test_cluster.py), which mostly wait
+# beside the jobs (their heap is Spark's SPARK_DAEMON_MEMORY).
+SPARK_DAEMON_JAVA_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="kafka")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyspark")
 

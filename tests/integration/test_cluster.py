@@ -31,7 +31,12 @@ from devtools.spark_cluster import Cluster
 from devtools.writers import to_json_line, write_landing_files
 from sales_core.lakehouse import Lakehouse
 from sales_core.object_store import storage_options
-from tests.conftest import DRIVER_JAVA_OPTIONS, new_bucket, s3_conf
+from tests.conftest import (
+    DRIVER_JAVA_OPTIONS,
+    SPARK_DAEMON_JAVA_OPTIONS,
+    new_bucket,
+    s3_conf,
+)
 from tests.oracle import Ledger, normalise_row, parse_json_text, read_landing_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -52,6 +57,7 @@ def standalone_cluster(
         workers=WORKERS,
         worker_memory="1g",
         environ=object_store.env(),
+        daemon_java_options=SPARK_DAEMON_JAVA_OPTIONS,
     ) as cluster:
         yield cluster
 
