@@ -2,8 +2,8 @@
 
 The append reads the batch rows of epochs newer than the last registered one inside its own
 Delta transaction; a batch commit after that read makes the append conflict, and its retry
-sees the batch's rows. The race is made certain by slowing the append's read down once (a
-Python UDF that sleeps on its first call) while the batch layer's real insert commits.
+sees the batch's rows. The race is made certain by holding the append's read once (a Python
+UDF that, on its first call, waits for the batch layer's real insert to commit).
 """
 
 from __future__ import annotations
@@ -154,15 +154,22 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
         assert rows_to_view([r.asDict() for r in rows_], name) == compute_views(kept)[name], name
 
 
+def committed(marker: Path) -> Path:
+    """Where the racing batch insert notes that it has returned (committed or failed)."""
+    return marker.with_name(marker.name + ".committed")
+
+
 def sleeping_once(rows: DataFrame, marker: Path) -> DataFrame:
     """``rows`` through a Python UDF that, on its first call anywhere, creates ``marker`` and
-    sleeps 12 s: the race window the batch insert commits in."""
-    path = str(marker)
+    waits (up to 120 s) until the batch insert it starts has returned: the race window."""
+    path, done = str(marker), str(committed(marker))
 
     def sleep_first(event_id: str) -> bool:
         if not Path(path).exists():
             Path(path).write_text("1")
-            time.sleep(12)
+            deadline = time.monotonic() + 120
+            while not Path(done).exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
         return True
 
     return rows.where(F.udf(sleep_first, "boolean")(F.col("event_id")))
@@ -177,7 +184,10 @@ def racing_batch_insert(spark: Any, lakehouse: Lakehouse, marker: Path) -> threa
             if time.monotonic() > deadline:
                 return
             time.sleep(0.1)
-        batch_insert(spark, lakehouse, [RACED], "batch-00000003")
+        try:
+            batch_insert(spark, lakehouse, [RACED], "batch-00000003")
+        finally:
+            committed(marker).write_text("1")
 
     racer = threading.Thread(target=insert)
     racer.start()
