@@ -53,17 +53,16 @@ SESSION_JAVA_OPTIONS = ("-XX:+UseParallelGC", "-XX:CompileThresholdScaling=3")
 # The tests' Kafka brokers carry a few hundred events a test on two shared cores: the C1
 # compiler alone and the serial collector (devtools.kafka's default is G1 with C2, for the
 # demo's and a laptop's broker). Three brokers starting at once (test_kafka_cluster.py) start
-# in two thirds of the time.
+# in two thirds of the time. A standalone cluster's master and workers (test_cluster.py), which
+# mostly wait beside the jobs, take the same compiler and collector (their heap is Spark's
+# SPARK_DAEMON_MEMORY).
+SPARK_DAEMON_JAVA_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 BROKER_JAVA_OPTIONS = (
     "-Xms256m",
     "-Xmx512m",
-    "-XX:TieredStopAtLevel=1",
-    "-XX:+UseSerialGC",
+    *SPARK_DAEMON_JAVA_OPTIONS,
     "-XX:+ExitOnOutOfMemoryError",
 )
-# The same for a standalone cluster's master and workers (test_cluster.py), which mostly wait
-# beside the jobs (their heap is Spark's SPARK_DAEMON_MEMORY).
-SPARK_DAEMON_JAVA_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="kafka")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyspark")
 

@@ -67,7 +67,7 @@ def test_batch_insert_during_the_master_append_is_caught(spark, tmp_path, monkey
 
     def slow_once(self: SpeedSink, spark_: Any) -> DataFrame:
         attempts.append(1)
-        return sleeping_once(original(self, spark_), marker)
+        return held_once(original(self, spark_), marker)
 
     monkeypatch.setattr(SpeedSink, "newer_batch_rows", slow_once)
     racer = racing_batch_insert(spark, lakehouse, marker)
@@ -121,7 +121,7 @@ def test_batch_insert_during_the_unread_master_append_is_caught(  # type: ignore
     outcomes: list[str] = []  # of the steady state's master append
 
     def slow_records(self: SpeedSink, rows: DataFrame) -> DataFrame:
-        return sleeping_once(original_records(self, rows), marker)
+        return held_once(original_records(self, rows), marker)
 
     def recorded(self: DriverAppends, path: str, rows: Any, **kwargs: Any) -> bool:
         done = original_append(self, path, rows, **kwargs)
@@ -159,12 +159,12 @@ def committed(marker: Path) -> Path:
     return marker.with_name(marker.name + ".committed")
 
 
-def sleeping_once(rows: DataFrame, marker: Path) -> DataFrame:
+def held_once(rows: DataFrame, marker: Path) -> DataFrame:
     """``rows`` through a Python UDF that, on its first call anywhere, creates ``marker`` and
     waits (up to 120 s) until the batch insert it starts has returned: the race window."""
     path, done = str(marker), str(committed(marker))
 
-    def sleep_first(event_id: str) -> bool:
+    def hold_first(event_id: str) -> bool:
         if not Path(path).exists():
             Path(path).write_text("1")
             deadline = time.monotonic() + 120
@@ -172,7 +172,7 @@ def sleeping_once(rows: DataFrame, marker: Path) -> DataFrame:
                 time.sleep(0.1)
         return True
 
-    return rows.where(F.udf(sleep_first, "boolean")(F.col("event_id")))
+    return rows.where(F.udf(hold_first, "boolean")(F.col("event_id")))
 
 
 def racing_batch_insert(spark: Any, lakehouse: Lakehouse, marker: Path) -> threading.Thread:
