@@ -58,21 +58,17 @@ echo "   Apache Airflow in its own virtualenv (once a machine); MinIO built with
 echo "   (.cache/minio); the project's virtualenv and JVM packages (make setup), then the JVM"
 echo "   class archive (once a machine: ~/.cache/lambda-sales/jvm); lint, types and the layers"
 echo "   contract beside the tests"
-# Steps that need only the system's Python start first. MinIO's build (minutes of CPU) is not
-# waited for: the tests start beside it, and the first test that needs the object store waits
-# for it (devtools.object_store.ensure_installed holds a lock while it builds). Until the
-# tests start it runs niced, so that the steps the tests wait for (the class archive, the
-# lint) have the CPU first; then at normal priority (where the system lets us raise it).
+# Steps that need only the system's Python start first. MinIO's build (minutes of CPU, on a
+# machine with nothing cached) is not waited for: the tests start beside it, and the first test
+# that needs the object store waits for it (devtools.object_store.ensure_installed holds a lock
+# while it builds). It runs niced throughout: the set-up steps the tests wait for and then the
+# tests have the CPU first, and the build takes what they leave (on an empty home, 2026-12-05:
+# 862 s, done 12 minutes before the first module that needs the store). Raising it again once
+# the tests start would not work: Linux keeps a nice value per thread, `renice -p` changes the
+# main thread's alone, and go starts its compilers from any of its threads.
 (timed minio nice -n 15 python3 -c "from devtools import object_store; object_store.ensure_installed()") \
   >"$LOGS/minio.log" 2>&1 &
 minio_pid=$!
-descendants() {  # descendants PID: every process under PID
-  local child
-  for child in $(pgrep -P "$1"); do
-    echo "$child"
-    descendants "$child"
-  done
-}
 # `make setup` and then the class archive (recorded once a machine) are the longest path to
 # the tests: Airflow's virtualenv (once a machine too), which the tests need later, runs niced
 # beside them. The lint (which renices itself) is not waited for: it runs beside the tests and
@@ -102,8 +98,6 @@ done
 # virtualenvs are installed nothing uses them.
 [ -x "$BIN/uv" ] && "$BIN/uv" cache prune --quiet || true
 echo "   done in $(( $(date +%s) - started )) s (MinIO's build goes on beside the tests)"
-# shellcheck disable=SC2046
-renice -n 0 -p $(descendants "$minio_pid") >/dev/null 2>&1 || true
 
 cpu_ticks() {  # busy, total and stolen ticks of all CPUs so far (/proc/stat's first line)
   awk '/^cpu /{ print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat
