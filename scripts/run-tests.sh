@@ -115,6 +115,10 @@ set +e
 # (xdist's default puts the big unit modules first and the 10-minute fault tests last).
 cpu_before=$(cpu_ticks)
 tests_began=$(date +%s)
+# Each module's CPU seconds, summed over the test process and the processes it started
+# (tests/cpu_report.py), printed after pytest's durations.
+export LAMBDA_SALES_TEST_CPU="$PWD/.cache/test-cpu.jsonl"
+mkdir -p .cache && rm -f "$LAMBDA_SALES_TEST_CPU"
 $BIN/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=60 "$@"
 rc=$?
 echo "-- tests: $(( $(date +%s) - tests_began )) s; the CPUs were busy $(cpu_shares "$cpu_before" "$(cpu_ticks)") of that time"

@@ -18,6 +18,7 @@ import pytest
 
 from devtools import spark_gateway
 from devtools.jvm_archive import INTERPRETED, SHORT_LIVED_JAVA_OPTIONS
+from tests.cpu_report import pytest_runtest_protocol, pytest_terminal_summary  # noqa: F401
 
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # type: ignore[attr-defined]
 # Every Spark driver a test starts in a process of its own (the CLI) lives for seconds over
