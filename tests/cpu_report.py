@@ -6,7 +6,9 @@ worker runs beside it and on the host's speed that hour. Around each test, this 
 ``/proc`` for the test process and its live descendants (the session's JVM, the brokers, the
 CLI's drivers) and adds what they used; a child that exited and was waited for is in its
 parent's ``cutime``/``cstime``. Processes that detach from the tree (a daemon's double fork:
-PostgreSQL, a standalone Spark cluster's master, workers and executors) are not counted.
+PostgreSQL, a standalone Spark cluster's master, workers and executors) are not counted, and
+a process started by an earlier test that detaches during a later one takes its CPU out of that
+test's figure (which can then be slightly negative).
 
 With ``LAMBDA_SALES_TEST_CPU`` naming a file, each worker appends a JSON line per test, and the
 run's summary prints the modules by CPU seconds (``scripts/run-tests.sh`` sets it).
