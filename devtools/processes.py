@@ -125,6 +125,27 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``[0]`` is the state, ``[1]``
+    the parent's pid, ``[2]`` the process group, ``[11:15]`` utime, stime, cutime and cstime in
+    clock ticks); None if the process is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_table() -> dict[int, list[str]]:
+    """:func:`stat_fields` of every live process by pid, in one pass over ``/proc``."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(entry.name)
+            if fields is not None:
+                table[int(entry.name)] = fields
+    return table
+
+
 def process_matches(pid: int, marker: str) -> bool:
     """Whether process ``pid`` is alive (not a zombie) and its command line contains ``marker``.
 
@@ -133,13 +154,14 @@ def process_matches(pid: int, marker: str) -> bool:
     with contextlib.suppress(ChildProcessError):
         # Reap our own exited child so it does not linger as a zombie and look alive.
         os.waitpid(pid, os.WNOHANG)
-    proc = Path("/proc") / str(pid)
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == "Z":
         return False
-    return state != "Z" and marker in cmdline
+    try:
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker in cmdline.replace(b"\0", b" ").decode(errors="replace")
 
 
 def terminate(pid: int, marker: str, timeout: float = 30.0) -> None:
@@ -166,17 +188,11 @@ def terminate(pid: int, marker: str, timeout: float = 30.0) -> None:
 
 def _group_members(pgid: int) -> list[int]:
     """Live processes whose process group is ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+    return [
+        pid
+        for pid, fields in process_table().items()
+        if int(fields[2]) == pgid and fields[0] != "Z"
+    ]
 
 
 def stop_group(process: subprocess.Popen[bytes], term_wait: float = 30.0) -> None:

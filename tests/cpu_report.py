@@ -26,34 +26,25 @@ from typing import Any
 
 import pytest
 
+from devtools.processes import process_table
+from tests.processes import descendants
+
 REPORT_ENV = "LAMBDA_SALES_TEST_CPU"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds of ``root`` and its live descendants, their waited-for children included."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone since the listing
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        # utime, stime, cutime, cstime (stat fields 14-17; fields[0] is field 3)
-        ticks[pid] = sum(int(f) for f in fields[11:15])
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, parent in parents.items():
-        children[parent].append(pid)
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += ticks.get(pid, 0)
-        todo += children.get(pid, [])
-    return total / TICKS
+    table = process_table()
+    return (
+        sum(
+            # utime, stime, cutime, cstime
+            sum(int(tick) for tick in table[pid][11:15])
+            for pid in [root, *descendants(root, table)]
+            if pid in table
+        )
+        / TICKS
+    )
 
 
 def module_totals(lines: list[dict[str, Any]]) -> list[tuple[str, float, float, int]]:

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from devtools.processes import free_port, stop_group
+from devtools.processes import free_port, process_table, stat_fields, stop_group
 
 __all__ = [
     "descendants",
@@ -20,29 +20,27 @@ __all__ = [
 ]
 
 
-def descendants(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry.name))
-    return children + [d for c in children for d in descendants(c)]
+def descendants(pid: int, table: dict[int, list[str]] | None = None) -> list[int]:
+    """The live descendants of ``pid`` (children first), from one reading of ``/proc``
+    (``table``: a :func:`devtools.processes.process_table` already read)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for child, fields in table.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    found, level = [], children.get(pid, [])
+    while level:
+        found += level
+        level = [grandchild for child in level for grandchild in children.get(child, [])]
+    return found
 
 
 def wait_gone(pids: list[int], timeout: float = 120) -> None:
     """A killed driver's JVM exits when its stdin closes; wait so it cannot write any more."""
     deadline = time.monotonic() + timeout
     for pid in pids:
-        proc = Path(f"/proc/{pid}")
-        while proc.exists() and time.monotonic() < deadline:
-            try:
-                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
-            except OSError:
+        while time.monotonic() < deadline:
+            fields = stat_fields(pid)
+            if fields is None or fields[0] == "Z":
                 break
             time.sleep(0.2)
 
