@@ -45,6 +45,14 @@ TINY_INPUT_ENVIRON = {
 }
 for name, value in TINY_INPUT_ENVIRON.items():
     os.environ.setdefault(name, value)
+# Both, as the LAMBDA_SALES__* variables of a CLI whose configuration the test writes itself
+# (environ_without_config below). A test that dropped them ran its driver with C2 and Janino:
+# the kill-while-reading-the-database test's two drivers, a cluster-layer batch of 4 events
+# 62 CPU-s.
+DRIVER_ENVIRON = {
+    "LAMBDA_SALES__SPARK__CONF__spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS,
+    **TINY_INPUT_ENVIRON,
+}
 # The tests' own session lives for the whole run and plans thousands of small queries, each
 # with classes of its own: with G1 and the default JIT thresholds, a worker's JVM spent about a
 # fifth of its CPU in C2 compiles and a tenth in GC (concurrent marking). The parallel
@@ -251,6 +259,16 @@ def config_environ(base: Path, **env: str) -> dict[str, str]:
         "LAMBDA_SALES__QUALITY__MIN_SCORE": "0",
         **env,
     }
+
+
+def environ_without_config(**extra: str) -> dict[str, str]:
+    """This process's environment for a CLI that the test alone configures: every
+    ``LAMBDA_SALES*`` variable dropped, and the shared session's py4j port, then the tests'
+    driver settings (:data:`DRIVER_ENVIRON`: no secret, no path, nothing a test checks) and
+    ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    return {**env, **DRIVER_ENVIRON, **extra}
 
 
 def write_jsonl(path: Path, records: list) -> Path:  # type: ignore[type-arg]

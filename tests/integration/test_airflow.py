@@ -11,7 +11,6 @@ PyPI with uv) and reused afterwards.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 
 from sales_core.handoff import current_generation, read_batch_view
 from sales_core.lakehouse import Lakehouse
-from tests.conftest import write_jsonl
+from tests.conftest import environ_without_config, write_jsonl
 from tests.integration.test_alerts import Webhook
 from tests.oracle import compute_views, event, raw_json, rows_to_view
 from tests.processes import free_port, stop_group
@@ -89,7 +88,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
     password = secrets.token_urlsafe(12)
     (home / "passwords.json").write_text(json.dumps({"admin": password}))
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LAMBDA_SALES"))},
+        **{k: v for k, v in environ_without_config().items() if not k.startswith("AIRFLOW")},
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "jobs" / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -284,10 +283,9 @@ def airflow_server(
 def _cli(
     *args: str, env: dict[str, str], timeout: float = 1500
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
     return subprocess.run(
         [CLI, "airflow", *args],
-        env={**clean, **env},
+        env=environ_without_config(**env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import environ_without_config
+
 pytestmark = [pytest.mark.integration]
 
 CLI = str(Path(sys.executable).with_name("lambda-sales"))
@@ -27,10 +29,7 @@ FAST_SECONDS = 15.0  # a JVM start alone takes longer than this here
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    env.update(extra)
-    return env
+    return environ_without_config(**extra)
 
 
 def _no_spark_env(**extra: str) -> dict[str, str]:

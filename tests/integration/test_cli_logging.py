@@ -8,7 +8,6 @@ command's start and end, the progress lines (the Spark JVM's output goes to a fi
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DRIVER_JAVA_OPTIONS
+from tests.conftest import DRIVER_JAVA_OPTIONS, environ_without_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -26,11 +25,7 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) (\
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    env["LAMBDA_SALES_LOG_DIR"] = str(tmp_path / "logs")
-    env.update(extra)
-    return env
+    return environ_without_config(LAMBDA_SALES_LOG_DIR=str(tmp_path / "logs"), **extra)
 
 
 def _conf(tmp_path: Path) -> Path:

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from pyspark.sql import functions as F
 
+from tests.conftest import environ_without_config
 from tests.oracle import compute_views, event, raw_json
 from tests.processes import descendants, wait_gone
 from tests.serving_helpers import published_views
@@ -262,13 +263,11 @@ def load(path: Path):  # type: ignore[no-untyped-def]
 
 
 def cli_env(base: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
-    env.update(
+    return environ_without_config(
         LAMBDA_SALES__SOURCES__HTTP__TOKEN=TOKEN,
         LAMBDA_SALES_LOG_DIR=str(base / "logs"),
         LAMBDA_SALES_LOG_LEVEL="DEBUG",
     )
-    return env
 
 
 class _Collect(logging.Handler):

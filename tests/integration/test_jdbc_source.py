@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import postgres_data_dir
+from tests.conftest import environ_without_config, postgres_data_dir
 
 pytestmark = [pytest.mark.integration]
 
@@ -542,7 +542,6 @@ def test_cli_batch_killed_while_reading_the_database_then_rerun(jdbc_url, spark,
     """SIGKILL as the run starts reading its epoch (the database read follows that line);
     the next run ingests every row once, as the oracle judges the table's rows. Neither run
     shows the password."""
-    import os
     from collections import Counter
 
     from sales_core.lakehouse import Lakehouse
@@ -554,8 +553,7 @@ def test_cli_batch_killed_while_reading_the_database_then_rerun(jdbc_url, spark,
         jdbc_url,
         extra='[spark]\nmaster = "local[1]"\nshuffle_partitions = 2\ndriver_memory = "1g"\n',
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_SALES")}
-    env["LAMBDA_SALES__SOURCES__JDBC__PASSWORD"] = PASSWORD
+    env = environ_without_config(LAMBDA_SALES__SOURCES__JDBC__PASSWORD=PASSWORD)
     status, lines = kill_on_line(
         [CLI, "batch", "--conf", str(conf)], r"ingest epoch \d+:", env=env, cwd=tmp_path
     )

@@ -1,4 +1,7 @@
-"""The local dev services: a real Kafka broker and a real PostgreSQL server, end to end."""
+"""The local dev services: a real Kafka broker and a real PostgreSQL server, end to end.
+
+The brokers run the demo's configuration with the tests' JVM options (``BROKER_JAVA_OPTIONS``:
+C1 alone and the serial collector, as every broker of the tests)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import pytest
 
 from devtools import kafka, postgres
 from devtools.processes import PROJECT_ROOT, PortInUseError, free_port
-from tests.conftest import postgres_data_dir
+from tests.conftest import BROKER_JAVA_OPTIONS, postgres_data_dir
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +45,9 @@ def pg_data() -> Iterator[Path]:
 
 def test_kafka_broker_round_trip(kafka_data: Path) -> None:
     port = kafka.free_broker_port()
-    first = kafka.start(port=port, data_dir=kafka_data)
+    first = kafka.start(port=port, data_dir=kafka_data, jvm_options=BROKER_JAVA_OPTIONS)
     assert first.running and first.bootstrap == f"127.0.0.1:{port}"
-    again = kafka.start(port=port, data_dir=kafka_data)
+    again = kafka.start(port=port, data_dir=kafka_data, jvm_options=BROKER_JAVA_OPTIONS)
     assert again.pid == first.pid, "a second start must reuse the running broker"
     assert "running" in str(kafka.status(data_dir=kafka_data))
 
@@ -108,7 +111,7 @@ def test_kafka_start_survives_a_signal_that_kills_the_broker_while_it_starts(
     killer.start()
     try:
         with caplog.at_level(logging.WARNING, logger="devtools.kafka"):
-            started = kafka.start_on_free_port(kafka_data)
+            started = kafka.start_on_free_port(kafka_data, jvm_options=BROKER_JAVA_OPTIONS)
     finally:
         killer.join()
     assert killed, "the test never saw the broker's pid file"
@@ -119,7 +122,7 @@ def test_kafka_start_survives_a_signal_that_kills_the_broker_while_it_starts(
 
 def test_brokers_on_free_ports_run_side_by_side(kafka_bootstrap: str, kafka_data: Path) -> None:
     """What two pytest-xdist workers do: each its own broker, data dir and ports."""
-    other = kafka.start_on_free_port(kafka_data)
+    other = kafka.start_on_free_port(kafka_data, jvm_options=BROKER_JAVA_OPTIONS)
 
     assert other.running and other.bootstrap not in (None, kafka_bootstrap)
     assert other.data_dir == kafka_data.resolve()
