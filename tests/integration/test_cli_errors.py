@@ -28,12 +28,8 @@ PASSWORD = "cli-secret-pw-4242"
 FAST_SECONDS = 15.0  # a JVM start alone takes longer than this here
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return environ_without_config(**extra)
-
-
 def _no_spark_env(**extra: str) -> dict[str, str]:
-    return _env(JAVA_HOME="/nonexistent-java-home-lambda-sales-test", **extra)
+    return environ_without_config(JAVA_HOME="/nonexistent-java-home-lambda-sales-test", **extra)
 
 
 def _conf(tmp_path: Path, extra: str = "", *, landing: Path | None = None) -> Path:
@@ -129,7 +125,9 @@ def test_query_unknown_where_column(tmp_path: Path) -> None:
 def test_batch_with_missing_landing_location(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-landing-dir"
     conf = _conf(tmp_path, landing=missing)
-    result, elapsed = _run(["batch", "--quiet", "--conf", str(conf)], _env(), tmp_path)
+    result, elapsed = _run(
+        ["batch", "--quiet", "--conf", str(conf)], environ_without_config(), tmp_path
+    )
     line = _assert_one_line_error(result, "no-such-landing-dir")
     assert "landing location does not exist" in line
     assert elapsed < FAST_SECONDS  # found before Spark starts
@@ -158,7 +156,13 @@ def test_batch_with_an_unreadable_landing_file(tmp_path: Path) -> None:
     conf = _conf(tmp_path, landing=landing)
     command = _without_root_file_access([CLI, "batch", "--quiet", "--conf", str(conf)])
     result = subprocess.run(
-        command, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+        command,
+        env=environ_without_config(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
     line = _assert_one_line_error(result, "no-read-permission.jsonl")
@@ -185,7 +189,7 @@ def test_batch_with_unreachable_database(tmp_path: Path) -> None:
     )
     result, _ = _run(
         ["batch", "--quiet", "--conf", str(conf)],
-        _env(LAMBDA_SALES__SOURCES__JDBC__PASSWORD=PASSWORD),
+        environ_without_config(LAMBDA_SALES__SOURCES__JDBC__PASSWORD=PASSWORD),
         tmp_path,
     )
     assert PASSWORD not in result.stdout + result.stderr

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DRIVER_JAVA_OPTIONS, environ_without_config
+from tests.conftest import environ_without_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -37,12 +37,11 @@ def _conf(tmp_path: Path) -> Path:
         # the cluster and Databricks layers leave the master to the launcher: run locally here
         '[spark]\nmaster = "local[1]"\nshuffle_partitions = 2\ndriver_memory = "1g"\n\n'
         # conf/cluster.toml sizes Delta's log replay for a cluster (50 tasks per replay): on
-        # one local core this batch took 183 s, 37 s with what conf/local.toml
-        # sets instead, and C1 only as for every driver the tests start (tests/conftest.py).
+        # one local core this batch took 183 s, 37 s with what conf/local.toml sets instead
+        # (C1 alone comes from the environment, as for every driver the tests start).
         "[spark.conf]\n"
         '"spark.databricks.delta.snapshotPartitions" = "2"\n'
-        '"spark.sql.adaptive.coalescePartitions.initialPartitionNum" = "2"\n'
-        f'"spark.driver.extraJavaOptions" = "{DRIVER_JAVA_OPTIONS}"\n\n'
+        '"spark.sql.adaptive.coalescePartitions.initialPartitionNum" = "2"\n\n'
         "[quality]\nmin_score = 0.0\n",
         encoding="utf-8",
     )
